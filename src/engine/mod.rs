@@ -1,0 +1,2 @@
+//! io_uring engine (being written): worker loop, rings, direct descriptors, slab, timer wheel.
+#![deny(clippy::undocumented_unsafe_blocks)]

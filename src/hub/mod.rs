@@ -1,0 +1,1 @@
+//! Hub (being written): topics, fan-out, replay history, slow-consumer policy.

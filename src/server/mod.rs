@@ -1,0 +1,1 @@
+//! Server glue (being written): routes, config, metrics, the serve command.
