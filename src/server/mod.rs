@@ -1,1 +1,5 @@
-//! Server glue (being written): routes, config, metrics, the serve command.
+//! Server glue: the command line, configuration, routes and metrics. Thin by design: routes map
+//! a parsed request head to calls into `proto` and `hub`; the engine moves the bytes.
+
+pub mod cli;
+pub mod config;
