@@ -507,8 +507,10 @@ mod tests {
 
     #[test]
     fn example_file_round_trips_to_defaults() {
-        let mut c = Config::default();
-        c.workers = 7;
+        let mut c = Config {
+            workers: 7,
+            ..Config::default()
+        };
         c.apply_toml(&Config::example_toml(), "example").unwrap();
         assert_eq!(c, Config::default());
     }
