@@ -1,0 +1,160 @@
+//! Server counters and their Prometheus text rendering (`GET /metrics`).
+//!
+//! Counters are process-wide relaxed atomics: each is written by the worker that owns the event
+//! and read only by the metrics route, so no ordering between them is promised or needed.
+//! Names follow Prometheus conventions: `uringcast_` prefix, `_total` on counters, units last.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why the server ended a connection (the `reason` label of `uringcast_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum CloseKind {
+    PeerClosed,
+    ProtocolError,
+    RequestTimeout,
+    PongTimeout,
+    IdleTimeout,
+    SlowConsumer,
+    Shutdown,
+    IoError,
+    Done,
+}
+
+impl CloseKind {
+    pub const ALL: [CloseKind; 9] = [
+        CloseKind::PeerClosed,
+        CloseKind::ProtocolError,
+        CloseKind::RequestTimeout,
+        CloseKind::PongTimeout,
+        CloseKind::IdleTimeout,
+        CloseKind::SlowConsumer,
+        CloseKind::Shutdown,
+        CloseKind::IoError,
+        CloseKind::Done,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseKind::PeerClosed => "peer_closed",
+            CloseKind::ProtocolError => "protocol_error",
+            CloseKind::RequestTimeout => "request_timeout",
+            CloseKind::PongTimeout => "pong_timeout",
+            CloseKind::IdleTimeout => "idle_timeout",
+            CloseKind::SlowConsumer => "slow_consumer",
+            CloseKind::Shutdown => "shutdown",
+            CloseKind::IoError => "io_error",
+            CloseKind::Done => "done",
+        }
+    }
+}
+
+/// The kind of a live connection (the `kind` label of `uringcast_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum ConnKind {
+    Http,
+    Sse,
+    WebSocket,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connections: [AtomicU64; 3],
+    pub published_total: AtomicU64,
+    pub delivered_total: AtomicU64,
+    pub replayed_total: AtomicU64,
+    pub resets_total: AtomicU64,
+    pub dropped_total: AtomicU64,
+    pub closed_total: [AtomicU64; CloseKind::ALL.len()],
+    pub http_errors_total: AtomicU64,
+    pub heartbeats_total: AtomicU64,
+}
+
+impl Metrics {
+    pub fn conn_opened(&self, kind: ConnKind) {
+        self.connections[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn conn_changed(&self, from: ConnKind, to: ConnKind) {
+        self.connections[from as usize].fetch_sub(1, Relaxed);
+        self.connections[to as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn conn_closed(&self, kind: ConnKind, why: CloseKind) {
+        self.connections[kind as usize].fetch_sub(1, Relaxed);
+        self.closed_total[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Prometheus text exposition format 0.0.4. `extra` lets the engine append its own counters
+    /// (accepts, accept errors) without this module knowing their shape.
+    pub fn render(&self, extra: &[(&str, &str, &[(&str, u64)])]) -> String {
+        let mut out = String::with_capacity(2048);
+        let _ = writeln!(out, "# HELP uringcast_connections Open connections by kind.");
+        let _ = writeln!(out, "# TYPE uringcast_connections gauge");
+        for (kind, label) in [
+            (ConnKind::Http, "http"),
+            (ConnKind::Sse, "sse"),
+            (ConnKind::WebSocket, "websocket"),
+        ] {
+            let v = self.connections[kind as usize].load(Relaxed);
+            let _ = writeln!(out, "uringcast_connections{{kind=\"{label}\"}} {v}");
+        }
+        for (name, help, value) in [
+            ("uringcast_published_total", "Messages published.", &self.published_total),
+            ("uringcast_delivered_total", "Messages queued to subscribers.", &self.delivered_total),
+            ("uringcast_replayed_total", "Messages replayed after Last-Event-ID.", &self.replayed_total),
+            ("uringcast_resets_total", "Reset notices sent because history no longer reached back.", &self.resets_total),
+            ("uringcast_dropped_total", "Deliveries dropped because a slow consumer was closed.", &self.dropped_total),
+            ("uringcast_http_errors_total", "Requests answered with a 4xx or 5xx status.", &self.http_errors_total),
+            ("uringcast_heartbeats_total", "SSE heartbeat comments and WebSocket pings sent.", &self.heartbeats_total),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+        }
+        let _ = writeln!(out, "# HELP uringcast_closed_total Connections closed, by reason.");
+        let _ = writeln!(out, "# TYPE uringcast_closed_total counter");
+        for kind in CloseKind::ALL {
+            let v = self.closed_total[kind as usize].load(Relaxed);
+            let _ = writeln!(out, "uringcast_closed_total{{reason=\"{}\"}} {v}", kind.label());
+        }
+        for (name, help, series) in extra {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (labels, v) in *series {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {v}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_counts_opened_and_closed_connections() {
+        let m = Metrics::default();
+        m.conn_opened(ConnKind::Http);
+        m.conn_opened(ConnKind::Http);
+        m.conn_changed(ConnKind::Http, ConnKind::Sse);
+        m.conn_closed(ConnKind::Http, CloseKind::RequestTimeout);
+        let text = m.render(&[("uringcast_accepted_total", "Accepted.", &[("", 3)])]);
+        assert!(text.contains("uringcast_connections{kind=\"sse\"} 1\n"), "{text}");
+        assert!(text.contains("uringcast_connections{kind=\"http\"} 0\n"), "{text}");
+        assert!(text.contains("uringcast_closed_total{reason=\"request_timeout\"} 1\n"));
+        assert!(text.contains("uringcast_accepted_total 3\n"));
+        // Every sample line belongs to a family announced with TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let family = line.split(['{', ' ']).next().unwrap();
+            assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+        }
+    }
+}

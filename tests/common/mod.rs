@@ -1,0 +1,231 @@
+//! Shared helpers for integration tests: start the real `uringcast` binary on a free loopback
+//! port and talk to it with real clients (a line-reading SSE client over TCP, tokio-tungstenite).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server process; killed on drop so a failing test never leaks it.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Start `uringcast serve --listen 127.0.0.1:0 ARGS...` and wait for its "listening on" line.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_uringcast"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn uringcast");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("uringcast did not report its listen address within 20 s");
+            }
+        };
+        Server { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Send SIGTERM and wait for the exit status, at most `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One blocking HTTP/1.1 exchange on a fresh connection: returns (status, headers, body).
+pub fn http(addr: SocketAddr, raw_request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw_request).unwrap();
+    read_response(&mut s)
+}
+
+/// Read one response with a Content-Length body (or until EOF without one).
+pub fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => panic!("connection ended inside a response head: {:?}", String::from_utf8_lossy(&buf)),
+        }
+    }
+    let head = String::from_utf8(buf).expect("utf-8 head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("header colon");
+            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let len = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.parse::<usize>().unwrap());
+    let mut body = vec![0u8; len.unwrap_or(0)];
+    match len {
+        Some(_) => s.read_exact(&mut body).expect("body"),
+        None => {
+            let _ = s.read_to_end(&mut body);
+        }
+    }
+    (status, headers, body)
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// Publish `data` to `topic` from loopback; returns the assigned id.
+pub fn publish(addr: SocketAddr, topic: &str, data: &str) -> u64 {
+    let req = format!(
+        "POST /publish?topic={topic} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{data}",
+        data.len()
+    );
+    let (status, _, body) = http(addr, req.as_bytes());
+    assert_eq!(status, 200, "publish failed: {}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("publish answer is JSON");
+    v["id"].as_u64().expect("id")
+}
+
+/// A parsed SSE event as a test client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub comment: bool,
+}
+
+/// A minimal blocking SSE client, written independently of the server's codec so that the two
+/// check each other.
+pub struct SseClient {
+    pub reader: BufReader<TcpStream>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl SseClient {
+    pub fn connect(addr: SocketAddr, path: &str, extra_headers: &str) -> SseClient {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n{extra_headers}\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(s);
+        let mut status = 0;
+        let mut headers = Vec::new();
+        let mut first = true;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("response head");
+            let line = line.trim_end();
+            if first {
+                status = line.split(' ').nth(1).expect("status").parse().unwrap();
+                first = false;
+            } else if line.is_empty() {
+                break;
+            } else {
+                let (n, v) = line.split_once(':').unwrap();
+                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        SseClient { reader, status, headers }
+    }
+
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.reader.get_ref().set_read_timeout(Some(t)).unwrap();
+    }
+
+    /// Next event or comment block; None at end of stream or timeout.
+    pub fn next(&mut self) -> Option<SseEvent> {
+        let mut ev = SseEvent::default();
+        let mut any = false;
+        let mut data_lines: Vec<String> = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            let line = line.strip_suffix('\n').unwrap_or(&line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() {
+                if any {
+                    ev.data = data_lines.join("\n");
+                    return Some(ev);
+                }
+                continue;
+            }
+            any = true;
+            if line.starts_with(':') {
+                ev.comment = true;
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => ev.id = Some(value.to_owned()),
+                "event" => ev.event = Some(value.to_owned()),
+                "data" => data_lines.push(value.to_owned()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Next event that is not a comment or the initial retry-only block.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let ev = self.next()?;
+            if ev.id.is_some() || ev.event.is_some() || !ev.data.is_empty() {
+                return Some(ev);
+            }
+        }
+    }
+}
