@@ -59,6 +59,9 @@ pub enum ConnKind {
     WebSocket,
 }
 
+/// A counter family from another layer: (name, help, [(labels, value)]).
+pub type Family<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
+
 #[derive(Default)]
 pub struct Metrics {
     pub connections: [AtomicU64; 3],
@@ -89,7 +92,7 @@ impl Metrics {
 
     /// Prometheus text exposition format 0.0.4. `extra` lets the engine append its own counters
     /// (accepts, accept errors) without this module knowing their shape.
-    pub fn render(&self, extra: &[(&str, &str, &[(&str, u64)])]) -> String {
+    pub fn render(&self, extra: &[Family<'_>]) -> String {
         let mut out = String::with_capacity(2048);
         let _ = writeln!(out, "# HELP uringcast_connections Open connections by kind.");
         let _ = writeln!(out, "# TYPE uringcast_connections gauge");
