@@ -91,7 +91,7 @@ fn encode(role: Role, items: &[Item], close: Option<u16>, seed: u64) -> (Vec<u8>
     let mut key = || (role == Role::Server).then(|| rng.u32(..).to_ne_bytes());
     let mut stream = Vec::new();
     let mut want = Vec::new();
-    let mut send_control = |stream: &mut Vec<u8>, want: &mut Vec<Out>, c: &Control, key| {
+    let send_control = |stream: &mut Vec<u8>, want: &mut Vec<Out>, c: &Control, key| {
         let (op, p) = match c {
             Control::Ping(p) => (OpCode::Ping, p),
             Control::Pong(p) => (OpCode::Pong, p),
