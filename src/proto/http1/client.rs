@@ -73,7 +73,9 @@ impl ResponseDecoder {
         limits: &HttpLimits,
         input: &'a [u8],
     ) -> Result<Progress<ResponseHead<'a>>, HttpError> {
-        let Some(span) = self.scanner.scan(input, limits, HttpError::HeadTooLarge)? else {
+        let scanned = self.scanner.scan(input, limits, HttpError::HeadTooLarge);
+        // A failed scan leaves the scanner mid-head; start clean if the decoder is reused.
+        let Some(span) = scanned.inspect_err(|_| self.scanner = HeadScanner::default())? else {
             return Ok(Progress {
                 consumed: 0,
                 event: None,
