@@ -155,7 +155,7 @@ impl Parser {
                 self.after_cr = false;
             }
             let rest = &input[pos..];
-            let Some(end) = rest.iter().position(|&b| b == b'\r' || b == b'\n') else {
+            let Some(end) = memchr::memchr2(b'\r', b'\n', rest) else {
                 if rest.len() > limit {
                     return Err(SseError::LineTooLong { limit_bytes: limit });
                 }
@@ -195,7 +195,7 @@ impl Parser {
         }
         // "If the line contains a colon: field = before the first colon, value = after it,
         // minus one leading space. Otherwise field = the whole line, value = empty."
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(c) => (&line[..c], strip_one_space(&line[c + 1..])),
             None => (line, &line[..0]),
         };
