@@ -70,10 +70,12 @@ impl<M> Core<M> {
         s.inflight += 1;
         // The table slot is taken now, so the accept limit also counts connects in progress.
         self.rings[r].used += 1;
-        let e = opcode::Socket::new(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        let e = opcode::Socket::new(domain, libc::SOCK_STREAM, 0)
             .file_index(Some(types::DestinationSlot::auto_target()))
             .build()
             .user_data(ud);
+        // (No SOCK_CLOEXEC: the kernel rejects it with a direct descriptor, EINVAL; a direct
+        // descriptor is never inherited anyway.)
         // SAFETY: socket references no user memory.
         unsafe { self.rings[r].push(&e) };
         let deadline = self.now_ms + self.layout.cfg.connect_timeout_ms;
