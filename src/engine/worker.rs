@@ -32,6 +32,8 @@ use super::{CloseReason, Handler, Origin};
 const REAP_BATCH: usize = 512;
 /// After the drain deadline, how long to wait for cancelled ops to complete before leaving.
 const EXIT_GRACE_MS: u64 = 1000;
+/// Period of the per-ring debug status line.
+const STATUS_LOG_MS: u64 = 5000;
 
 pub(crate) struct Worker<H: Handler> {
     pub core: Core<H::Msg>,
@@ -43,6 +45,9 @@ pub(crate) struct Worker<H: Handler> {
     expired: Vec<u32>,
     drain_deadline_ms: Option<u64>,
     aborted: bool,
+    last_status_ms: u64,
+    /// Completions dispatched, by `OpKind` (for the status line).
+    cqes_by_kind: [u64; 16],
 }
 
 impl<H: Handler> Worker<H> {
@@ -70,6 +75,8 @@ impl<H: Handler> Worker<H> {
             expired: Vec::new(),
             drain_deadline_ms: None,
             aborted: false,
+            last_status_ms: 0,
+            cqes_by_kind: [0; 16],
         };
         w.arm_wake();
         for r in 1..w.core.rings.len() {
@@ -114,6 +121,7 @@ impl<H: Handler> Worker<H> {
             if self.core.shutting_down && self.shutdown_progress() {
                 break;
             }
+            self.log_status();
             let mut reaped = 0;
             for r in 0..self.core.rings.len() {
                 reaped += self.reap(r);
@@ -136,6 +144,32 @@ impl<H: Handler> Worker<H> {
             }
         }
         tracing::debug!(worker = self.core.worker, "worker stopped");
+    }
+
+    /// Every `STATUS_LOG_MS`, a debug line per ring (queues, overflow, table use, accept state).
+    fn log_status(&mut self) {
+        if self.core.now_ms < self.last_status_ms + STATUS_LOG_MS {
+            return;
+        }
+        self.last_status_ms = self.core.now_ms;
+        for ring in &mut self.core.rings {
+            let overflow = ring.uring.completion().overflow();
+            let cq = ring.uring.completion().len();
+            let sq = ring.uring.submission().len();
+            tracing::debug!(
+                worker = self.core.worker,
+                ring = ring.index,
+                sq,
+                cq,
+                overflow,
+                used = ring.used,
+                accept_armed = ring.accept.armed,
+                accept_backoff = ring.accept.backoff,
+                slots = self.core.slots.len(),
+                cqes_by_kind = ?self.cqes_by_kind,
+                "ring status"
+            );
+        }
     }
 
     fn wait_timeout_ms(&self) -> Option<u64> {
@@ -173,6 +207,7 @@ impl<H: Handler> Worker<H> {
             return;
         };
         let more = cqueue::more(flags);
+        self.cqes_by_kind[ud.kind as usize] += 1;
         match ud.kind {
             OpKind::Accept => self.on_accept_cqe(ud.slot as usize, res, more),
             OpKind::AcceptCancel => self.core.on_accept_cancel_cqe(ud.slot as usize),
@@ -191,6 +226,7 @@ impl<H: Handler> Worker<H> {
             | OpKind::Close
             | OpKind::Socket
             | OpKind::Bind
+            | OpKind::SockOpt
             | OpKind::Connect => {
                 let slot = ud.slot;
                 let current = self.core.slots.get(slot as usize).is_some()
@@ -215,6 +251,7 @@ impl<H: Handler> Worker<H> {
                         self.core.rings[ring].used -= 1;
                     }
                     OpKind::Socket => self.on_socket_cqe(slot, res),
+                    OpKind::SockOpt => self.on_sockopt_cqe(slot, res),
                     OpKind::Bind => self.on_bind_cqe(slot, res),
                     OpKind::Connect => self.on_connect_cqe(slot, res),
                     _ => unreachable!(),
