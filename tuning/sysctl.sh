@@ -179,31 +179,35 @@ describe() {
     echo "${out[*]}"
 }
 
-# Why a write failed, from sysctl's message and the file's state.
+# Why a write failed, from the error text (strerror of the write) and the file's state.
 failure_reason() {
-    local key="$1" err="$2" path
+    local key="$1" err="${2,,}" path
     path="$(key_path "$key")"
     if [[ ! -e "$path" ]]; then
-        echo "missing key: this kernel lacks it or its module is not loaded"
-    elif [[ "$err" == *"Read-only file system"* ]]; then
-        echo "read-only in this namespace: /proc/sys is mounted read-only (container?)"
-    elif [[ "$err" == *"Permission denied"* || "$err" == *"Operation not permitted"* ]]; then
+        echo "missing key: this kernel lacks it, its module is not loaded, or it is host-wide" \
+            "and hidden in this network namespace (set it on the host)"
+    elif [[ "$err" == *"read-only file system"* ]]; then
+        echo "read-only in this namespace: /proc/sys is mounted read-only here (container?)"
+    elif [[ "$err" == *"permission denied"* || "$err" == *"operation not permitted"* ]]; then
         if ((EUID != 0)); then
             echo "permission: run as root"
         else
-            echo "read-only in this namespace: the key belongs to the initial user/network namespace, or CAP_SYS_ADMIN/CAP_NET_ADMIN is missing"
+            echo "read-only in this namespace: the key belongs to the initial user/network" \
+                "namespace, or CAP_SYS_ADMIN/CAP_NET_ADMIN is missing"
         fi
-    elif [[ "$err" == *"Invalid argument"* ]]; then
+    elif [[ "$err" == *"invalid argument"* ]]; then
         echo "kernel rejected the value (outside the range it accepts)"
     else
-        echo "sysctl failed: ${err:-unknown error}"
+        echo "write failed: ${2:-unknown error}"
     fi
 }
 
-# Writes key=value and verifies the read-back. On failure prints the reason and returns 1.
+# Writes key=value straight to /proc/sys (so the error is the kernel's errno, which sysctl(8)
+# would blur into "permission denied") and verifies the read-back. On failure prints the
+# reason and returns 1.
 write_value() {
     local key="$1" value="$2" err after
-    if ! err="$(sysctl -q -w "$key=$value" 2>&1 >/dev/null)"; then
+    if ! err="$({ printf '%s\n' "$value" >"$(key_path "$key")"; } 2>&1)"; then
         failure_reason "$key" "$err"
         return 1
     fi
@@ -235,7 +239,7 @@ do_check() {
             if [[ "$class" == optional ]]; then
                 printf '%-36s %-28s %-34s %s\n' "$key" "-" "$(describe "$rules" "$rec")" "skip (not present: nothing to size)"
             else
-                printf '%-36s %-28s %-34s %s\n' "$key" "-" "$(describe "$rules" "$rec")" "MISSING (kernel lacks it)"
+                printf '%-36s %-28s %-34s %s\n' "$key" "-" "$(describe "$rules" "$rec")" "MISSING: kernel lacks it, or host-wide and hidden in this network namespace (set it on the host)"
                 short=1
             fi
             continue
