@@ -1,2 +1,3 @@
 //! io_uring engine (being written): worker loop, rings, direct descriptors, slab, timer wheel.
 #![deny(clippy::undocumented_unsafe_blocks)]
+pub mod wheel;

@@ -1,1 +1,97 @@
-//! (being written)
+//! RFC 6455 WebSocket for both roles, sans-IO: the opening handshake, a streaming frame decoder,
+//! a header-only frame encoder, close codes and incremental UTF-8 validation.
+//!
+//! What it never does: read or write a socket, look at a clock, draw random numbers (the client
+//! role's mask keys and handshake nonce come in as arguments), or buffer payload. The decoder
+//! hands out slices of the caller's receive buffer, unmasked in place, as they arrive; its own
+//! state between calls is a few dozen bytes (see [`Decoder`]), so an idle connection costs
+//! almost nothing. No extension is negotiated, so RSV1-3 are always a protocol error.
+//!
+//! Call order for a connection:
+//! 1. Server: [`server_handshake`] on the parsed request, then [`Accepted::write_response`].
+//!    Client: [`client_request`], then [`validate_server_response`] on the answer.
+//! 2. [`Decoder::decode`] on the receive buffer until it reports `event: None`; drop `consumed`
+//!    bytes from the front after every call and keep the rest (at most `14 + 125` bytes: a
+//!    partial header or a partial control frame) for the next call.
+//! 3. Frames out: [`fmt_head`] once per payload (fan-out shares the payload bytes), or
+//!    [`encode_frame`] which also masks for the client role.
+//! 4. On [`Event::Close`] answer with [`close_reply`]; on a [`WsError`] send
+//!    [`WsError::close_frame`] and close the connection.
+
+mod close;
+mod decode;
+mod encode;
+mod error;
+mod handshake;
+mod mask;
+mod utf8;
+
+#[cfg(test)]
+mod proptests;
+
+pub use close::{close_payload, close_reply, is_valid_close_code, ControlFrame};
+pub use decode::{Decoder, Event};
+pub use encode::{encode_frame, fmt_head, HEAD_BYTES_MAX};
+pub use error::WsError;
+pub use handshake::{
+    accept_key, client_key, client_request, server_handshake, validate_server_response, Accepted,
+    HandshakeError, WS_VERSION,
+};
+pub use mask::apply_mask;
+pub use utf8::Utf8Stream;
+
+pub use super::{Progress, Role};
+
+/// The largest payload a control frame (close, ping, pong) may carry (RFC 6455 §5.5).
+pub const CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
+
+/// Frame opcodes defined by RFC 6455 §5.2. Every other value is a protocol error (1002).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OpCode {
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl OpCode {
+    /// Control opcodes have the high bit of the nibble set (§5.5).
+    pub const fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+impl TryFrom<u8> for OpCode {
+    type Error = WsError;
+
+    fn try_from(nibble: u8) -> Result<OpCode, WsError> {
+        Ok(match nibble {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            _ => return Err(WsError::UnknownOpcode),
+        })
+    }
+}
+
+/// Bounds on what a peer may send. Checked on frame headers, before any payload is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsLimits {
+    /// Largest message (sum of its frames' payload lengths); more is close code 1009.
+    pub message_bytes_max: u64,
+}
+
+impl Default for WsLimits {
+    /// 64 KiB: the hub's control messages are small JSON texts, deliveries go the other way.
+    fn default() -> WsLimits {
+        WsLimits {
+            message_bytes_max: 64 * 1024,
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Incremental head scanner: finds where a head ends and enforces the limits byte by byte, so
+//! an oversized or malformed head is rejected as soon as the offending byte arrives, not when
+//! (or if) the empty line does.
+//!
+//! It never allocates and never re-reads a byte: the caller passes the same prefix again with
+//! more bytes appended, and scanning resumes at `pos`. Because every check fires at a fixed
+//! byte offset, the verdict for a byte stream is the same however it is split into reads.
+//!
+//! ```text
+//!   [CRLF]*  start-line CRLF  ( field-line CRLF )*  CRLF
+//!   ^0                   ^fields_start              ^ head_len (returned)
+//! ```
+//! Line ends are CRLF or a lone LF (RFC 9112 §2.2 lets a recipient accept LF); a CR followed
+//! by anything else is a bare CR and rejected.
+
+use super::{HttpError, HttpLimits};
+
+/// Scanner state between calls. Invariant: `line_start <= pos <= input.len()` of the last
+/// call, and every byte before `pos` has been checked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HeadScanner {
+    /// Next byte to examine.
+    pos: usize,
+    /// Offset of the first byte of the current line.
+    line_start: usize,
+    /// Offset just after the start line's LF; 0 until the start line is done.
+    fields_start: usize,
+    /// Field lines seen so far.
+    fields: usize,
+    /// Whether the current field line has reached its colon.
+    colon_seen: bool,
+}
+
+/// A complete head found by [`HeadScanner::scan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadSpan {
+    /// Bytes in the head, final empty line included: the body starts here.
+    pub len: usize,
+    /// Offset of the first field line (or of the final empty line when there are none).
+    pub fields_start: usize,
+}
+
+impl HeadScanner {
+    /// Scan `input` (the same bytes as last time plus possibly more). `Ok(None)` means "need
+    /// more bytes"; `Ok(Some(span))` resets the scanner for the next head.
+    ///
+    /// `line_too_long` is the error for a start line over `request_line_bytes_max` (414 for
+    /// requests; the client role passes 431-class `HeadTooLarge`).
+    pub(crate) fn scan(
+        &mut self,
+        input: &[u8],
+        limits: &HttpLimits,
+        line_too_long: HttpError,
+    ) -> Result<Option<HeadSpan>, HttpError> {
+        if input.len() < self.pos {
+            // The caller broke the "same prefix" contract; start over rather than index past
+            // the end. Costs a rescan, never correctness.
+            *self = HeadScanner::default();
+        }
+        let headers_max = limits.headers_max_effective();
+        let mut i = self.pos;
+        while i < input.len() {
+            // Examining byte i means the head is at least i + 1 bytes long.
+            if i >= limits.head_bytes_max {
+                return Err(HttpError::HeadTooLarge);
+            }
+            let b = input[i];
+            match b {
+                b'\r' => match input.get(i + 1) {
+                    // Decide once the next byte arrives; `pos` stays on the CR.
+                    None => break,
+                    Some(b'\n') => {}
+                    Some(_) => return Err(HttpError::BareCr),
+                },
+                b'\n' => {
+                    let mut end = i;
+                    if end > self.line_start && input[end - 1] == b'\r' {
+                        end -= 1;
+                    }
+                    let empty = end == self.line_start;
+                    if self.fields_start == 0 {
+                        // Empty lines before the start line are skipped (RFC 9112 §2.2).
+                        if !empty {
+                            self.fields_start = i + 1;
+                        }
+                    } else if empty {
+                        let span = HeadSpan {
+                            len: i + 1,
+                            fields_start: self.fields_start,
+                        };
+                        *self = HeadScanner::default();
+                        return Ok(Some(span));
+                    } else {
+                        self.fields += 1;
+                        if self.fields > headers_max {
+                            return Err(HttpError::TooManyHeaders);
+                        }
+                    }
+                    self.line_start = i + 1;
+                    self.colon_seen = false;
+                }
+                // Start-line grammar is httparse's job; only its length is checked here.
+                _ if self.fields_start == 0 => {
+                    self.check_start_line(i, limits, line_too_long)?;
+                }
+                b' ' | b'\t' => {
+                    if i == self.line_start {
+                        return Err(if self.fields == 0 {
+                            HttpError::WhitespaceAfterStartLine
+                        } else {
+                            HttpError::ObsFold
+                        });
+                    }
+                    if !self.colon_seen {
+                        return Err(HttpError::WhitespaceBeforeColon);
+                    }
+                }
+                b':' => self.colon_seen = true,
+                _ => {}
+            }
+            i += 1;
+        }
+        self.pos = i;
+        Ok(None)
+    }
+
+    /// Byte `i` belongs to the start line: it must not push the line past the limit.
+    fn check_start_line(
+        &self,
+        i: usize,
+        limits: &HttpLimits,
+        line_too_long: HttpError,
+    ) -> Result<(), HttpError> {
+        if i + 1 - self.line_start > limits.request_line_bytes_max {
+            return Err(line_too_long);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_whole(input: &[u8], limits: &HttpLimits) -> Result<Option<HeadSpan>, HttpError> {
+        HeadScanner::default().scan(input, limits, HttpError::RequestLineTooLong)
+    }
+
+    fn scan_bytewise(input: &[u8], limits: &HttpLimits) -> Result<Option<HeadSpan>, HttpError> {
+        let mut s = HeadScanner::default();
+        for end in 0..=input.len() {
+            if let Some(span) = s.scan(&input[..end], limits, HttpError::RequestLineTooLong)? {
+                return Ok(Some(span));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn finds_end_of_head_crlf_and_lf_rfc9112_2_2() {
+        let l = HttpLimits::default();
+        let crlf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY";
+        let span = scan_whole(crlf, &l).unwrap().unwrap();
+        assert_eq!(span.len, crlf.len() - 4);
+        assert_eq!(span.fields_start, 16);
+        assert_eq!(scan_bytewise(crlf, &l), Ok(Some(span)));
+        let lf = b"GET / HTTP/1.1\nHost: a\n\nX";
+        assert_eq!(scan_whole(lf, &l).unwrap().unwrap().len, lf.len() - 1);
+    }
+
+    #[test]
+    fn skips_leading_empty_lines_rfc9112_2_2() {
+        let l = HttpLimits::default();
+        let req = b"\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let span = scan_bytewise(req, &l).unwrap().unwrap();
+        assert_eq!(span.len, req.len());
+        assert_eq!(span.fields_start, 20);
+    }
+
+    #[test]
+    fn bare_cr_rejected_rfc9112_2_2() {
+        let l = HttpLimits::default();
+        assert_eq!(
+            scan_whole(b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", &l),
+            Err(HttpError::BareCr)
+        );
+        assert_eq!(
+            scan_bytewise(b"GET /\r HTTP/1.1\r\n\r\n", &l),
+            Err(HttpError::BareCr)
+        );
+        // A CR at the end of the input is undecided, not an error.
+        assert_eq!(scan_whole(b"GET / HTTP/1.1\r", &l), Ok(None));
+    }
+
+    #[test]
+    fn request_line_limit_fires_early_rfc9112_3() {
+        let l = HttpLimits {
+            request_line_bytes_max: 10,
+            ..HttpLimits::default()
+        };
+        // Exactly 10 bytes of line, then CRLF: fine.
+        assert_eq!(scan_whole(b"GET /12345", &l), Ok(None));
+        assert_eq!(scan_whole(b"GET /12345\r\n", &l), Ok(None));
+        // The 11th byte without a line end: 414 before any CRLF arrives.
+        assert_eq!(
+            scan_whole(b"GET /123456", &l),
+            Err(HttpError::RequestLineTooLong)
+        );
+        assert_eq!(
+            scan_bytewise(b"GET /123456", &l),
+            Err(HttpError::RequestLineTooLong)
+        );
+    }
+
+    #[test]
+    fn head_limit_fires_early_rfc6585_5() {
+        let l = HttpLimits {
+            head_bytes_max: 32,
+            ..HttpLimits::default()
+        };
+        let mut req = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        req.resize(32, b'a');
+        assert_eq!(scan_whole(&req, &l), Ok(None));
+        req.push(b'a');
+        assert_eq!(scan_whole(&req, &l), Err(HttpError::HeadTooLarge));
+        assert_eq!(scan_bytewise(&req, &l), Err(HttpError::HeadTooLarge));
+        // A head of exactly the limit is accepted.
+        let exact = b"GET / HTTP/1.1\r\nX: 0123456789\r\n\r\n";
+        let l = HttpLimits {
+            head_bytes_max: exact.len(),
+            ..HttpLimits::default()
+        };
+        assert!(scan_whole(exact, &l).unwrap().is_some());
+    }
+
+    #[test]
+    fn header_count_limit_rfc6585_5() {
+        let l = HttpLimits {
+            headers_max: 2,
+            ..HttpLimits::default()
+        };
+        assert!(scan_whole(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n", &l)
+            .unwrap()
+            .is_some());
+        // The third field line is rejected when its line ends, before the head does.
+        assert_eq!(
+            scan_whole(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n", &l),
+            Err(HttpError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn obs_fold_and_whitespace_rules_rfc9112_5() {
+        let l = HttpLimits::default();
+        assert_eq!(
+            scan_whole(b"GET / HTTP/1.1\r\nA: 1\r\n  more\r\n\r\n", &l),
+            Err(HttpError::ObsFold)
+        );
+        assert_eq!(
+            scan_whole(b"GET / HTTP/1.1\r\n A: 1\r\n\r\n", &l),
+            Err(HttpError::WhitespaceAfterStartLine)
+        );
+        assert_eq!(
+            scan_whole(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", &l),
+            Err(HttpError::WhitespaceBeforeColon)
+        );
+        assert_eq!(
+            scan_whole(b"GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", &l),
+            Err(HttpError::WhitespaceBeforeColon)
+        );
+        // Whitespace inside a value is fine.
+        assert!(scan_whole(b"GET / HTTP/1.1\r\nA: b c\t d\r\n\r\n", &l)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn resumes_and_tolerates_contract_break() {
+        let l = HttpLimits::default();
+        let mut s = HeadScanner::default();
+        let req = b"GET / HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            s.scan(&req[..10], &l, HttpError::RequestLineTooLong),
+            Ok(None)
+        );
+        // Shorter input than before: the scanner restarts instead of panicking.
+        assert_eq!(
+            s.scan(&req[..3], &l, HttpError::RequestLineTooLong),
+            Ok(None)
+        );
+        let span = s.scan(req, &l, HttpError::RequestLineTooLong).unwrap();
+        assert_eq!(span.map(|s| s.len), Some(req.len()));
+    }
+}
