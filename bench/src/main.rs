@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 mod cli;
+mod client;
 mod echo;
 mod envelope;
 mod plan;
