@@ -1,3 +1,124 @@
-//! io_uring engine (being written): worker loop, rings, direct descriptors, slab, timer wheel.
+//! io_uring engine: worker threads, rings, direct descriptors, connection slab, timer wheel.
+//!
+//! The engine moves bytes and timer ticks between the kernel and a [`Handler`]; it never parses
+//! a protocol, never decides a slow-consumer policy and never copies an outgoing buffer (sends
+//! are shared [`bytes::Bytes`] handles). Each worker thread owns its rings, its slab and its
+//! wheel; nothing on the per-connection path takes a lock.
+//!
+//! Kernel features used (minimum version beside each): multishot accept into a sparse registered
+//! file table (`AcceptMulti` + `IORING_FILE_INDEX_ALLOC`, 5.19), multishot receive with a provided
+//! buffer ring (`RecvMulti` 6.0, `register_buf_ring` 5.19), cancel by fixed fd (`AsyncCancel2`,
+//! 5.19), `Socket` with a direct descriptor (5.19), `Bind` (6.11) for the client role, and
+//! `IORING_ENTER_EXT_ARG` wait timeouts (5.11).
+//!
+//! # Call order seen by a handler
+//! For one connection: `on_open` (exactly once) → any number of `on_data` / `on_timer` /
+//! `on_shutdown` → `on_close` (exactly once, gets the `Conn` back). For an outbound connection
+//! that never connects: `on_connect_failed` only. `on_msg` is per worker, not per connection.
+//! All callbacks of one worker run on that worker's thread, one at a time.
 #![deny(clippy::undocumented_unsafe_blocks)]
+
+mod accept;
+mod buf_ring;
+mod config;
+mod connect;
+mod core;
+mod ctx;
+mod error;
+mod inbox;
+mod recv;
+mod ring;
+mod run;
+mod send;
+mod signal;
+mod slab;
+mod stats;
+pub mod user_data;
 pub mod wheel;
+mod worker;
+
+pub use config::EngineConfig;
+pub use ctx::Ctx;
+pub use error::EngineError;
+pub use inbox::EngineHandle;
+pub use run::Engine;
+pub use stats::{AcceptErrorKind, EngineStats};
+
+/// A connection within one worker. `gen` makes an id of a closed-and-reused slot detectable:
+/// every `Ctx` call with a stale id is a no-op (returns `false` / 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub slot: u32,
+    pub gen: u32,
+}
+
+/// How a connection came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Accepted on this worker's listener. Multishot accept into a direct descriptor reports no
+    /// peer address (and `getpeername` needs a process fd), so none is given.
+    Accepted,
+    /// Outbound, from [`Ctx::connect`] (client role).
+    Connected,
+}
+
+/// Why a connection ended, passed to [`Handler::on_close`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side (recv returned 0).
+    PeerClosed,
+    /// A socket error (positive errno, e.g. `libc::ECONNRESET`).
+    Error(i32),
+    /// The handler called [`Ctx::close`] (queue flushed) or [`Ctx::abort`].
+    Closed,
+    /// [`Ctx::close`] could not flush within `close_flush_timeout_ms`.
+    FlushTimeout,
+    /// Unconsumed input grew past `leftover_bytes_max`.
+    LeftoverOverflow,
+    /// Graceful shutdown aborted it after `drain_timeout_ms`.
+    Shutdown,
+}
+
+/// The protocol side of the engine. One instance per worker (built by `make_handler(worker)`).
+pub trait Handler: Sized + 'static {
+    /// Per-connection protocol state, kept in a slab parallel to the engine's.
+    type Conn;
+    /// Cross-worker message (e.g. `Arc<hub::Message>`).
+    type Msg: Send + 'static;
+
+    /// A connection opened. The returned state is handed back in every later callback.
+    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, origin: Origin) -> Self::Conn;
+
+    /// Bytes arrived. `data` = leftover (unconsumed from the last call) + new bytes, mutable so
+    /// decoders can unmask in place. Return how many bytes were consumed (`<= data.len()`); the
+    /// engine keeps the rest (bounded by `leftover_bytes_max`, else the connection is closed with
+    /// [`CloseReason::LeftoverOverflow`]) and passes them again, followed by new bytes, on the next
+    /// call. An idle connection holds no buffer.
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        conn: &mut Self::Conn,
+        data: &mut [u8],
+    ) -> usize;
+
+    /// The connection's single timer (set via [`Ctx::set_timer`]) fired. Not called once the
+    /// connection is closing.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Self::Conn);
+
+    /// The connection is gone (peer closed, error, or `ctx.close` finished). Release
+    /// subscriptions. `id` is stale from now on.
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: Self::Conn, why: CloseReason);
+
+    /// A message posted to this worker (`ctx.post` / [`EngineHandle::post`] from any thread).
+    fn on_msg(&mut self, ctx: &mut Ctx<'_, Self>, msg: Self::Msg);
+
+    /// Graceful shutdown began (SIGTERM/SIGINT or [`EngineHandle::shutdown`]): called once per
+    /// live connection so the handler can queue a goodbye and `ctx.close(id)`. The engine exits
+    /// when all are closed or `drain_timeout_ms` passes (then the rest are aborted).
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Self::Conn);
+
+    /// An outbound connection from [`Ctx::connect`] failed before opening (`errno` positive,
+    /// `libc::ETIMEDOUT` after `connect_timeout_ms`). No `Conn` existed; `id` is stale now.
+    fn on_connect_failed(&mut self, _ctx: &mut Ctx<'_, Self>, _id: ConnId, _errno: i32) {}
+}

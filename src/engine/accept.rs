@@ -1,0 +1,172 @@
+//! Accept path: one SO_REUSEPORT listener per ring and a multishot accept (`AcceptMulti`, 5.19)
+//! straight into the ring's sparse table (`IORING_FILE_INDEX_ALLOC`), so a socket never takes a
+//! process fd.
+//!
+//! Table discipline (accepting into a full table loses the connection): the accept is cancelled
+//! when `used` reaches `accept_limit`, which leaves `backlog + 16` slots spare for what one
+//! multishot run can still accept before the cancel lands, and it is re-armed at the end of the
+//! loop turn in which a close brought `used` back under the limit. Accept errors (EMFILE,
+//! ENFILE, ENOBUFS, ENOMEM, ...) are counted, logged at most once a second per ring, and back off
+//! 10 ms doubling to 1 s via the ring's wheel timer; never a busy loop, never a crash.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+
+use io_uring::opcode;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::config::Layout;
+use super::core::Core;
+use super::slab::{flag, State};
+use super::stats::{AcceptErrorKind, EngineStats};
+use super::user_data::{OpKind, UserData};
+use super::worker::Worker;
+use super::{EngineError, Handler, Origin};
+
+const BACKOFF_MS_MIN: u64 = 10;
+const BACKOFF_MS_MAX: u64 = 1000;
+const LOG_INTERVAL_MS: u64 = 1000;
+
+/// Bind `count` SO_REUSEPORT listeners on `addr` (the first resolves port 0 for the others).
+pub(crate) fn bind_listeners(
+    addr: SocketAddr,
+    count: usize,
+    layout: &Layout,
+) -> Result<(Vec<OwnedFd>, SocketAddr), EngineError> {
+    let mut out = Vec::with_capacity(count);
+    let mut bound = addr;
+    for _ in 0..count {
+        let sock =
+            listener(bound, layout.backlog).map_err(|err| EngineError::Bind { addr, err })?;
+        if bound.port() == 0 {
+            bound =
+                sock.local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .ok_or(EngineError::Bind {
+                        addr,
+                        err: std::io::Error::other("listener has no local address"),
+                    })?;
+        }
+        out.push(OwnedFd::from(sock));
+    }
+    Ok((out, bound))
+}
+
+fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(backlog as i32)?;
+    Ok(sock)
+}
+
+impl<M> Core<M> {
+    /// Arm or cancel ring `r`'s accept to match its table occupancy; called every loop turn.
+    pub fn maintain_accept(&mut self, r: usize) {
+        let limit = self.layout.accept_limit;
+        let shutting_down = self.shutting_down;
+        let ring = &mut self.rings[r];
+        if ring.listener.is_none() {
+            return;
+        }
+        let a = &ring.accept;
+        let want = !shutting_down && !a.backoff && ring.used < limit;
+        if want && !a.armed && !a.cancelling {
+            let ud = UserData::new(OpKind::Accept, 0, r as u32).pack();
+            ring.arm_accept(ud);
+        } else if !want && a.armed && !a.cancelling {
+            self.cancel_accept(r);
+        }
+    }
+
+    fn cancel_accept(&mut self, r: usize) {
+        let target = UserData::new(OpKind::Accept, 0, r as u32).pack();
+        let ud = UserData::new(OpKind::AcceptCancel, 0, r as u32).pack();
+        let e = opcode::AsyncCancel::new(target).build().user_data(ud);
+        let ring = &mut self.rings[r];
+        ring.accept.cancelling = true;
+        // SAFETY: a cancel by user_data references no user memory.
+        unsafe { ring.push(&e) };
+    }
+
+    pub fn on_accept_cancel_cqe(&mut self, r: usize) {
+        // -ENOENT (already finished) and -EALREADY (finishing) are fine: the accept's own final
+        // CQE clears `armed`.
+        self.rings[r].accept.cancelling = false;
+    }
+
+    /// The ring's back-off timer fired: allow re-arming.
+    pub fn on_accept_backoff_timer(&mut self, r: usize) {
+        self.rings[r].accept.backoff = false;
+    }
+
+    fn accept_failed(&mut self, r: usize, errno: i32, more: bool) {
+        let kind = AcceptErrorKind::from_errno(errno);
+        self.shared.stats.count_accept_error(kind);
+        let now = self.now_ms;
+        let ring = &mut self.rings[r];
+        let a = &mut ring.accept;
+        a.backoff_ms = (a.backoff_ms * 2).clamp(BACKOFF_MS_MIN, BACKOFF_MS_MAX);
+        a.backoff = true;
+        if now >= a.last_log_ms + LOG_INTERVAL_MS || a.last_log_ms == 0 {
+            tracing::warn!(
+                worker = self.worker,
+                ring = r,
+                errno,
+                kind = kind.label(),
+                suppressed = a.suppressed_logs,
+                backoff_ms = a.backoff_ms,
+                "accept failed; backing off"
+            );
+            a.last_log_ms = now.max(1);
+            a.suppressed_logs = 0;
+        } else {
+            a.suppressed_logs += 1;
+        }
+        let deadline = now + a.backoff_ms;
+        if more && !a.cancelling {
+            self.cancel_accept(r);
+        }
+        let tick = self.tick_at_or_after(deadline);
+        self.wheel.insert(r as u32, tick);
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    /// A multishot accept completion on ring `r`: `res` is the new fixed file index or -errno.
+    pub fn on_accept_cqe(&mut self, r: usize, res: i32, more: bool) {
+        let core = &mut self.core;
+        if !more {
+            core.rings[r].accept.armed = false;
+        }
+        if res < 0 {
+            if res != -libc::ECANCELED {
+                core.accept_failed(r, -res, more);
+            }
+            return;
+        }
+        let file = res as u32;
+        let ring = &mut core.rings[r];
+        ring.used += 1;
+        ring.accept.backoff_ms = 0;
+        if ring.used >= core.layout.accept_limit && ring.accept.armed && !ring.accept.cancelling {
+            EngineStats::add(&core.shared.stats.accept_paused_total, 1);
+            core.cancel_accept(r);
+        }
+        if core.shutting_down {
+            core.raw_close(r, file);
+            return;
+        }
+        let slot = core.insert_slot(r as u8, State::Open);
+        let s = &mut core.slots[slot as usize];
+        s.file = file;
+        s.set(flag::HAS_FILE);
+        core.arm_recv(slot);
+        EngineStats::add(&core.shared.stats.accepted_total, 1);
+        EngineStats::add(&core.shared.stats.connections_open, 1);
+        self.open(slot, Origin::Accepted);
+    }
+}

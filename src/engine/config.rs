@@ -1,0 +1,205 @@
+//! Engine configuration: every size and limit the engine uses, validated once at start-up.
+//!
+//! Never reads flags or files itself (the server layer does); it only checks consistency and
+//! derives the ring layout (`rings_per_worker`, `accept_limit`) in one place.
+
+use std::net::SocketAddr;
+
+use super::EngineError;
+
+/// Sizes, limits and timeouts of the engine. `Default` gives a server on no listener; set
+/// `listen`. Zero in `workers`, `rings_per_worker` or `files_per_ring` means "derive it".
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Listen address (one SO_REUSEPORT listener per ring). `None`: client role only.
+    pub listen: Option<SocketAddr>,
+    /// Worker threads; 0 = number of online CPUs.
+    pub workers: usize,
+    /// Rings per worker; 0 = derived from `connections_max`, `workers` and `files_per_ring`.
+    pub rings_per_worker: usize,
+    /// Target connection capacity of the process (used only when `rings_per_worker` is 0).
+    pub connections_max: usize,
+    /// Registered file table size per ring; 0 = RLIMIT_NOFILE (the kernel's cap for a table).
+    pub files_per_ring: u32,
+    /// Listen backlog per listener. The table keeps `backlog + 16` slots spare, because one
+    /// multishot accept run may drain the whole backlog before the engine can cancel it.
+    pub listen_backlog: u32,
+    /// Timer tick in milliseconds (timers fire up to one tick late, never early).
+    pub tick_ms: u64,
+    /// Longest graceful shutdown before live connections are aborted.
+    pub drain_timeout_ms: u64,
+    /// Longest `Ctx::close` waits for queued sends before aborting.
+    pub close_flush_timeout_ms: u64,
+    /// Longest an outbound connect may take.
+    pub connect_timeout_ms: u64,
+    /// Most unconsumed input kept per connection between `on_data` calls.
+    pub leftover_bytes_max: usize,
+    /// Provided buffers per ring (power of two, <= 32768).
+    pub buf_ring_entries: u16,
+    /// Size of each provided buffer.
+    pub buf_bytes: u32,
+    /// Submission queue entries per ring (the completion queue gets 4x).
+    pub sq_entries: u32,
+    /// Block SIGTERM/SIGINT in all threads and turn them into a graceful shutdown. Tests that run
+    /// several engines in one process turn this off and call `EngineHandle::shutdown`.
+    pub handle_signals: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            listen: None,
+            workers: 0,
+            rings_per_worker: 0,
+            connections_max: 100_000,
+            files_per_ring: 0,
+            listen_backlog: 1024,
+            tick_ms: 20,
+            drain_timeout_ms: 5_000,
+            close_flush_timeout_ms: 5_000,
+            connect_timeout_ms: 10_000,
+            leftover_bytes_max: 64 * 1024,
+            buf_ring_entries: 256,
+            buf_bytes: 4096,
+            sq_entries: 1024,
+            handle_signals: true,
+        }
+    }
+}
+
+/// The config with every derived value filled in; what workers actually use.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    pub cfg: EngineConfig,
+    pub workers: usize,
+    pub rings_per_worker: usize,
+    pub files_per_ring: u32,
+    /// Accepted + connecting sockets a ring may hold before its accept is cancelled.
+    pub accept_limit: u32,
+    pub backlog: u32,
+}
+
+impl Layout {
+    pub fn connections_capacity(&self) -> usize {
+        self.workers * self.rings_per_worker * self.accept_limit as usize
+    }
+}
+
+fn nofile_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit for the duration of the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    if rc != 0 {
+        return 1024;
+    }
+    rl.rlim_cur
+}
+
+pub(crate) fn layout(cfg: &EngineConfig) -> Result<Layout, EngineError> {
+    let bad = |what: &'static str| Err(EngineError::Config(what));
+    let workers = if cfg.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.workers
+    };
+    if workers > 256 {
+        return bad("workers must be <= 256");
+    }
+    let nofile = nofile_limit();
+    // The kernel refuses a registered file table larger than RLIMIT_NOFILE (EMFILE) and larger
+    // than 1 << 20 (IORING_MAX_FIXED_FILES).
+    let cap = nofile.min(1 << 20) as u32;
+    let files_per_ring = if cfg.files_per_ring == 0 {
+        cap
+    } else {
+        cfg.files_per_ring
+    };
+    if files_per_ring > cap {
+        return Err(EngineError::FileTable {
+            files_per_ring,
+            nofile,
+        });
+    }
+    if files_per_ring < 4 {
+        return bad("files_per_ring must be >= 4");
+    }
+    // Keep the backlog well under the table so that a full backlog drained in one multishot run
+    // still fits in the spare slots (accepting into a full table loses the connection).
+    let backlog = cfg.listen_backlog.clamp(1, (files_per_ring / 8).max(1));
+    let reserve = backlog + 16.min(files_per_ring / 4);
+    let accept_limit = files_per_ring - reserve.min(files_per_ring - 1);
+    let rings_per_worker = if cfg.rings_per_worker == 0 {
+        let per_worker = cfg.connections_max.div_ceil(workers).max(1);
+        per_worker.div_ceil(accept_limit as usize)
+    } else {
+        cfg.rings_per_worker
+    };
+    if rings_per_worker > 255 {
+        return bad("rings_per_worker must be <= 255");
+    }
+    if !cfg.buf_ring_entries.is_power_of_two() || cfg.buf_ring_entries > 32768 {
+        return bad("buf_ring_entries must be a power of two <= 32768");
+    }
+    if cfg.buf_bytes < 64 {
+        return bad("buf_bytes must be >= 64");
+    }
+    if cfg.tick_ms == 0 || cfg.tick_ms > 1000 {
+        return bad("tick_ms must be in 1..=1000");
+    }
+    if cfg.sq_entries < 8 || cfg.sq_entries > 32768 {
+        return bad("sq_entries must be in 8..=32768");
+    }
+    Ok(Layout {
+        cfg: cfg.clone(),
+        workers,
+        rings_per_worker,
+        files_per_ring,
+        accept_limit,
+        backlog,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_derived_from_connections_max() {
+        let cfg = EngineConfig {
+            workers: 2,
+            files_per_ring: 20_000,
+            connections_max: 1_000_000,
+            ..EngineConfig::default()
+        };
+        let l = layout(&cfg).unwrap();
+        assert_eq!(l.backlog, 1024);
+        assert_eq!(l.accept_limit, 20_000 - 1024 - 16);
+        assert!(l.connections_capacity() >= 1_000_000);
+        assert!(l.rings_per_worker * 2 * 20_000 < 1_000_000 + 2 * 2 * 20_000);
+    }
+
+    #[test]
+    fn tiny_table_keeps_room_for_one_backlog() {
+        let cfg = EngineConfig {
+            workers: 1,
+            rings_per_worker: 1,
+            files_per_ring: 16,
+            ..EngineConfig::default()
+        };
+        let l = layout(&cfg).unwrap();
+        assert_eq!(l.backlog, 2);
+        assert_eq!(l.accept_limit, 16 - 2 - 4);
+    }
+
+    #[test]
+    fn oversized_table_names_the_limit() {
+        let cfg = EngineConfig {
+            files_per_ring: u32::MAX,
+            ..EngineConfig::default()
+        };
+        assert!(matches!(layout(&cfg), Err(EngineError::FileTable { .. })));
+    }
+}

@@ -1,0 +1,182 @@
+//! Client role (the load generator): an outbound TCP connection held as a direct descriptor.
+//!
+//! Chain, one op after the other (each needs the previous result): `Socket` into the ring's
+//! table with `IORING_FILE_INDEX_ALLOC` (5.19) → `Bind` to the source address if one was asked
+//! for (6.11) → `Connect` on the fixed file. The addresses live in a boxed `ConnectMem` owned by
+//! the slot until the connect completes. No process fd is ever used, so one process can hold far
+//! more than RLIMIT_NOFILE outbound connections. Bounded by `connect_timeout_ms`.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use io_uring::{opcode, types};
+use socket2::SockAddr;
+
+use super::core::Core;
+use super::slab::{flag, ConnectMem, OpMem, State};
+use super::stats::EngineStats;
+use super::user_data::OpKind;
+use super::worker::Worker;
+use super::{CloseReason, ConnId, Handler, Origin};
+
+fn storage(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    let sa = SockAddr::from(addr);
+    // SAFETY: sockaddr_storage is a plain C struct; all-zero is valid.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = sa.len() as usize;
+    // SAFETY: `sa` holds `len <= size_of::<sockaddr_storage>()` initialised bytes and `st` is a
+    // distinct, large enough local.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            sa.as_ptr().cast::<u8>(),
+            (&mut st as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        )
+    };
+    (st, sa.len())
+}
+
+impl<M> Core<M> {
+    /// Start an outbound connection; see `Ctx::connect`.
+    pub fn connect(&mut self, addr: SocketAddr, src: Option<IpAddr>) -> io::Result<ConnId> {
+        if self.shutting_down {
+            return Err(io::Error::from_raw_os_error(libc::ESHUTDOWN));
+        }
+        if src.is_some() && !self.shared.has_bind {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "binding a source address needs IORING_OP_BIND (Linux 6.11)",
+            ));
+        }
+        let limit = self.layout.accept_limit;
+        // The ring with the most free table slots (spreads outbound sockets over the rings).
+        let Some(r) = (0..self.rings.len())
+            .filter(|&r| self.rings[r].used < limit)
+            .min_by_key(|&r| self.rings[r].used)
+        else {
+            return Err(io::Error::from_raw_os_error(libc::ENFILE));
+        };
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let (dst, dst_len) = storage(addr);
+        let src = src.map(|ip| storage(SocketAddr::new(ip, 0)));
+        let slot = self.insert_slot(r as u8, State::Connecting);
+        let ud = self.ud(OpKind::Socket, slot);
+        let s = &mut self.slots[slot as usize];
+        s.mem = Some(OpMem::Connect(Box::new(ConnectMem { dst, dst_len, src })));
+        s.inflight += 1;
+        // The table slot is taken now, so the accept limit also counts connects in progress.
+        self.rings[r].used += 1;
+        let e = opcode::Socket::new(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+            .file_index(Some(types::DestinationSlot::auto_target()))
+            .build()
+            .user_data(ud);
+        // SAFETY: socket references no user memory.
+        unsafe { self.rings[r].push(&e) };
+        let deadline = self.now_ms + self.layout.cfg.connect_timeout_ms;
+        self.set_slot_timer(slot, deadline);
+        Ok(self.id(slot))
+    }
+
+    fn connect_mem(&self, slot: u32) -> &ConnectMem {
+        match &self.slots[slot as usize].mem {
+            Some(OpMem::Connect(mem)) => mem,
+            _ => unreachable!("connecting slot without ConnectMem"),
+        }
+    }
+
+    fn push_bind_or_connect(&mut self, slot: u32, bind: bool) {
+        let mem = self.connect_mem(slot);
+        let s = &self.slots[slot as usize];
+        let fd = types::Fixed(s.file);
+        let e = match (bind, &mem.src) {
+            (true, Some((src, len))) => {
+                opcode::Bind::new(fd, (src as *const libc::sockaddr_storage).cast(), *len)
+                    .build()
+                    .user_data(self.ud(OpKind::Bind, slot))
+            }
+            _ => opcode::Connect::new(
+                fd,
+                (&mem.dst as *const libc::sockaddr_storage).cast(),
+                mem.dst_len,
+            )
+            .build()
+            .user_data(self.ud(OpKind::Connect, slot)),
+        };
+        let ring = usize::from(s.ring);
+        self.slots[slot as usize].inflight += 1;
+        // SAFETY: the sockaddrs live in the boxed `ConnectMem` owned by the slot's `mem`, which
+        // is dropped only when the connect completes or the slot is freed (`inflight == 0`).
+        unsafe { self.rings[ring].push(&e) };
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    pub fn on_socket_cqe(&mut self, slot: u32, res: i32) {
+        let core = &mut self.core;
+        let s = &mut core.slots[slot as usize];
+        s.inflight -= 1;
+        let ring = usize::from(s.ring);
+        if res < 0 {
+            core.rings[ring].used -= 1;
+            core.teardown(slot, CloseReason::Error(-res));
+            return;
+        }
+        s.file = res as u32;
+        s.set(flag::HAS_FILE);
+        if s.state == State::Dead {
+            // Timed out or closed while the socket was being made: close the descriptor.
+            let ud = core.ud(OpKind::Close, slot);
+            let e = opcode::Close::new(types::Fixed(res as u32))
+                .build()
+                .user_data(ud);
+            core.slots[slot as usize].inflight += 1;
+            // SAFETY: close references no user memory.
+            unsafe { core.rings[ring].push(&e) };
+            return;
+        }
+        let bind = core.connect_mem(slot).src.is_some();
+        core.push_bind_or_connect(slot, bind);
+    }
+
+    pub fn on_bind_cqe(&mut self, slot: u32, res: i32) {
+        let core = &mut self.core;
+        let s = &mut core.slots[slot as usize];
+        s.inflight -= 1;
+        if s.state == State::Dead {
+            return;
+        }
+        if res < 0 {
+            core.teardown(slot, CloseReason::Error(-res));
+            return;
+        }
+        core.push_bind_or_connect(slot, false);
+    }
+
+    pub fn on_connect_cqe(&mut self, slot: u32, res: i32) {
+        let key = self.core.slot_key(slot);
+        let core = &mut self.core;
+        let s = &mut core.slots[slot as usize];
+        s.inflight -= 1;
+        if s.state == State::Dead {
+            return;
+        }
+        if res < 0 {
+            core.teardown(slot, CloseReason::Error(-res));
+            return;
+        }
+        s.state = State::Open;
+        s.mem = None;
+        core.wheel.remove(key);
+        core.arm_recv(slot);
+        if !core.slots[slot as usize].sendq.is_empty() {
+            core.mark_dirty(slot);
+        }
+        EngineStats::add(&core.shared.stats.connected_total, 1);
+        EngineStats::add(&core.shared.stats.connections_open, 1);
+        self.open(slot, Origin::Connected);
+    }
+}

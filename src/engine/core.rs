@@ -1,0 +1,292 @@
+//! The engine side of one worker (`Core`): rings, the connection slab and generations, the
+//! timer wheel, the clock and the lists of work due after the current handler call.
+//!
+//! `Core` never calls the handler: whatever needs a callback (a close, a message to self) goes
+//! into a list that the worker drains between callbacks, so a `Ctx` (which borrows only `Core`)
+//! can close any connection, even the one whose `&mut Conn` the handler holds.
+
+use std::sync::Arc;
+
+use io_uring::{opcode, squeue, types};
+use slab::Slab;
+
+use super::config::Layout;
+use super::inbox::Shared;
+use super::ring::{Ring, BGID};
+use super::send::SendMem;
+use super::slab::{flag, Slot, State};
+use super::stats::EngineStats;
+use super::user_data::{OpKind, UserData};
+use super::wheel::Wheel;
+use super::{CloseReason, ConnId};
+
+/// A wheel key is a ring index (accept back-off) below `rings.len()`, else a slot + rings.len().
+pub(crate) enum TimerTarget {
+    Ring(usize),
+    Slot(u32),
+}
+
+pub(crate) struct Core<M> {
+    // Dropped first: closing the rings ends every op before the slots' op memory is freed.
+    pub rings: Vec<Ring>,
+    pub slots: Slab<Slot>,
+    /// Generation per slab index, bumped each time the index is freed.
+    pub gens: Vec<u32>,
+    pub wheel: Wheel,
+    pub shared: Arc<Shared<M>>,
+    pub layout: Arc<Layout>,
+    pub worker: usize,
+    /// Milliseconds since the engine started, cached once per loop turn.
+    pub now_ms: u64,
+    /// Messages this worker posted to itself, delivered after the current callback.
+    pub local_msgs: Vec<M>,
+    /// Slots whose `on_close` / `on_connect_failed` is due.
+    pub closed: Vec<(u32, CloseReason)>,
+    /// Slots with queued bytes and no send in flight.
+    pub dirty: Vec<u32>,
+    /// Slots whose multishot recv ended and must be re-armed (after buffers are recycled).
+    pub rearm: Vec<u32>,
+    /// Spare send op memory (iovec + msghdr blocks), reused to avoid an allocation per send.
+    /// Boxed on purpose: a block's address must not move while the kernel reads it.
+    #[allow(clippy::vec_box)]
+    pub send_pool: Vec<Box<SendMem>>,
+    pub shutting_down: bool,
+    /// The eventfd read's destination; boxed so the kernel writes to a stable address.
+    pub wake_buf: Box<u64>,
+}
+
+impl<M> Core<M> {
+    pub fn new(
+        worker: usize,
+        rings: Vec<Ring>,
+        layout: Arc<Layout>,
+        shared: Arc<Shared<M>>,
+    ) -> Self {
+        let per_worker = layout.rings_per_worker * layout.accept_limit as usize;
+        Core {
+            rings,
+            slots: Slab::with_capacity(per_worker.min(1 << 16)),
+            gens: Vec::new(),
+            wheel: Wheel::with_capacity(per_worker.min(1 << 16)),
+            shared,
+            layout,
+            worker,
+            now_ms: 0,
+            local_msgs: Vec::new(),
+            closed: Vec::new(),
+            dirty: Vec::new(),
+            rearm: Vec::new(),
+            send_pool: Vec::new(),
+            shutting_down: false,
+            wake_buf: Box::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.shared.stats
+    }
+
+    pub fn update_clock(&mut self) {
+        self.now_ms = self.shared.clock.elapsed().as_millis() as u64;
+    }
+
+    // --- time: the one place that converts milliseconds and ticks ---------------------------
+
+    /// The tick at or after `ms` (a timer never fires early).
+    pub fn tick_at_or_after(&self, ms: u64) -> u64 {
+        ms.div_ceil(self.layout.cfg.tick_ms)
+    }
+
+    /// The tick that has fully started by `ms`.
+    pub fn tick_reached(&self, ms: u64) -> u64 {
+        ms / self.layout.cfg.tick_ms
+    }
+
+    pub fn ms_of_tick(&self, tick: u64) -> u64 {
+        tick.saturating_mul(self.layout.cfg.tick_ms)
+    }
+
+    pub fn slot_key(&self, slot: u32) -> u32 {
+        slot + self.rings.len() as u32
+    }
+
+    pub fn timer_target(&self, key: u32) -> TimerTarget {
+        let rings = self.rings.len() as u32;
+        if key < rings {
+            TimerTarget::Ring(key as usize)
+        } else {
+            TimerTarget::Slot(key - rings)
+        }
+    }
+
+    pub fn set_slot_timer(&mut self, slot: u32, deadline_ms: u64) {
+        let key = self.slot_key(slot);
+        let tick = self.tick_at_or_after(deadline_ms);
+        self.wheel.insert(key, tick);
+    }
+
+    // --- identities -------------------------------------------------------------------------
+
+    pub fn id(&self, slot: u32) -> ConnId {
+        ConnId {
+            slot,
+            gen: self.gens[slot as usize],
+        }
+    }
+
+    /// The slot of `id` if `id` is current (not stale) and its connection not yet torn down.
+    pub fn slot_of(&self, id: ConnId) -> Option<&Slot> {
+        let s = self.slots.get(id.slot as usize)?;
+        (self.gens[id.slot as usize] == id.gen && s.state != State::Dead).then_some(s)
+    }
+
+    pub fn slot_of_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
+        let gen = *self.gens.get(id.slot as usize)?;
+        let s = self.slots.get_mut(id.slot as usize)?;
+        (gen == id.gen && s.state != State::Dead).then_some(s)
+    }
+
+    pub fn ud(&self, kind: OpKind, slot: u32) -> u64 {
+        UserData::new(kind, self.gens[slot as usize], slot).pack()
+    }
+
+    /// Take a slab slot for a new connection on `ring`.
+    pub fn insert_slot(&mut self, ring: u8, state: State) -> u32 {
+        let slot = self.slots.insert(Slot::new(ring, state)) as u32;
+        if self.gens.len() <= slot as usize {
+            self.gens.resize(slot as usize + 1, 0);
+        }
+        slot
+    }
+
+    // --- ops ----------------------------------------------------------------------------------
+
+    /// Arm the multishot recv (`RecvMulti`, 6.0) of an open slot.
+    pub fn arm_recv(&mut self, slot: u32) {
+        let ud = self.ud(OpKind::Recv, slot);
+        let s = &mut self.slots[slot as usize];
+        if s.has(flag::RECV_ARMED) || s.state == State::Dead {
+            return;
+        }
+        let e = opcode::RecvMulti::new(types::Fixed(s.file), BGID)
+            .build()
+            .user_data(ud);
+        s.set(flag::RECV_ARMED);
+        s.inflight += 1;
+        let ring = usize::from(s.ring);
+        // SAFETY: a multishot recv with buffer select reads into the provided buffer ring,
+        // which lives as long as the ring; no other user memory is referenced.
+        unsafe { self.rings[ring].push(&e) };
+    }
+
+    /// End a connection: cancel its ops, close its direct descriptor, and queue its
+    /// `on_close`. Idempotent. The slot itself is freed later by `try_free`.
+    pub fn teardown(&mut self, slot: u32, why: CloseReason) {
+        let key = self.slot_key(slot);
+        let cancel_ud = self.ud(OpKind::Cancel, slot);
+        let close_ud = self.ud(OpKind::Close, slot);
+        let s = &mut self.slots[slot as usize];
+        if s.state == State::Dead {
+            return;
+        }
+        s.state = State::Dead;
+        s.leftover = Vec::new();
+        if !s.has(flag::SEND_INFLIGHT) {
+            // Nothing in the kernel reads the queue: release the buffers now.
+            s.sendq = Default::default();
+            s.queued = 0;
+            s.send_off = 0;
+        }
+        let mut pair = None;
+        if s.has(flag::HAS_FILE) {
+            // Cancel every op on the descriptor, then close it. The hard link keeps the close
+            // after the cancel even when the cancel finds nothing (-ENOENT); closing first would
+            // leave a multishot recv holding the socket open.
+            let fd = types::Fixed(s.file);
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
+                .build()
+                .flags(squeue::Flags::IO_HARDLINK)
+                .user_data(cancel_ud);
+            let close = opcode::Close::new(fd).build().user_data(close_ud);
+            s.inflight += 2;
+            pair = Some((usize::from(s.ring), cancel, close));
+        }
+        self.wheel.remove(key);
+        if let Some((ring, cancel, close)) = pair {
+            // SAFETY: cancel and close reference no user memory.
+            unsafe { self.rings[ring].push_pair(&cancel, &close) };
+        }
+        self.closed.push((slot, why));
+    }
+
+    /// Free a dead slot once the kernel is done with it and the handler was told.
+    pub fn try_free(&mut self, slot: u32) {
+        let Some(s) = self.slots.get(slot as usize) else {
+            return;
+        };
+        if s.state != State::Dead || s.inflight != 0 || !s.has(flag::DELIVERED) {
+            return;
+        }
+        let s = self.slots.remove(slot as usize);
+        if let Some(super::slab::OpMem::Send(mem)) = s.mem {
+            self.recycle_send_mem(mem);
+        }
+        let g = &mut self.gens[slot as usize];
+        *g = g.wrapping_add(1);
+    }
+
+    /// Close a direct descriptor that has no live connection (accepted during shutdown or
+    /// with no room). Its table slot is counted free at the `RawClose` completion.
+    pub fn raw_close(&mut self, ring: usize, file: u32) {
+        let ud = UserData::new(OpKind::RawClose, 0, ring as u32).pack();
+        let e = opcode::Close::new(types::Fixed(file)).build().user_data(ud);
+        // SAFETY: close references no user memory.
+        unsafe { self.rings[ring].push(&e) };
+    }
+
+    /// Work due at the end of a loop turn: sends, recv re-arms, buffer publication, accepts.
+    pub fn end_of_turn(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            if let Some(s) = self.slots.get_mut(slot as usize) {
+                s.clear(flag::DIRTY);
+                self.flush_send(slot);
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+        for ring in &mut self.rings {
+            ring.bufs.publish();
+        }
+        let rearm = std::mem::take(&mut self.rearm);
+        for &slot in &rearm {
+            if let Some(s) = self.slots.get_mut(slot as usize) {
+                s.clear(flag::REARM);
+                if matches!(s.state, State::Open | State::Closing) {
+                    self.arm_recv(slot);
+                }
+            }
+        }
+        self.rearm = rearm;
+        self.rearm.clear();
+        for r in 0..self.rings.len() {
+            self.maintain_accept(r);
+        }
+    }
+
+    pub fn mark_dirty(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.has(flag::DIRTY) && !s.has(flag::SEND_INFLIGHT) {
+            s.set(flag::DIRTY);
+            self.dirty.push(slot);
+        }
+    }
+
+    pub fn mark_rearm(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.has(flag::REARM) {
+            s.set(flag::REARM);
+            self.rearm.push(slot);
+        }
+    }
+}

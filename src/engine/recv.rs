@@ -1,0 +1,109 @@
+//! Receive path: multishot recv (`RecvMulti`, 6.0) with buffers picked by the kernel from the
+//! ring's provided buffer ring, and the leftover contract of `Handler::on_data`.
+//!
+//! Leftover: when the handler consumes only part of its input, the unconsumed tail (and only
+//! that) is copied into the slot's `leftover` Vec, which exists only while non-empty and never
+//! exceeds `leftover_bytes_max` (else the connection closes with `LeftoverOverflow`). The next
+//! call gets leftover + new bytes. With no leftover the handler reads the provided buffer in
+//! place, with no copy. The provided buffer goes back to the kernel right after the call.
+//!
+//! Completion rules: `-ENOBUFS` (the buffer ring ran dry) ends the multishot and is re-armed at
+//! the end of the turn, after buffers are recycled; any CQE without `IORING_CQE_F_MORE` re-arms;
+//! `res == 0` is the peer's FIN; `-ECANCELED` after a close is expected and ignored.
+
+use io_uring::cqueue;
+
+use super::slab::{flag, State};
+use super::stats::EngineStats;
+use super::worker::Worker;
+use super::{CloseReason, ConnId, Handler};
+
+impl<H: Handler> Worker<H> {
+    pub fn on_recv_cqe(&mut self, slot: u32, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        let s = &mut self.core.slots[slot as usize];
+        let ring = usize::from(s.ring);
+        if !more {
+            s.clear(flag::RECV_ARMED);
+        }
+        let state = s.state;
+        if res > 0 {
+            let bid = bid.expect("recv with buffer select completed without a buffer id");
+            EngineStats::add(&self.core.shared.stats.bytes_received_total, res as u64);
+            if state == State::Open {
+                self.deliver(slot, ring, bid, res as usize);
+            }
+            // Input after `close` or teardown is discarded.
+            self.core.rings[ring].bufs.push(bid);
+            if !more && self.core.slots[slot as usize].state == State::Open {
+                self.core.mark_rearm(slot);
+            }
+        } else if res == 0 {
+            if let Some(bid) = bid {
+                self.core.rings[ring].bufs.push(bid);
+            }
+            self.core.teardown(slot, CloseReason::PeerClosed);
+        } else if res == -libc::ENOBUFS {
+            EngineStats::add(&self.core.shared.stats.recv_nobufs_total, 1);
+            if !more && matches!(state, State::Open | State::Closing) {
+                self.core.mark_rearm(slot);
+            }
+        } else if res != -libc::ECANCELED {
+            self.core.teardown(slot, CloseReason::Error(-res));
+        }
+        if !more {
+            // The final CQE of this multishot recv: it no longer holds the slot.
+            self.core.slots[slot as usize].inflight -= 1;
+        }
+    }
+
+    /// Hand `len` bytes of provided buffer `bid` (plus any leftover) to the handler.
+    fn deliver(&mut self, slot: u32, ring: usize, bid: u16, len: usize) {
+        let id = ConnId {
+            slot,
+            gen: self.core.gens[slot as usize],
+        };
+        let max = self.core.layout.cfg.leftover_bytes_max;
+        let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let bufs = &self.core.rings[ring].bufs;
+        assert!(len <= bufs.buf_bytes() as usize);
+        let ptr = bufs.buf_ptr(bid);
+        // SAFETY: `ptr..ptr+len` lies in buffer `bid` (len <= buf_bytes, asserted). The CQE just
+        // handed `bid` to us and the caller pushes it back only after this function returns, so
+        // the kernel does not write it meanwhile and no other slice of it exists. It points into
+        // the `BufRing` heap allocation, which `Ctx` cannot reach (no buffer-ring access), so the
+        // `&mut self.core` inside the `Ctx` below does not alias it; the ring outlives the call.
+        let input: &mut [u8] = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        let mut leftover = std::mem::take(&mut self.core.slots[slot as usize].leftover);
+        let mut ctx = super::Ctx::new(&mut self.core);
+        let rest: &[u8] = if leftover.is_empty() {
+            let n = self.handler.on_data(&mut ctx, id, conn, input).min(len);
+            &input[n..]
+        } else {
+            leftover.extend_from_slice(input);
+            let n = self
+                .handler
+                .on_data(&mut ctx, id, conn, &mut leftover)
+                .min(leftover.len());
+            leftover.drain(..n);
+            &[]
+        };
+        let s = &mut self.core.slots[slot as usize];
+        if s.state != State::Open {
+            // The handler closed it during the call; the input no longer matters.
+            return;
+        }
+        if !rest.is_empty() {
+            leftover.extend_from_slice(rest);
+        }
+        if leftover.len() > max {
+            self.core.teardown(slot, CloseReason::LeftoverOverflow);
+        } else if !leftover.is_empty() {
+            s.leftover = leftover;
+        }
+        // An empty `leftover` is dropped here, freeing its allocation: idle means no buffer.
+    }
+}

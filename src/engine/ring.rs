@@ -1,0 +1,235 @@
+//! One io_uring instance of a worker: its SQ/CQ, its sparse registered file table, its provided
+//! buffer ring and (server role) its own SO_REUSEPORT listener with a multishot accept.
+//!
+//! A worker drives several rings because a registered file table may not exceed RLIMIT_NOFILE
+//! (20,000 here): ring 0 waits, and holds a multishot poll on every other ring's fd, so a
+//! completion on any ring wakes the worker. This module sets rings up and pushes SQEs; it never
+//! interprets a completion (the worker does).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use io_uring::{opcode, squeue, IoUring};
+
+use super::buf_ring::BufRing;
+use super::config::Layout;
+use super::EngineError;
+
+/// Buffer group id of each ring's provided buffer ring (group ids are per ring).
+pub(crate) const BGID: u16 = 0;
+
+/// Accept state of a ring (server role).
+#[derive(Debug, Default)]
+pub(crate) struct AcceptState {
+    /// A multishot accept is in flight (its final CQE has not arrived).
+    pub armed: bool,
+    /// An `AsyncCancel` of the accept is in flight.
+    pub cancelling: bool,
+    /// Backing off after an accept error until the ring's timer fires.
+    pub backoff: bool,
+    pub backoff_ms: u64,
+    /// Rate limit for accept error logs.
+    pub last_log_ms: u64,
+    pub suppressed_logs: u64,
+}
+
+pub(crate) struct Ring {
+    // Field order matters: the `IoUring` (and with it the buffer ring registration) must be
+    // dropped before `bufs` frees the memory the kernel may still read.
+    pub uring: IoUring,
+    pub bufs: BufRing,
+    pub listener: Option<OwnedFd>,
+    pub accept: AcceptState,
+    /// Table slots in use: accepted or created sockets whose `Close` has not completed.
+    pub used: u32,
+    pub index: u8,
+}
+
+impl Ring {
+    /// Set up ring `index`: the ring, a sparse table of `files_per_ring`, the buffer ring.
+    pub fn new(layout: &Layout, index: u8, listener: Option<OwnedFd>) -> Result<Ring, EngineError> {
+        let cfg = &layout.cfg;
+        let uring = IoUring::builder()
+            .setup_cqsize(cfg.sq_entries * 4)
+            .setup_submit_all()
+            .build(cfg.sq_entries)
+            .map_err(|e| EngineError::from_setup("io_uring_setup", e))?;
+        uring
+            .submitter()
+            .register_files_sparse(layout.files_per_ring)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => EngineError::Unsupported {
+                    feature: "sparse registered file tables",
+                    kernel: "5.19",
+                },
+                Some(libc::EMFILE) => EngineError::FileTable {
+                    files_per_ring: layout.files_per_ring,
+                    nofile: 0,
+                },
+                _ => EngineError::from_setup("register_files_sparse", e),
+            })?;
+        let bufs = BufRing::new(cfg.buf_ring_entries, cfg.buf_bytes)
+            .map_err(|e| EngineError::from_setup("provided buffer ring", e))?;
+        bufs.register(&uring.submitter(), BGID)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => EngineError::Unsupported {
+                    feature: "provided buffer rings",
+                    kernel: "5.19",
+                },
+                _ => EngineError::from_setup("register_buf_ring", e),
+            })?;
+        Ok(Ring {
+            uring,
+            bufs,
+            listener,
+            accept: AcceptState::default(),
+            used: 0,
+            index,
+        })
+    }
+
+    /// Push one SQE, submitting to make room when the SQ is full.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` (buffers, iovecs, msghdr, sockaddr) must stay valid until the
+    /// op's final CQE arrives.
+    pub unsafe fn push(&mut self, entry: &squeue::Entry) {
+        self.reserve(1);
+        // SAFETY: the caller keeps the op's memory valid until its CQE; `reserve` made room.
+        let pushed = unsafe { self.uring.submission().push(entry) };
+        debug_assert!(pushed.is_ok(), "SQ full after reserve");
+    }
+
+    /// Push two SQEs that must reach the kernel in the same submission (a linked pair).
+    ///
+    /// # Safety
+    /// As [`Ring::push`], for both entries.
+    pub unsafe fn push_pair(&mut self, first: &squeue::Entry, second: &squeue::Entry) {
+        self.reserve(2);
+        let mut sq = self.uring.submission();
+        // SAFETY: forwarded from the caller; `reserve(2)` made room for both, so a link is
+        // never split across two submissions.
+        let pushed = unsafe { sq.push(first).and_then(|()| sq.push(second)) };
+        debug_assert!(pushed.is_ok(), "SQ full after reserve");
+    }
+
+    /// Make room for `n` SQEs by submitting what is queued.
+    fn reserve(&mut self, n: usize) {
+        loop {
+            let sq = self.uring.submission();
+            if sq.capacity() - sq.len() >= n {
+                return;
+            }
+            drop(sq);
+            match self.uring.submit() {
+                Ok(_) => {}
+                // EBUSY/EAGAIN: the kernel holds overflowed completions or lacks memory; the
+                // entries stay queued and the next loop turn reaps and retries. Yield briefly
+                // rather than spin.
+                Err(e) => {
+                    tracing::warn!(ring = self.index, error = %e, "submit failed while SQ full");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    /// Submit queued SQEs without waiting (no syscall when nothing is queued).
+    pub fn submit_pending(&mut self) {
+        if self.uring.submission().is_empty() {
+            return;
+        }
+        if let Err(e) = self.uring.submit() {
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+            ) {
+                tracing::warn!(ring = self.index, error = %e, "submit failed");
+            }
+        }
+    }
+
+    /// Arm the multishot accept (`AcceptMulti`, 5.19) into the sparse table.
+    pub fn arm_accept(&mut self, user_data: u64) {
+        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+            return;
+        };
+        let e = opcode::AcceptMulti::new(io_uring::types::Fd(fd))
+            .allocate_file_index(true)
+            .build()
+            .user_data(user_data);
+        // SAFETY: multishot accept into a direct descriptor passes no user memory.
+        unsafe { self.push(&e) };
+        self.accept.armed = true;
+    }
+}
+
+/// Which opcodes this kernel supports, probed once at start-up.
+pub(crate) struct Features {
+    pub bind: bool,
+}
+
+/// Check that io_uring works and has what the engine needs; the error names cause and fix.
+pub(crate) fn probe() -> Result<Features, EngineError> {
+    let ring = IoUring::new(4).map_err(|e| EngineError::from_setup("io_uring_setup", e))?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| EngineError::from_setup("register_probe", e))?;
+    let need: [(u8, &'static str, &'static str); 8] = [
+        (opcode::AcceptMulti::CODE, "accept", "5.19"),
+        (opcode::RecvMulti::CODE, "recv", "6.0"),
+        (opcode::SendMsg::CODE, "sendmsg", "5.3"),
+        (opcode::AsyncCancel2::CODE, "async cancel", "5.19"),
+        (opcode::Close::CODE, "close", "5.19"),
+        (
+            opcode::Socket::CODE,
+            "socket with direct descriptors",
+            "5.19",
+        ),
+        (opcode::Connect::CODE, "connect", "5.5"),
+        // The opcode table does not say whether multishot recv exists; SEND_ZC arrived in the
+        // same release (6.0), so its presence stands in for RecvMulti.
+        (opcode::SendZc::CODE, "multishot recv", "6.0"),
+    ];
+    for (code, feature, kernel) in need {
+        if !probe.is_supported(code) {
+            return Err(EngineError::Unsupported { feature, kernel });
+        }
+    }
+    if !ring.params().is_feature_ext_arg() {
+        return Err(EngineError::Unsupported {
+            feature: "IORING_FEAT_EXT_ARG wait timeouts",
+            kernel: "5.11",
+        });
+    }
+    Ok(Features {
+        bind: probe.is_supported(opcode::Bind::CODE),
+    })
+}
+
+/// `IoUring::submit_with_args` wait that treats a timeout or a signal as a normal wake-up.
+pub(crate) fn wait(ring: &IoUring, timeout_ms: Option<u64>) -> io::Result<()> {
+    let res = match timeout_ms {
+        Some(ms) => {
+            let ts = io_uring::types::Timespec::new()
+                .sec(ms / 1000)
+                .nsec(((ms % 1000) * 1_000_000) as u32);
+            let args = io_uring::types::SubmitArgs::new().timespec(&ts);
+            ring.submitter().submit_with_args(1, &args)
+        }
+        None => ring.submit_and_wait(1),
+    };
+    match res {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,133 @@
+//! Send path: a per-connection queue of shared `Bytes`, at most one `SendMsg` in flight per
+//! connection, gathering up to `IOV_MAX_SEND` queued buffers per op; partial sends resume where
+//! they stopped. Never copies a payload; the cap on queued bytes is the handler's policy.
+//!
+//! Memory the kernel reads during a send: the iovec array and msghdr (in a pooled, boxed
+//! `SendMem` owned by the slot while the op is in flight) and the payload bytes (owned by the
+//! `Bytes` in the slot's queue, which is not popped before the completion).
+
+use io_uring::{opcode, types};
+
+use super::core::Core;
+use super::slab::{flag, OpMem, State};
+use super::stats::EngineStats;
+use super::user_data::OpKind;
+use super::CloseReason;
+
+/// Most queued buffers gathered into one `SendMsg`.
+pub(crate) const IOV_MAX_SEND: usize = 16;
+/// Spare `SendMem` blocks kept per worker (the rest are freed).
+const SEND_POOL_MAX: usize = 1024;
+
+/// The iovec array and msghdr of one sendmsg in flight.
+pub(crate) struct SendMem {
+    iov: [libc::iovec; IOV_MAX_SEND],
+    msg: libc::msghdr,
+}
+
+impl SendMem {
+    fn new() -> Box<SendMem> {
+        Box::new(SendMem {
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; IOV_MAX_SEND],
+            // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
+}
+
+impl<M> Core<M> {
+    pub fn recycle_send_mem(&mut self, mem: Box<SendMem>) {
+        if self.send_pool.len() < SEND_POOL_MAX {
+            self.send_pool.push(mem);
+        }
+    }
+
+    /// Submit a sendmsg of the slot's queue if there is something to send and none in flight.
+    pub fn flush_send(&mut self, slot: u32) {
+        let ud = self.ud(OpKind::Send, slot);
+        let mut mem = self.send_pool.pop().unwrap_or_else(SendMem::new);
+        let s = &mut self.slots[slot as usize];
+        if !matches!(s.state, State::Open | State::Closing)
+            || s.has(flag::SEND_INFLIGHT)
+            || s.sendq.is_empty()
+        {
+            self.recycle_send_mem(mem);
+            return;
+        }
+        let mut n = 0;
+        let mut off = s.send_off as usize;
+        for buf in s.sendq.iter().take(IOV_MAX_SEND) {
+            mem.iov[n] = libc::iovec {
+                iov_base: buf[off..].as_ptr() as *mut libc::c_void,
+                iov_len: buf.len() - off,
+            };
+            off = 0;
+            n += 1;
+        }
+        mem.msg.msg_iov = mem.iov.as_mut_ptr();
+        mem.msg.msg_iovlen = n as _;
+        let e = opcode::SendMsg::new(types::Fixed(s.file), &mem.msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(ud);
+        s.mem = Some(OpMem::Send(mem));
+        s.set(flag::SEND_INFLIGHT);
+        s.inflight += 1;
+        let ring = usize::from(s.ring);
+        // SAFETY: the msghdr and iovecs live in the boxed `SendMem` now owned by `s.mem`, and the
+        // payloads in the `Bytes` of `s.sendq`; neither is dropped or popped until this op's
+        // CQE (`on_send_cqe`), and `try_free` keeps the slot while `inflight > 0`.
+        unsafe { self.rings[ring].push(&e) };
+    }
+
+    /// Completion of a sendmsg: advance the queue by `res` bytes, continue or finish a close.
+    pub fn on_send_cqe(&mut self, slot: u32, res: i32) {
+        let s = &mut self.slots[slot as usize];
+        s.inflight -= 1;
+        s.clear(flag::SEND_INFLIGHT);
+        let mem = match s.mem.take() {
+            Some(OpMem::Send(mem)) => Some(mem),
+            other => {
+                s.mem = other;
+                None
+            }
+        };
+        if s.state == State::Dead {
+            // Torn down while in flight: the kernel is done with the queue now.
+            s.sendq = Default::default();
+            s.queued = 0;
+        } else if res >= 0 {
+            let mut sent = res as usize;
+            EngineStats::add(&self.shared.stats.bytes_sent_total, sent as u64);
+            s.queued -= sent.min(s.queued);
+            while sent > 0 {
+                let front_left = s.sendq[0].len() - s.send_off as usize;
+                if sent >= front_left {
+                    sent -= front_left;
+                    s.sendq.pop_front();
+                    s.send_off = 0;
+                } else {
+                    s.send_off += sent as u32;
+                    sent = 0;
+                }
+            }
+            if s.sendq.is_empty() {
+                // Release the queue's ring buffer: an idle connection owns no heap.
+                s.sendq = Default::default();
+                if s.state == State::Closing {
+                    self.teardown(slot, CloseReason::Closed);
+                }
+            } else {
+                self.mark_dirty(slot);
+            }
+        } else if res != -libc::ECANCELED {
+            self.teardown(slot, CloseReason::Error(-res));
+        }
+        if let Some(mem) = mem {
+            self.recycle_send_mem(mem);
+        }
+    }
+}

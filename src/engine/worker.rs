@@ -1,0 +1,387 @@
+//! One worker thread's loop: reap every ring, dispatch each completion by op kind, run the
+//! callbacks that became due, fire timers, submit, and wait on the main ring.
+//!
+//! Loop turn, in this order (the order matters):
+//! 1. clock; shutdown bookkeeping;
+//! 2. reap up to `REAP_BATCH` CQEs per ring and dispatch them (`on_open`, `on_data`, ...);
+//! 3. deliver due closes and self-posted messages (callbacks may queue more; drained fully);
+//! 4. fire expired timers (then 3 again);
+//! 5. end of turn: submit queued sends, publish recycled buffers, re-arm recvs (after the
+//!    buffers are back, so a re-armed recv does not hit `-ENOBUFS` again), arm/cancel accepts;
+//! 6. submit secondary rings, then submit + wait on ring 0 with a timeout to the next timer.
+//!
+//! Stale completions (generation mismatch or a freed slot) are counted and ignored.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, types};
+
+use super::config::Layout;
+use super::core::{Core, TimerTarget};
+use super::ctx::Ctx;
+use super::inbox::Shared;
+use super::ring::{self, Ring};
+use super::slab::{flag, State};
+use super::stats::EngineStats;
+use super::user_data::{OpKind, UserData};
+use super::EngineError;
+use super::{CloseReason, Handler, Origin};
+
+/// Most CQEs taken from one ring per turn, so one busy ring cannot starve timers and others.
+const REAP_BATCH: usize = 512;
+/// After the drain deadline, how long to wait for cancelled ops to complete before leaving.
+const EXIT_GRACE_MS: u64 = 1000;
+
+pub(crate) struct Worker<H: Handler> {
+    pub core: Core<H::Msg>,
+    pub handler: H,
+    /// The handler's per-connection state, indexed like `core.slots`.
+    pub conns: Vec<Option<H::Conn>>,
+    cqes: Vec<(u64, i32, u32)>,
+    msgs: Vec<H::Msg>,
+    expired: Vec<u32>,
+    drain_deadline_ms: Option<u64>,
+    aborted: bool,
+}
+
+impl<H: Handler> Worker<H> {
+    /// Set up this worker's rings (one listener per ring in server role).
+    pub fn new(
+        index: usize,
+        layout: Arc<Layout>,
+        shared: Arc<Shared<H::Msg>>,
+        listeners: Vec<std::os::fd::OwnedFd>,
+        handler: H,
+    ) -> Result<Worker<H>, EngineError> {
+        let mut listeners = listeners.into_iter();
+        let mut rings = Vec::with_capacity(layout.rings_per_worker);
+        for r in 0..layout.rings_per_worker {
+            rings.push(Ring::new(&layout, r as u8, listeners.next())?);
+        }
+        let mut core = Core::new(index, rings, layout, shared);
+        core.update_clock();
+        let mut w = Worker {
+            core,
+            handler,
+            conns: Vec::new(),
+            cqes: Vec::with_capacity(REAP_BATCH),
+            msgs: Vec::new(),
+            expired: Vec::new(),
+            drain_deadline_ms: None,
+            aborted: false,
+        };
+        w.arm_wake();
+        for r in 1..w.core.rings.len() {
+            w.arm_ring_poll(r);
+        }
+        Ok(w)
+    }
+
+    fn arm_wake(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.core.shared.inboxes[self.core.worker]
+            .eventfd
+            .as_raw_fd();
+        let buf: *mut u64 = &mut *self.core.wake_buf;
+        let e = opcode::Read::new(types::Fd(fd), buf.cast(), 8)
+            .build()
+            .user_data(UserData::new(OpKind::Wake, 0, 0).pack());
+        // SAFETY: the kernel writes 8 bytes into `wake_buf`, a Box owned by `Core` that lives
+        // (at a fixed address) until the worker ends, after its rings are dropped.
+        unsafe { self.core.rings[0].push(&e) };
+    }
+
+    /// Ring 0 polls ring `r`'s fd (readable when its CQ has entries), so one wait covers all.
+    fn arm_ring_poll(&mut self, r: usize) {
+        use std::os::fd::AsRawFd;
+        let fd = self.core.rings[r].uring.as_raw_fd();
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(UserData::new(OpKind::RingPoll, 0, r as u32).pack());
+        // SAFETY: poll references no user memory.
+        unsafe { self.core.rings[0].push(&e) };
+    }
+
+    /// Run until shutdown completes.
+    pub fn run(mut self) {
+        loop {
+            self.core.update_clock();
+            if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::SeqCst) {
+                self.begin_shutdown();
+            }
+            if self.core.shutting_down && self.shutdown_progress() {
+                break;
+            }
+            let mut reaped = 0;
+            for r in 0..self.core.rings.len() {
+                reaped += self.reap(r);
+            }
+            self.deliver_due();
+            self.fire_timers();
+            self.deliver_due();
+            self.core.end_of_turn();
+            for r in 1..self.core.rings.len() {
+                self.core.rings[r].submit_pending();
+            }
+            if reaped > 0 {
+                self.core.rings[0].submit_pending();
+                continue;
+            }
+            let timeout = self.wait_timeout_ms();
+            if let Err(e) = ring::wait(&self.core.rings[0].uring, timeout) {
+                tracing::error!(worker = self.core.worker, error = %e, "io_uring wait failed");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        tracing::debug!(worker = self.core.worker, "worker stopped");
+    }
+
+    fn wait_timeout_ms(&self) -> Option<u64> {
+        let now = self.core.now_ms;
+        let mut t = self
+            .core
+            .wheel
+            .next_deadline()
+            .map(|tick| self.core.ms_of_tick(tick).saturating_sub(now));
+        if self.core.shutting_down {
+            // Re-check drain progress at least every tick.
+            t = Some(t.map_or(self.core.layout.cfg.tick_ms, |t| {
+                t.min(self.core.layout.cfg.tick_ms)
+            }));
+        }
+        t
+    }
+
+    fn reap(&mut self, r: usize) -> usize {
+        self.cqes.clear();
+        for cqe in self.core.rings[r].uring.completion().take(REAP_BATCH) {
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        let n = self.cqes.len();
+        for i in 0..n {
+            let (ud, res, flags) = self.cqes[i];
+            self.dispatch(r, ud, res, flags);
+        }
+        n
+    }
+
+    fn dispatch(&mut self, r: usize, raw: u64, res: i32, flags: u32) {
+        let Some(ud) = UserData::unpack(raw) else {
+            EngineStats::add(&self.core.shared.stats.stale_completions_total, 1);
+            return;
+        };
+        let more = cqueue::more(flags);
+        match ud.kind {
+            OpKind::Accept => self.on_accept_cqe(ud.slot as usize, res, more),
+            OpKind::AcceptCancel => self.core.on_accept_cancel_cqe(ud.slot as usize),
+            OpKind::RawClose => self.core.rings[ud.slot as usize].used -= 1,
+            OpKind::RingPoll => {
+                // Only a wake-up: every ring is reaped every turn anyway.
+                if !more {
+                    self.arm_ring_poll(ud.slot as usize);
+                }
+            }
+            OpKind::Wake => self.on_wake(),
+            OpKind::Nop => {}
+            OpKind::Recv
+            | OpKind::Send
+            | OpKind::Cancel
+            | OpKind::Close
+            | OpKind::Socket
+            | OpKind::Bind
+            | OpKind::Connect => {
+                let slot = ud.slot;
+                let current = self.core.slots.get(slot as usize).is_some()
+                    && ud.is_current(self.core.gens[slot as usize]);
+                if !current {
+                    EngineStats::add(&self.core.shared.stats.stale_completions_total, 1);
+                    // A stale recv still hands us a buffer: give it back.
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        self.core.rings[r].bufs.push(bid);
+                    }
+                    return;
+                }
+                match ud.kind {
+                    OpKind::Recv => self.on_recv_cqe(slot, res, flags),
+                    OpKind::Send => self.core.on_send_cqe(slot, res),
+                    OpKind::Cancel => self.core.slots[slot as usize].inflight -= 1,
+                    OpKind::Close => {
+                        let s = &mut self.core.slots[slot as usize];
+                        s.inflight -= 1;
+                        s.clear(flag::HAS_FILE);
+                        let ring = usize::from(s.ring);
+                        self.core.rings[ring].used -= 1;
+                    }
+                    OpKind::Socket => self.on_socket_cqe(slot, res),
+                    OpKind::Bind => self.on_bind_cqe(slot, res),
+                    OpKind::Connect => self.on_connect_cqe(slot, res),
+                    _ => unreachable!(),
+                }
+                self.core.try_free(slot);
+            }
+        }
+    }
+
+    fn on_wake(&mut self) {
+        let mut msgs = std::mem::take(&mut self.msgs);
+        self.core.shared.inboxes[self.core.worker].drain(&mut msgs);
+        self.arm_wake();
+        for msg in msgs.drain(..) {
+            let mut ctx = Ctx::new(&mut self.core);
+            self.handler.on_msg(&mut ctx, msg);
+        }
+        self.msgs = msgs;
+    }
+
+    /// Call `on_open` for a slot that just became open and store the handler's state.
+    pub fn open(&mut self, slot: u32, origin: Origin) {
+        let id = self.core.id(slot);
+        let mut ctx = Ctx::new(&mut self.core);
+        let conn = self.handler.on_open(&mut ctx, id, origin);
+        if self.conns.len() <= slot as usize {
+            self.conns.resize_with(slot as usize + 1, || None);
+        }
+        self.conns[slot as usize] = Some(conn);
+    }
+
+    /// Deliver due `on_close`s and self-posted messages until none are left.
+    fn deliver_due(&mut self) {
+        loop {
+            if let Some((slot, why)) = self.core.closed.pop() {
+                self.deliver_close(slot, why);
+                continue;
+            }
+            if self.core.local_msgs.is_empty() {
+                break;
+            }
+            let mut msgs = std::mem::take(&mut self.core.local_msgs);
+            for msg in msgs.drain(..) {
+                let mut ctx = Ctx::new(&mut self.core);
+                self.handler.on_msg(&mut ctx, msg);
+            }
+            if self.core.local_msgs.is_empty() {
+                self.core.local_msgs = msgs;
+            }
+        }
+    }
+
+    fn deliver_close(&mut self, slot: u32, why: CloseReason) {
+        let id = self.core.id(slot);
+        let conn = self.conns.get_mut(slot as usize).and_then(Option::take);
+        self.core.slots[slot as usize].set(flag::DELIVERED);
+        let shared = Arc::clone(&self.core.shared);
+        let stats = &shared.stats;
+        let mut ctx = Ctx::new(&mut self.core);
+        match conn {
+            Some(conn) => {
+                stats.count_close(why);
+                stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+                self.handler.on_close(&mut ctx, id, conn, why);
+            }
+            None => {
+                EngineStats::add(&stats.connect_failed_total, 1);
+                let errno = match why {
+                    CloseReason::Error(e) => e,
+                    _ => libc::ECANCELED,
+                };
+                self.handler.on_connect_failed(&mut ctx, id, errno);
+            }
+        }
+        self.core.try_free(slot);
+    }
+
+    fn fire_timers(&mut self) {
+        let now_tick = self.core.tick_reached(self.core.now_ms);
+        self.expired.clear();
+        self.core.wheel.advance(now_tick, &mut self.expired);
+        let expired = std::mem::take(&mut self.expired);
+        for &key in &expired {
+            match self.core.timer_target(key) {
+                TimerTarget::Ring(r) => self.core.on_accept_backoff_timer(r),
+                TimerTarget::Slot(slot) => self.on_slot_timer(slot),
+            }
+        }
+        self.expired = expired;
+    }
+
+    fn on_slot_timer(&mut self, slot: u32) {
+        let Some(s) = self.core.slots.get(slot as usize) else {
+            return;
+        };
+        match s.state {
+            State::Open => {
+                let id = self.core.id(slot);
+                let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
+                    return;
+                };
+                let mut ctx = Ctx::new(&mut self.core);
+                self.handler.on_timer(&mut ctx, id, conn);
+            }
+            State::Closing => self.core.teardown(slot, CloseReason::FlushTimeout),
+            State::Connecting => self
+                .core
+                .teardown(slot, CloseReason::Error(libc::ETIMEDOUT)),
+            State::Dead => {}
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.core.shutting_down = true;
+        self.drain_deadline_ms = Some(self.core.now_ms + self.core.layout.cfg.drain_timeout_ms);
+        for r in 0..self.core.rings.len() {
+            self.core.maintain_accept(r);
+        }
+        let live: Vec<u32> = self
+            .core
+            .slots
+            .iter()
+            .filter(|(_, s)| s.state == State::Open)
+            .map(|(k, _)| k as u32)
+            .collect();
+        tracing::info!(
+            worker = self.core.worker,
+            connections = live.len(),
+            "draining"
+        );
+        for slot in live {
+            if self.core.slots[slot as usize].state != State::Open {
+                continue;
+            }
+            let id = self.core.id(slot);
+            let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut ctx = Ctx::new(&mut self.core);
+            self.handler.on_shutdown(&mut ctx, id, conn);
+            self.deliver_due();
+        }
+    }
+
+    /// Returns true when the worker may exit.
+    fn shutdown_progress(&mut self) -> bool {
+        let accepts_done = self.core.rings.iter().all(|r| !r.accept.armed);
+        if self.core.slots.is_empty() && accepts_done {
+            return true;
+        }
+        let deadline = self.drain_deadline_ms.unwrap_or(0);
+        if self.core.now_ms >= deadline && !self.aborted {
+            self.aborted = true;
+            let live: Vec<u32> = self.core.slots.iter().map(|(k, _)| k as u32).collect();
+            for slot in live {
+                self.core.teardown(slot, CloseReason::Shutdown);
+            }
+            self.deliver_due();
+        }
+        if self.core.now_ms >= deadline + EXIT_GRACE_MS {
+            tracing::warn!(
+                worker = self.core.worker,
+                slots = self.core.slots.len(),
+                "exiting with ops still in flight"
+            );
+            return true;
+        }
+        false
+    }
+}
