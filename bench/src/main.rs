@@ -3,17 +3,16 @@
 //! Built on uringcast's own `proto` (client role) and io_uring `engine`, so one process holds
 //! 100k+ connections. Scenarios: `hold`, `fanout`, `echo`, `connect`. Every run is bounded in
 //! time, prints one report (text, and JSON with `--json`), and exits non-zero when the
-//! scenario's success criteria fail.
-
-// Until the transport lands, parts are only reached from tests.
-#![allow(dead_code)]
+//! scenario's success criteria fail: 0 = success, 1 = criteria failed, 2 = could not run.
 
 mod cli;
 mod client;
+mod driver;
 mod echo;
 mod envelope;
 mod plan;
 mod report;
+mod run;
 mod seq;
 mod stats;
 mod target;
@@ -29,7 +28,26 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let _ = targets;
-    eprintln!("uringcast-bench: transport not built yet");
-    std::process::exit(2);
+    let report = match run::run(&cli.scenario, targets) {
+        Ok(r) => r,
+        Err(run::SetupError(e)) => {
+            eprintln!("uringcast-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let json_to_stdout = cli.scenario.common().json.as_deref() == Some("-");
+    // The table goes to stdout unless stdout carries the JSON.
+    if json_to_stdout {
+        eprint!("{}", report.to_text());
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+        if let Some(path) = &cli.scenario.common().json {
+            if let Err(e) = std::fs::write(path, report.to_json() + "\n") {
+                eprintln!("uringcast-bench: writing {path}: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    std::process::exit(if report.success { 0 } else { 1 });
 }

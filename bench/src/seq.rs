@@ -47,6 +47,7 @@ pub enum Seen {
 }
 
 impl SeqTracker {
+    #[cfg(test)]
     pub fn new() -> SeqTracker {
         SeqTracker::default()
     }
@@ -86,11 +87,6 @@ impl SeqTracker {
         self.out_of_order = self.out_of_order.saturating_add(1);
         self.received = self.received.saturating_add(1);
         Seen::OutOfOrder
-    }
-
-    /// Highest sequence number seen (0 = none).
-    pub fn highest(&self) -> u64 {
-        self.hi
     }
 
     /// Missing numbers given that the publisher's last sequence number on this topic was

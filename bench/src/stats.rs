@@ -48,6 +48,7 @@ impl Latency {
         let _ = self.0.add(&other.0);
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.0.len()
     }
@@ -127,6 +128,8 @@ error_kinds! {
 #[derive(Debug, Clone, Default)]
 pub struct Errors {
     counts: [u64; 32],
+    /// errno values that map to no named kind (`IoError`), so the report still names them.
+    other_errno: BTreeMap<i32, u64>,
 }
 
 impl Errors {
@@ -142,19 +145,36 @@ impl Errors {
         self.counts.iter().sum()
     }
 
+    /// Count an errno: its named kind, and the raw number when it has none.
+    pub fn add_errno(&mut self, errno: i32) {
+        let kind = errno_kind(errno);
+        self.add(kind);
+        if kind == ErrorKind::IoError {
+            *self.other_errno.entry(errno).or_default() += 1;
+        }
+    }
+
     pub fn merge(&mut self, other: &Errors) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a += b;
+        }
+        for (e, n) in &other.other_errno {
+            *self.other_errno.entry(*e).or_default() += n;
         }
     }
 
     /// Non-zero counters by name, for the report.
     pub fn by_name(&self) -> BTreeMap<String, u64> {
-        ErrorKind::ALL
+        let mut m: BTreeMap<String, u64> = ErrorKind::ALL
             .iter()
             .filter(|k| self.get(**k) > 0)
             .map(|k| (k.name().to_owned(), self.get(*k)))
-            .collect()
+            .collect();
+        for (e, n) in &self.other_errno {
+            let name = std::io::Error::from_raw_os_error(*e).to_string();
+            m.insert(format!("io_error errno {e} ({name})"), *n);
+        }
+        m
     }
 }
 
@@ -189,7 +209,10 @@ pub struct Stats {
     pub ambiguous: u64,
     pub stale: u64,
     pub echoes: u64,
-    pub bytes_in: u64,
+    /// Sequence numbers the test hook skipped (never sent).
+    pub skipped: u64,
+    /// Connections open with their handshake done at `Finish`.
+    pub held: u64,
     pub errors: Errors,
 }
 
@@ -210,17 +233,31 @@ impl Stats {
         self.ambiguous += o.ambiguous;
         self.stale += o.stale;
         self.echoes += o.echoes;
-        self.bytes_in += o.bytes_in;
+        self.skipped += o.skipped;
+        self.held += o.held;
         self.errors.merge(&o.errors);
     }
 }
 
-/// Counters the progress line reads while the run goes on (relaxed: approximate is fine).
+/// Counters shared by all workers while the run goes on: the progress line reads them and the
+/// orchestrator waits on them to move between phases (relaxed: each is a monotonic count or a
+/// gauge that is re-read, never used to order other memory).
 #[derive(Debug, Default)]
 pub struct Live {
+    /// Connections whose handshake completed and that are still open.
     pub open: AtomicU64,
+    /// Handshakes completed, ever.
+    pub opened_total: AtomicU64,
+    /// Connections that failed before their handshake completed.
+    pub failed_total: AtomicU64,
+    /// Deliveries plus echoes.
     pub messages: AtomicU64,
+    pub deliveries: AtomicU64,
     pub errors: AtomicU64,
+    /// Publisher connections ready to publish.
+    pub pub_ready: AtomicU64,
+    /// Publisher connections finished with their schedule (or gone).
+    pub pub_done: AtomicU64,
 }
 
 impl Live {
@@ -234,6 +271,11 @@ impl Live {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Connections that reached an end state: open (at some point) or failed.
+    pub fn resolved(&self) -> u64 {
+        Live::get(&self.opened_total) + Live::get(&self.failed_total)
     }
 }
 

@@ -52,6 +52,15 @@ pub struct WsClient {
     partial: Vec<u8>,
 }
 
+impl EchoState {
+    pub fn new(inflight_max: u32) -> EchoState {
+        EchoState {
+            inflight_max,
+            ..EchoState::default()
+        }
+    }
+}
+
 impl WsClient {
     pub fn new(mode: Mode) -> WsClient {
         WsClient {
