@@ -299,6 +299,8 @@ config_keys! {
     drain_timeout: Millis = Millis(5_000);
     /// Reconnect delay suggested to SSE clients (`retry:` field).
     sse_retry: Millis = Millis(2_000);
+    /// End each SSE stream after this long (clients reconnect and resume); 0s = never.
+    sse_stream_lifetime: Millis = Millis(0);
     /// Path of the WebSocket echo endpoint (conformance tests, echo benchmark); empty = off.
     echo_path: Option<String> = None;
     /// Let WebSocket clients publish with {"op":"publish",...} messages.

@@ -94,7 +94,10 @@ impl Metrics {
     /// (accepts, accept errors) without this module knowing their shape.
     pub fn render(&self, extra: &[Family<'_>]) -> String {
         let mut out = String::with_capacity(2048);
-        let _ = writeln!(out, "# HELP uringcast_connections Open connections by kind.");
+        let _ = writeln!(
+            out,
+            "# HELP uringcast_connections Open connections by kind."
+        );
         let _ = writeln!(out, "# TYPE uringcast_connections gauge");
         for (kind, label) in [
             (ConnKind::Http, "http"),
@@ -105,23 +108,58 @@ impl Metrics {
             let _ = writeln!(out, "uringcast_connections{{kind=\"{label}\"}} {v}");
         }
         for (name, help, value) in [
-            ("uringcast_published_total", "Messages published.", &self.published_total),
-            ("uringcast_delivered_total", "Messages queued to subscribers.", &self.delivered_total),
-            ("uringcast_replayed_total", "Messages replayed after Last-Event-ID.", &self.replayed_total),
-            ("uringcast_resets_total", "Reset notices sent because history no longer reached back.", &self.resets_total),
-            ("uringcast_dropped_total", "Deliveries dropped because a slow consumer was closed.", &self.dropped_total),
-            ("uringcast_http_errors_total", "Requests answered with a 4xx or 5xx status.", &self.http_errors_total),
-            ("uringcast_heartbeats_total", "SSE heartbeat comments and WebSocket pings sent.", &self.heartbeats_total),
+            (
+                "uringcast_published_total",
+                "Messages published.",
+                &self.published_total,
+            ),
+            (
+                "uringcast_delivered_total",
+                "Messages queued to subscribers.",
+                &self.delivered_total,
+            ),
+            (
+                "uringcast_replayed_total",
+                "Messages replayed after Last-Event-ID.",
+                &self.replayed_total,
+            ),
+            (
+                "uringcast_resets_total",
+                "Reset notices sent because history no longer reached back.",
+                &self.resets_total,
+            ),
+            (
+                "uringcast_dropped_total",
+                "Deliveries dropped because a slow consumer was closed.",
+                &self.dropped_total,
+            ),
+            (
+                "uringcast_http_errors_total",
+                "Requests answered with a 4xx or 5xx status.",
+                &self.http_errors_total,
+            ),
+            (
+                "uringcast_heartbeats_total",
+                "SSE heartbeat comments and WebSocket pings sent.",
+                &self.heartbeats_total,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Relaxed));
         }
-        let _ = writeln!(out, "# HELP uringcast_closed_total Connections closed, by reason.");
+        let _ = writeln!(
+            out,
+            "# HELP uringcast_closed_total Connections closed, by reason."
+        );
         let _ = writeln!(out, "# TYPE uringcast_closed_total counter");
         for kind in CloseKind::ALL {
             let v = self.closed_total[kind as usize].load(Relaxed);
-            let _ = writeln!(out, "uringcast_closed_total{{reason=\"{}\"}} {v}", kind.label());
+            let _ = writeln!(
+                out,
+                "uringcast_closed_total{{reason=\"{}\"}} {v}",
+                kind.label()
+            );
         }
         for (name, help, series) in extra {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -138,6 +176,65 @@ impl Metrics {
     }
 }
 
+/// The engine's counters in Prometheus text: accepts, accept errors by kind, closes as the
+/// engine saw them, stale completions, bytes moved.
+pub fn render_engine(stats: &crate::engine::EngineStats) -> String {
+    use crate::engine::{AcceptErrorKind, EngineStats as S};
+    let mut out = String::with_capacity(1024);
+    let counters = [
+        (
+            "uringcast_accepted_total",
+            "Connections accepted.",
+            S::get(&stats.accepted_total),
+        ),
+        (
+            "uringcast_stale_completions_total",
+            "Completions for closed-and-reused slots (ignored).",
+            S::get(&stats.stale_completions_total),
+        ),
+        (
+            "uringcast_recv_nobufs_total",
+            "Multishot receives re-armed after the buffer ring ran empty.",
+            S::get(&stats.recv_nobufs_total),
+        ),
+        (
+            "uringcast_accept_paused_total",
+            "Times a ring stopped accepting because its file table was nearly full.",
+            S::get(&stats.accept_paused_total),
+        ),
+        (
+            "uringcast_received_bytes_total",
+            "Bytes received.",
+            S::get(&stats.bytes_received_total),
+        ),
+        (
+            "uringcast_sent_bytes_total",
+            "Bytes sent.",
+            S::get(&stats.bytes_sent_total),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP uringcast_accept_errors_total Accept failures, by kind."
+    );
+    let _ = writeln!(out, "# TYPE uringcast_accept_errors_total counter");
+    for kind in AcceptErrorKind::ALL {
+        let v = stats.accept_errors(kind);
+        let _ = writeln!(
+            out,
+            "uringcast_accept_errors_total{{kind=\"{}\"}} {v}",
+            kind.label()
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,8 +247,14 @@ mod tests {
         m.conn_changed(ConnKind::Http, ConnKind::Sse);
         m.conn_closed(ConnKind::Http, CloseKind::RequestTimeout);
         let text = m.render(&[("uringcast_accepted_total", "Accepted.", &[("", 3)])]);
-        assert!(text.contains("uringcast_connections{kind=\"sse\"} 1\n"), "{text}");
-        assert!(text.contains("uringcast_connections{kind=\"http\"} 0\n"), "{text}");
+        assert!(
+            text.contains("uringcast_connections{kind=\"sse\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("uringcast_connections{kind=\"http\"} 0\n"),
+            "{text}"
+        );
         assert!(text.contains("uringcast_closed_total{reason=\"request_timeout\"} 1\n"));
         assert!(text.contains("uringcast_accepted_total 3\n"));
         // Every sample line belongs to a family announced with TYPE.

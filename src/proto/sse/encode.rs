@@ -55,7 +55,7 @@ fn check(ev: &OutEvent<'_>) -> Result<(), SseError> {
 }
 
 /// Decimal digits in `v` (1 for 0).
-fn digits(mut v: u64) -> usize {
+pub(crate) fn digits(mut v: u64) -> usize {
     let mut n = 1;
     while v >= 10 {
         v /= 10;

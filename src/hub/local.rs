@@ -1,0 +1,280 @@
+//! `LocalIndex`: one worker's map from topic to its local subscribers. No locks, no sharing:
+//! each worker owns one and only its own thread touches it.
+//!
+//! Layout: topic -> `Slab` of `(key, deliver_after_id)`. The connection keeps its slab slots in
+//! a [`ConnTopics`] that lives in its own slab slot, so unsubscribing is O(1) however many
+//! subscribers a topic has (no scan, no swap that would move another connection's slot), and
+//! the connection's topic count is bounded where it is stored.
+//!
+//! ```text
+//! LocalIndex.topics["a"] = Slab [ 0: (conn 7, after 41) | 1: vacant | 2: (conn 9, after 0) ]
+//! ConnTopics(conn 7)     = [ ("a", 0), ("b", 3) ]      // topic and its slab slot there
+//! ```
+//!
+//! Per delivered message the cost is one hash lookup plus one comparison per subscriber; the
+//! iterator yields keys only, so delivering is cloning `Bytes` handles into send queues.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use slab::Slab;
+
+use super::message::Message;
+use super::{validate_topic, HubError};
+
+#[derive(Debug, Clone, Copy)]
+struct Sub<K> {
+    key: K,
+    /// Deliver only messages with id > this (the `last_id` of the replay that preceded it).
+    after_id: u64,
+}
+
+/// One connection's subscriptions; stored with the connection, passed to every index call
+/// for it. At most `topics_per_conn_max` entries.
+#[derive(Debug, Default)]
+pub struct ConnTopics {
+    subs: Vec<(Arc<str>, u32)>,
+}
+
+impl ConnTopics {
+    pub fn new() -> ConnTopics {
+        ConnTopics::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    pub fn contains(&self, topic: &str) -> bool {
+        self.subs.iter().any(|(t, _)| &**t == topic)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.subs.iter().map(|(t, _)| &**t)
+    }
+}
+
+/// What [`LocalIndex::subscribe`] did.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    Added,
+    /// Already subscribed: nothing changed, the first watermark stands (a second one could
+    /// only re-deliver or skip messages).
+    Already,
+}
+
+/// A worker's subscription index. `K` names a connection (a slab index plus generation, say).
+#[derive(Debug)]
+pub struct LocalIndex<K> {
+    topics: HashMap<Arc<str>, Slab<Sub<K>>>,
+    topics_per_conn_max: usize,
+    subscriptions: usize,
+}
+
+impl<K: Copy + Eq> LocalIndex<K> {
+    pub fn new(topics_per_conn_max: usize) -> LocalIndex<K> {
+        LocalIndex {
+            topics: HashMap::new(),
+            topics_per_conn_max,
+            subscriptions: 0,
+        }
+    }
+
+    /// Topics with at least one local subscriber.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Subscriptions held, over all topics.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions
+    }
+
+    /// Subscribes connection `key` (whose list is `conn`) to `topic`, delivering only messages
+    /// with id > `deliver_after_id`: pass `Replay::last_id()` or `Topics::last_id()`, read
+    /// under the same lock hold (see [`crate::hub`]). Fails on a bad name or a full `conn`.
+    pub fn subscribe(
+        &mut self,
+        conn: &mut ConnTopics,
+        key: K,
+        topic: &str,
+        deliver_after_id: u64,
+    ) -> Result<Subscribed, HubError> {
+        validate_topic(topic)?;
+        if conn.contains(topic) {
+            return Ok(Subscribed::Already);
+        }
+        if conn.len() >= self.topics_per_conn_max {
+            return Err(HubError::TooManyTopics {
+                limit: self.topics_per_conn_max,
+            });
+        }
+        let (name, slab) = match self.topics.get_key_value(topic) {
+            Some((name, _)) => {
+                let name = Arc::clone(name);
+                let slab = self.topics.get_mut(topic).expect("just found");
+                (name, slab)
+            }
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                let slab = self.topics.entry(Arc::clone(&name)).or_default();
+                (name, slab)
+            }
+        };
+        let slot = slab.insert(Sub {
+            key,
+            after_id: deliver_after_id,
+        });
+        let slot = u32::try_from(slot).expect("fewer than 2^32 subscribers on one worker");
+        conn.subs.push((name, slot));
+        self.subscriptions += 1;
+        Ok(Subscribed::Added)
+    }
+
+    /// Removes `key`'s subscription to `topic`; false if there was none.
+    pub fn unsubscribe(&mut self, conn: &mut ConnTopics, key: K, topic: &str) -> bool {
+        let Some(at) = conn.subs.iter().position(|(t, _)| &**t == topic) else {
+            return false;
+        };
+        let (name, slot) = conn.subs.swap_remove(at);
+        self.remove_slot(&name, slot, key);
+        true
+    }
+
+    /// Removes all of `key`'s subscriptions (on close), leaving `conn` empty.
+    pub fn unsubscribe_all(&mut self, conn: &mut ConnTopics, key: K) {
+        for (name, slot) in conn.subs.drain(..) {
+            self.remove_slot(&name, slot, key);
+        }
+    }
+
+    fn remove_slot(&mut self, name: &str, slot: u32, key: K) {
+        let slab = self
+            .topics
+            .get_mut(name)
+            .expect("ConnTopics names only indexed topics");
+        let sub = slab.remove(slot as usize);
+        debug_assert!(
+            sub.key == key,
+            "slot of {name} belongs to another connection"
+        );
+        // Drop empty topics so memory follows live subscriptions, not every topic ever seen.
+        if slab.is_empty() {
+            self.topics.remove(name);
+        }
+        self.subscriptions -= 1;
+    }
+
+    /// Keys of the local subscribers that must receive `msg`, honouring each watermark. The
+    /// iterator borrows the index: collect connections to drop (slow consumers) and
+    /// unsubscribe them after the loop.
+    pub fn deliveries<'a>(&'a self, msg: &Message) -> impl Iterator<Item = K> + 'a {
+        self.subscribers(&msg.topic, msg.id)
+    }
+
+    /// Keys subscribed to `topic` whose watermark is below `msg_id`.
+    pub fn subscribers<'a>(&'a self, topic: &str, msg_id: u64) -> impl Iterator<Item = K> + 'a {
+        self.topics
+            .get(topic)
+            .into_iter()
+            .flat_map(|slab| slab.iter())
+            .filter(move |(_, s)| s.after_id < msg_id)
+            .map(|(_, s)| s.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(ix: &LocalIndex<u32>, topic: &str, id: u64) -> Vec<u32> {
+        let mut k: Vec<u32> = ix.subscribers(topic, id).collect();
+        k.sort_unstable();
+        k
+    }
+
+    #[test]
+    fn subscribe_deliver_unsubscribe() {
+        let mut ix = LocalIndex::new(4);
+        let mut c1 = ConnTopics::new();
+        let mut c2 = ConnTopics::new();
+        assert_eq!(ix.subscribe(&mut c1, 1, "a", 0), Ok(Subscribed::Added));
+        assert_eq!(ix.subscribe(&mut c2, 2, "a", 0), Ok(Subscribed::Added));
+        assert_eq!(ix.subscribe(&mut c2, 2, "b", 0), Ok(Subscribed::Added));
+        assert_eq!(ix.subscribe(&mut c2, 2, "b", 9), Ok(Subscribed::Already));
+        assert_eq!(keys(&ix, "a", 1), vec![1, 2]);
+        assert_eq!(keys(&ix, "b", 1), vec![2]);
+        assert_eq!(keys(&ix, "zz", 1), Vec::<u32>::new());
+        assert!(ix.unsubscribe(&mut c1, 1, "a"));
+        assert!(
+            !ix.unsubscribe(&mut c1, 1, "a"),
+            "second unsubscribe is a no-op"
+        );
+        assert_eq!(keys(&ix, "a", 1), vec![2]);
+        assert_eq!(ix.subscription_count(), 2);
+        ix.unsubscribe_all(&mut c2, 2);
+        assert!(c2.is_empty());
+        assert_eq!(
+            (ix.topic_count(), ix.subscription_count()),
+            (0, 0),
+            "empty topics dropped"
+        );
+    }
+
+    #[test]
+    fn watermark_filters_ids_at_or_below_it() {
+        let mut ix = LocalIndex::new(4);
+        let (mut c1, mut c2) = (ConnTopics::new(), ConnTopics::new());
+        let _ = ix.subscribe(&mut c1, 1, "a", 10).unwrap();
+        let _ = ix.subscribe(&mut c2, 2, "a", 12).unwrap();
+        assert_eq!(keys(&ix, "a", 10), Vec::<u32>::new());
+        assert_eq!(keys(&ix, "a", 11), vec![1]);
+        assert_eq!(keys(&ix, "a", 12), vec![1]);
+        assert_eq!(keys(&ix, "a", 13), vec![1, 2]);
+    }
+
+    #[test]
+    fn topics_per_connection_bounded_and_names_validated() {
+        let mut ix = LocalIndex::new(2);
+        let mut c = ConnTopics::new();
+        let _ = ix.subscribe(&mut c, 1, "a", 0).unwrap();
+        let _ = ix.subscribe(&mut c, 1, "b", 0).unwrap();
+        assert_eq!(
+            ix.subscribe(&mut c, 1, "c", 0),
+            Err(HubError::TooManyTopics { limit: 2 })
+        );
+        assert_eq!(ix.subscribe(&mut c, 1, "a", 0), Ok(Subscribed::Already));
+        assert_eq!(
+            ix.subscribe(&mut ConnTopics::new(), 2, "a b", 0),
+            Err(HubError::TopicInvalid)
+        );
+        assert!(ix.unsubscribe(&mut c, 1, "a"));
+        assert_eq!(ix.subscribe(&mut c, 1, "c", 0), Ok(Subscribed::Added));
+        assert_eq!(c.topics().collect::<Vec<_>>(), vec!["b", "c"]);
+    }
+
+    #[test]
+    fn churn_keeps_other_subscribers_and_reuses_slots() {
+        // Slots are stable: removing one connection never moves another's slot.
+        let mut ix = LocalIndex::new(1);
+        let mut conns: Vec<ConnTopics> = (0..100).map(|_| ConnTopics::new()).collect();
+        for (k, c) in conns.iter_mut().enumerate() {
+            let _ = ix.subscribe(c, k as u32, "hot", 0).unwrap();
+        }
+        for k in (0..100).step_by(3) {
+            ix.unsubscribe_all(&mut conns[k], k as u32);
+        }
+        let want: Vec<u32> = (0..100).filter(|k| k % 3 != 0).collect();
+        assert_eq!(keys(&ix, "hot", 1), want);
+        for k in (0..100).step_by(3) {
+            let _ = ix.subscribe(&mut conns[k], k as u32, "hot", 0).unwrap();
+        }
+        assert_eq!(keys(&ix, "hot", 1), (0..100).collect::<Vec<u32>>());
+        assert_eq!(ix.subscription_count(), 100);
+    }
+}

@@ -1,0 +1,323 @@
+//! A published message, encoded once per wire format at publish time.
+//!
+//! [`Message`] holds the complete SSE event bytes and the complete WebSocket text frame bytes
+//! (header and payload in one buffer). Fan-out clones the `Arc<Message>` or the `Bytes` handle;
+//! nothing is re-encoded per subscriber. Each buffer is sized exactly before it is written, so
+//! `Bytes::from(Vec)` takes it over without a copy or a second allocation.
+//!
+//! Byte layouts (`N` = id, `E` = event name, `T` = topic, `D` = data):
+//!
+//! ```text
+//! sse: id: N\n  [event: E\n]  data: D-line\n ...  \n
+//! ws:  0x81 | len7 [len16 | len64] | {"topic":"T","id":N[,"event":"E"],"data":"D"}
+//! ```
+//!
+//! Also here: the reset notices sent when a replay finds a gap. Never here: sockets, clocks,
+//! per-subscriber state.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::proto::sse::{self, digits, push_u64, Id, OutEvent};
+
+/// One published message, shared by every subscriber and the replay history.
+#[derive(Debug)]
+pub struct Message {
+    /// Server-wide, strictly increasing; also the SSE `id:` and the WS `"id"`.
+    pub id: u64,
+    pub topic: Arc<str>,
+    pub event: Option<Box<str>>,
+    /// The whole SSE event, blank line included.
+    pub sse: Bytes,
+    /// The whole WebSocket text frame: unmasked server header plus JSON payload.
+    pub ws: Bytes,
+}
+
+impl Message {
+    /// Encodes both wire forms. Inputs are validated by `Topics::publish` (event name without
+    /// CR/LF/NUL), which is why the SSE encoder cannot fail here.
+    pub(crate) fn encode(id: u64, topic: Arc<str>, event: Option<&str>, data: &str) -> Message {
+        let ev = OutEvent {
+            id: Some(Id::Num(id)),
+            event,
+            retry_ms: None,
+            data,
+        };
+        let sse_len = sse::encoded_len(&ev).expect("event name validated by publish");
+        let mut sse_buf = Vec::with_capacity(sse_len);
+        sse::encode(&mut sse_buf, &ev).expect("event name validated by publish");
+
+        let payload_len = ws_payload_len(&topic, id, event, data);
+        let mut head = [0u8; WS_HEAD_BYTES_MAX];
+        let head_len = ws_text_head(payload_len, &mut head);
+        let mut ws_buf = Vec::with_capacity(head_len + payload_len);
+        ws_buf.extend_from_slice(&head[..head_len]);
+        push_ws_payload(&mut ws_buf, &topic, id, event, data);
+        debug_assert_eq!(
+            ws_buf.len(),
+            head_len + payload_len,
+            "ws_payload_len is wrong"
+        );
+
+        Message {
+            id,
+            topic,
+            event: event.map(Box::from),
+            sse: Bytes::from(sse_buf),
+            ws: Bytes::from(ws_buf),
+        }
+    }
+
+    /// What this message costs the history budget: both encoded buffers, in bytes.
+    pub fn held_bytes(&self) -> usize {
+        self.sse.len() + self.ws.len()
+    }
+}
+
+/// SSE notice sent before replayed events when the history no longer reaches back:
+/// `event: reset\ndata: {"oldest":N,"requested":M}\n\n`. It has no `id:`, so the client's
+/// last event ID stays where the replayed events put it.
+pub fn sse_reset(oldest: u64, requested: u64) -> Bytes {
+    let mut json = Vec::with_capacity(64);
+    push_reset_json(&mut json, None, oldest, requested);
+    let json = std::str::from_utf8(&json).expect("JSON built from ASCII");
+    let mut out = Vec::with_capacity(json.len() + 32);
+    sse::write_event(&mut out, "reset").expect("constant name");
+    sse::write_data(&mut out, json);
+    sse::write_end(&mut out);
+    Bytes::from(out)
+}
+
+/// WebSocket text frame `{"op":"reset","topic":"T","oldest":N,"requested":M}`, one per topic
+/// whose history no longer reaches back.
+pub fn ws_reset(topic: &str, oldest: u64, requested: u64) -> Bytes {
+    let mut json = Vec::with_capacity(64 + topic.len());
+    push_reset_json(&mut json, Some(topic), oldest, requested);
+    let mut head = [0u8; WS_HEAD_BYTES_MAX];
+    let head_len = ws_text_head(json.len(), &mut head);
+    let mut out = Vec::with_capacity(head_len + json.len());
+    out.extend_from_slice(&head[..head_len]);
+    out.extend_from_slice(&json);
+    Bytes::from(out)
+}
+
+fn push_reset_json(out: &mut Vec<u8>, topic: Option<&str>, oldest: u64, requested: u64) {
+    if let Some(topic) = topic {
+        out.extend_from_slice(br#"{"op":"reset","topic":"#);
+        push_json_str(out, topic);
+        out.extend_from_slice(br#","oldest":"#);
+    } else {
+        out.extend_from_slice(br#"{"oldest":"#);
+    }
+    push_u64(out, oldest);
+    out.extend_from_slice(br#","requested":"#);
+    push_u64(out, requested);
+    out.push(b'}');
+}
+
+/// Largest server frame header: 2 bytes plus a 64-bit length, no mask (RFC 6455 §5.2).
+const WS_HEAD_BYTES_MAX: usize = 10;
+
+/// Writes an unmasked FIN + text (0x81) frame header for `payload_len` and returns its length
+/// (RFC 6455 §5.2: 7-bit length up to 125, 126 + 16-bit up to 65535, else 127 + 64-bit).
+///
+/// TEMPORARY: replace with `proto::ws::fmt_head` once the ws branch is merged; it is kept
+/// private and tiny so that swap touches two call sites only.
+fn ws_text_head(payload_len: usize, head: &mut [u8; WS_HEAD_BYTES_MAX]) -> usize {
+    head[0] = 0x80 | 0x1; // FIN, opcode 1 = text
+    if payload_len <= 125 {
+        head[1] = payload_len as u8;
+        2
+    } else if payload_len <= usize::from(u16::MAX) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+        10
+    }
+}
+
+fn ws_payload_len(topic: &str, id: u64, event: Option<&str>, data: &str) -> usize {
+    let mut n = r#"{"topic":,"id":,"data":}"#.len() + json_str_len(topic) + digits(id);
+    n += json_str_len(data);
+    if let Some(e) = event {
+        n += r#","event":"#.len() + json_str_len(e);
+    }
+    n
+}
+
+fn push_ws_payload(out: &mut Vec<u8>, topic: &str, id: u64, event: Option<&str>, data: &str) {
+    out.extend_from_slice(br#"{"topic":"#);
+    push_json_str(out, topic);
+    out.extend_from_slice(br#","id":"#);
+    push_u64(out, id);
+    if let Some(e) = event {
+        out.extend_from_slice(br#","event":"#);
+        push_json_str(out, e);
+    }
+    out.extend_from_slice(br#","data":"#);
+    push_json_str(out, data);
+    out.push(b'}');
+}
+
+/// JSON escape for one byte (RFC 8259 §7): quote, backslash and controls below 0x20 must be
+/// escaped. Everything else, UTF-8 included, passes through.
+fn json_escape(b: u8) -> Option<&'static [u8]> {
+    let esc: &'static [u8] = match b {
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        b'\n' => b"\\n",
+        b'\r' => b"\\r",
+        b'\t' => b"\\t",
+        0x08 => b"\\b",
+        0x0c => b"\\f",
+        0..=0x1f => UNICODE_ESCAPE, // followed by two hex digits
+        _ => return None,
+    };
+    Some(esc)
+}
+
+/// Prefix of the six-byte `\u00XX` form for the other control bytes.
+const UNICODE_ESCAPE: &[u8] = b"\\u00";
+
+fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match json_escape(b) {
+            None => 1,
+            Some(UNICODE_ESCAPE) => 6,
+            Some(e) => e.len(),
+        })
+        .sum::<usize>()
+}
+
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut plain = 0; // start of the run of bytes that need no escape
+    for (i, &b) in bytes.iter().enumerate() {
+        let Some(esc) = json_escape(b) else { continue };
+        out.extend_from_slice(&bytes[plain..i]);
+        out.extend_from_slice(esc);
+        if esc == UNICODE_ESCAPE {
+            out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        }
+        plain = i + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Splits a server frame into (opcode byte, payload) per RFC 6455 §5.2, checking the length.
+    fn unframe(frame: &[u8]) -> (u8, &[u8]) {
+        assert_eq!(frame[1] & 0x80, 0, "server frames are not masked (§5.1)");
+        let (len, at) = match frame[1] {
+            126 => (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
+            127 => (
+                u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (usize::from(n), 2),
+        };
+        assert_eq!(
+            frame.len(),
+            at + len,
+            "frame length field matches the payload"
+        );
+        (frame[0], &frame[at..])
+    }
+
+    #[test]
+    fn sse_bytes_are_one_whole_event() {
+        let m = Message::encode(7, "t".into(), Some("price"), "a\nb");
+        assert_eq!(&m.sse[..], b"id: 7\nevent: price\ndata: a\ndata: b\n\n");
+        let m = Message::encode(8, "t".into(), None, "");
+        assert_eq!(&m.sse[..], b"id: 8\ndata:\n\n");
+        assert_eq!(m.held_bytes(), m.sse.len() + m.ws.len());
+    }
+
+    #[test]
+    fn ws_frame_is_fin_text_with_json_payload_rfc6455_5_2() {
+        let m = Message::encode(42, "room.1".into(), Some("msg"), "hi \"x\"\n\u{1}é");
+        let (op, payload) = unframe(&m.ws);
+        assert_eq!(op, 0x81);
+        let v: Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(v["topic"], "room.1");
+        assert_eq!(v["id"], 42, "id is a JSON number");
+        assert_eq!(v["event"], "msg");
+        assert_eq!(v["data"], "hi \"x\"\n\u{1}é");
+        let m = Message::encode(1, "t".into(), None, "d");
+        let v: Value = serde_json::from_slice(unframe(&m.ws).1).unwrap();
+        assert!(v.get("event").is_none(), "absent event is omitted");
+    }
+
+    #[test]
+    fn ws_length_forms_at_each_boundary_rfc6455_5_2() {
+        // Payload overhead for topic "t", id 1, no event: {"topic":"t","id":1,"data":""} = 30.
+        let overhead = Message::encode(1, "t".into(), None, "").ws.len() - 2;
+        for (payload_len, head_len) in [(125, 2), (126, 4), (65535, 4), (65536, 10), (70000, 10)] {
+            let data = "x".repeat(payload_len - overhead);
+            let m = Message::encode(1, "t".into(), None, &data);
+            assert_eq!(m.ws.len(), head_len + payload_len, "payload {payload_len}");
+            let (_, payload) = unframe(&m.ws);
+            assert_eq!(payload.len(), payload_len);
+        }
+    }
+
+    #[test]
+    fn json_escaping_matches_serde_for_every_control_and_special() {
+        let mut s = String::new();
+        for c in 0u8..0x80 {
+            s.push(char::from(c));
+        }
+        s.push_str("é€😀\u{2028}");
+        let mut out = Vec::new();
+        push_json_str(&mut out, &s);
+        assert_eq!(out.len(), json_str_len(&s));
+        let back: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn reset_notices_wire_form() {
+        assert_eq!(
+            &sse_reset(5, 2)[..],
+            b"event: reset\ndata: {\"oldest\":5,\"requested\":2}\n\n"
+        );
+        let f = ws_reset("a.b", 5, 2);
+        let (op, payload) = unframe(&f);
+        assert_eq!(op, 0x81);
+        let v: Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"op":"reset","topic":"a.b","oldest":5,"requested":2})
+        );
+    }
+
+    #[test]
+    fn buffers_are_exactly_sized_so_bytes_takes_them_without_copy() {
+        let m = Message::encode(123456, "t".into(), Some("e"), "x\r\ny");
+        let mut out = Vec::new();
+        let ev = OutEvent {
+            id: Some(Id::Num(123456)),
+            event: Some("e"),
+            retry_ms: None,
+            data: "x\r\ny",
+        };
+        sse::encode(&mut out, &ev).unwrap();
+        assert_eq!(&m.sse[..], &out[..]);
+        assert_eq!(
+            m.ws.len(),
+            2 + ws_payload_len("t", 123456, Some("e"), "x\r\ny")
+        );
+    }
+}
