@@ -16,12 +16,25 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            eprintln!("uringcast: config ok, server not built yet: {config:?}");
-            std::process::exit(2);
+            init_logging();
+            if let Err(e) = uringcast::server::serve::serve(config) {
+                eprintln!("uringcast: {e}");
+                std::process::exit(1);
+            }
         }
         Some(("example-config", _)) => {
             print!("{}", uringcast::server::config::Config::example_toml())
         }
         _ => unreachable!("clap requires a subcommand"),
     }
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

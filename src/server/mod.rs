@@ -3,4 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod handler;
 pub mod metrics;
+pub mod serve;
+mod ws_session;

@@ -89,7 +89,10 @@ pub fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>)
     while !buf.ends_with(b"\r\n\r\n") {
         match s.read(&mut byte) {
             Ok(1) => buf.push(byte[0]),
-            _ => panic!("connection ended inside a response head: {:?}", String::from_utf8_lossy(&buf)),
+            _ => panic!(
+                "connection ended inside a response head: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
         }
     }
     let head = String::from_utf8(buf).expect("utf-8 head");
@@ -118,7 +121,10 @@ pub fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>)
 }
 
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Publish `data` to `topic` from loopback; returns the assigned id.
@@ -128,7 +134,12 @@ pub fn publish(addr: SocketAddr, topic: &str, data: &str) -> u64 {
         data.len()
     );
     let (status, _, body) = http(addr, req.as_bytes());
-    assert_eq!(status, 200, "publish failed: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        200,
+        "publish failed: {}",
+        String::from_utf8_lossy(&body)
+    );
     let v: serde_json::Value = serde_json::from_slice(&body).expect("publish answer is JSON");
     v["id"].as_u64().expect("id")
 }
@@ -176,7 +187,11 @@ impl SseClient {
                 headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
             }
         }
-        SseClient { reader, status, headers }
+        SseClient {
+            reader,
+            status,
+            headers,
+        }
     }
 
     pub fn set_timeout(&mut self, t: Duration) {

@@ -1,0 +1,60 @@
+//! `uringcast serve`: turn a validated [`Config`] into an engine configuration, start the
+//! workers, say where it listens and what it can hold, and wait for shutdown.
+
+use std::sync::Arc;
+
+use super::config::Config;
+use super::handler::{Shared, Worker, WorkerMsg};
+use crate::engine::{Engine, EngineConfig, EngineError};
+
+/// The engine's share of the config: sizes, timeouts and the listen address.
+pub fn engine_config(config: &Config) -> EngineConfig {
+    let mut e = EngineConfig {
+        listen: Some(config.listen),
+        workers: config.workers,
+        connections_max: config.connections_max,
+        files_per_ring: config.files_per_ring as u32,
+        tick_ms: config.tick.0,
+        drain_timeout_ms: config.drain_timeout.0,
+        ..EngineConfig::default()
+    };
+    // Unconsumed input is at most a request head, a WebSocket frame header, or a partial
+    // control frame; the bound only has to admit the largest head.
+    e.leftover_bytes_max = e.leftover_bytes_max.max(config.head_bytes_max.0 + 1024);
+    e
+}
+
+/// Run the server until SIGTERM/SIGINT. Prints `uringcast: listening on ADDR` on stdout once
+/// every ring is ready (tests and scripts wait for that line).
+pub fn serve(config: Config) -> Result<(), EngineError> {
+    let shared = Arc::new(Shared::new(config));
+    let cfg = &shared.config;
+    if cfg.publish_key.is_none() {
+        if shared.keyless_publish_allowed {
+            eprintln!(
+                "uringcast: no publish_key set: publishing is open to loopback peers only \
+                 (listening on {})",
+                cfg.listen
+            );
+        } else {
+            eprintln!(
+                "uringcast: no publish_key set and listening on non-loopback {}: publishing is \
+                 refused (403) until publish_key is set",
+                cfg.listen
+            );
+        }
+    }
+    let engine_cfg = engine_config(cfg);
+    let for_workers = Arc::clone(&shared);
+    let engine: Engine<WorkerMsg> = Engine::start(engine_cfg, move |_worker| {
+        Worker::new(Arc::clone(&for_workers))
+    })?;
+    let addr = engine
+        .local_addr()
+        .map_or_else(|| "?".to_owned(), |a| a.to_string());
+    println!(
+        "uringcast: listening on {addr} (capacity {} connections)",
+        engine.connections_capacity()
+    );
+    engine.wait()
+}

@@ -1,0 +1,141 @@
+//! A real browser: headless Chromium runs a page that uses `EventSource` and `WebSocket`
+//! against the server. The server ends each SSE stream after a short lifetime, so the
+//! browser's own EventSource reconnects with `Last-Event-ID` while messages keep coming; the
+//! page must still see every message exactly once, in order. The page reports back by
+//! publishing its findings to a topic the test subscribes to.
+//!
+//! Needs Debian's `chromium` (`.ci/run` installs it); skips on a machine without it unless
+//! URINGCAST_REQUIRE_EXTERNAL=1.
+
+mod common;
+
+use common::{publish, Server, SseClient};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<title>uringcast browser test</title>
+<script>
+const port = new URLSearchParams(location.search).get('port');
+const base = 'http://127.0.0.1:' + port;
+const got = { sse: [], ids: [], ws: [], opens: 0, errors: 0 };
+let ready = { sse: false, ws: false }, reported = false;
+function report(topic, body) {
+  fetch(base + '/publish?topic=' + topic, { method: 'POST', body: body, mode: 'no-cors' });
+}
+function maybeReady() {
+  if (ready.sse && ready.ws && !ready.sent) { ready.sent = true; report('control', 'ready'); }
+}
+const es = new EventSource(base + '/sse?topic=news');
+es.onopen = () => { got.opens++; ready.sse = true; maybeReady(); };
+es.onerror = () => { got.errors++; };
+es.onmessage = (e) => {
+  got.sse.push(e.data); got.ids.push(e.lastEventId);
+  if (e.data === 'END') { check(); }
+};
+const ws = new WebSocket('ws://127.0.0.1:' + port + '/ws?topic=news');
+ws.onopen = () => { ready.ws = true; maybeReady(); };
+ws.onmessage = (m) => { const v = JSON.parse(m.data); if (v.data !== undefined) { got.ws.push(v.data); if (v.data === 'END') check(); } };
+function check() {
+  if (reported) return;
+  if (got.sse.includes('END') && got.ws.includes('END')) { reported = true; report('control', JSON.stringify(got)); }
+}
+</script>
+"#;
+
+fn skip(why: &str) {
+    if std::env::var("URINGCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+        panic!("browser test cannot run: {why}");
+    }
+    eprintln!("SKIPPED browser: {why}");
+}
+
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn eventsource_resumes_with_last_event_id_and_websocket_receives() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(chromium) = chromium else {
+        return skip("chromium not installed (apt-get install chromium)");
+    };
+    let s = Server::start(&[
+        "--sse-stream-lifetime",
+        "700ms",
+        "--sse-retry",
+        "100ms",
+        "--tick",
+        "10ms",
+    ]);
+    let mut control = SseClient::connect(s.addr, "/sse?topic=control", "");
+    control.set_timeout(Duration::from_secs(60));
+
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("browser-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("page.html");
+    std::fs::write(&page, PAGE).unwrap();
+    let profile = dir.join("profile");
+    let _browser = KillOnDrop(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--allow-file-access-from-files",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("file://{}?port={}", page.display(), s.addr.port()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium"),
+    );
+    let ready = control.next_event().expect("the page reports ready");
+    assert_eq!(ready.data, "ready");
+
+    // Publish for about 3 s, across several forced stream ends (every 700 ms).
+    let start = Instant::now();
+    let mut sent = Vec::new();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        let data = format!("msg-{i}");
+        sent.push((publish(s.addr, "news", &data), data));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let end_id = publish(s.addr, "news", "END");
+    sent.push((end_id, "END".to_owned()));
+
+    let report = control.next_event().expect("the page reports its findings");
+    let v: serde_json::Value = serde_json::from_str(&report.data).expect("report JSON");
+    let sse: Vec<String> = serde_json::from_value(v["sse"].clone()).unwrap();
+    let ids: Vec<String> = serde_json::from_value(v["ids"].clone()).unwrap();
+    let ws: Vec<String> = serde_json::from_value(v["ws"].clone()).unwrap();
+    let expected: Vec<String> = sent.iter().map(|(_, d)| d.clone()).collect();
+    let expected_ids: Vec<String> = sent.iter().map(|(id, _)| id.to_string()).collect();
+    assert!(
+        v["opens"].as_u64().unwrap() >= 3,
+        "EventSource reconnected: {}",
+        v["opens"]
+    );
+    assert_eq!(
+        sse, expected,
+        "EventSource saw every message once, in order, across reconnects"
+    );
+    assert_eq!(ids, expected_ids);
+    assert_eq!(ws, expected, "WebSocket saw every message");
+}
