@@ -1,7 +1,53 @@
-//! `uringcast-bench`: load generator for SSE and WebSocket servers (see the load-generator issue).
-//! Built on uringcast's own `proto` (client role) and `engine`.
+//! `uringcast-bench`: load generator for SSE and WebSocket servers (see docs/bench.md).
+//!
+//! Built on uringcast's own `proto` (client role) and io_uring `engine`, so one process holds
+//! 100k+ connections. Scenarios: `hold`, `fanout`, `echo`, `connect`. Every run is bounded in
+//! time, prints one report (text, and JSON with `--json`), and exits non-zero when the
+//! scenario's success criteria fail: 0 = success, 1 = criteria failed, 2 = could not run.
+
+mod cli;
+mod client;
+mod driver;
+mod echo;
+mod envelope;
+mod plan;
+mod report;
+mod run;
+mod seq;
+mod stats;
+mod target;
+
+use clap::Parser;
 
 fn main() {
-    eprintln!("uringcast-bench: not built yet");
-    std::process::exit(2);
+    let cli = cli::Cli::parse();
+    let targets = match cli.scenario.validate() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("uringcast-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let report = match run::run(&cli.scenario, targets) {
+        Ok(r) => r,
+        Err(run::SetupError(e)) => {
+            eprintln!("uringcast-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let json_to_stdout = cli.scenario.common().json.as_deref() == Some("-");
+    // The table goes to stdout unless stdout carries the JSON.
+    if json_to_stdout {
+        eprint!("{}", report.to_text());
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+        if let Some(path) = &cli.scenario.common().json {
+            if let Err(e) = std::fs::write(path, report.to_json() + "\n") {
+                eprintln!("uringcast-bench: writing {path}: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    std::process::exit(if report.success { 0 } else { 1 });
 }

@@ -1,0 +1,686 @@
+//! The transport: uringcast's io_uring engine in the client role, driving the sans-IO client
+//! machines of `client`. One `Worker` (the engine `Handler`) per engine worker thread.
+//!
+//! The orchestrator (`run`) talks to workers only through `Cmd` messages and reads the shared
+//! `Live` counters; each worker owns its connections (a slab parallel to the engine's) and its
+//! `Stats`, so nothing on the per-connection path is shared. Sockets are direct descriptors in
+//! the engine's rings, so a worker holds far more connections than RLIMIT_NOFILE.
+//!
+//! Per connection: `Cmd::Connect` queues global indexes; at most `connecting_max` handshakes
+//! per worker are in flight (a SYN flood would only measure the listen backlog) → `ctx.connect`
+//! → `on_open` sends the request and arms the handshake deadline → `on_data` feeds the
+//! machine; `ready` records connect latency → scenario behaviour (hold watchdog, echo, close
+//! after `connect_hold_ms`, publish pump) → `Cmd::Finish` folds per-connection figures into
+//! the worker's `Stats` and sends them back.
+
+use crate::client::publish::{build_body, HttpPub, Schedule};
+use crate::client::sse::SseSub;
+use crate::client::ws::{EchoState, Mode, WsClient};
+use crate::client::{Env, Io, Outcome, Subscription};
+use crate::plan::Plan;
+use crate::stats::{errno_kind, now_ns, ErrorKind, Live, Stats};
+use crate::target::{Proto, Target};
+use bytes::Bytes;
+use slab::Slab;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use uringcast::engine::{CloseReason, ConnId, Ctx, Handler, Origin};
+
+/// Which scenario the connections serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Hold,
+    Fanout,
+    Echo,
+    Connect,
+}
+
+/// Publisher settings (fanout only).
+#[derive(Debug, Clone)]
+pub struct PublishCfg {
+    pub target: Target,
+    /// HTTP body or WebSocket message template (`{msg}`, `{topic}`).
+    pub body_template: String,
+    pub rate_per_topic: f64,
+    pub per_topic: u64,
+    pub publishers: u32,
+    pub size: usize,
+    pub skip_seq: Option<u64>,
+    /// Source address for publisher connections.
+    pub src: Option<std::net::IpAddr>,
+}
+
+/// Everything workers share, read-only except the atomics.
+#[derive(Debug)]
+pub struct RunCfg {
+    pub kind: Kind,
+    pub env: Env,
+    pub targets: Vec<Target>,
+    pub plan: Plan,
+    pub topics: u32,
+    pub handshake_timeout_ms: u64,
+    /// Hold: a connection silent this long is stale.
+    pub heartbeat_max_ms: Option<u64>,
+    /// Connect: keep each connection this long after its handshake.
+    pub connect_hold_ms: u64,
+    pub connecting_max: u32,
+    pub echo_inflight: u32,
+    pub publish: Option<PublishCfg>,
+    pub live: Arc<Live>,
+    /// Highest sequence number handed to the wire per topic (for runs cut short).
+    pub last_sent: Vec<AtomicU64>,
+}
+
+/// What the orchestrator tells a worker.
+pub enum Cmd {
+    /// Open connections with these global indexes (queued; paced by `connecting_max`).
+    Connect(Range<u64>),
+    /// Open these publisher connections.
+    OpenPublishers(Vec<u32>),
+    /// Start the publish schedules at `t0_ns` (harness clock).
+    StartPublish {
+        t0_ns: u64,
+    },
+    StartEcho,
+    StopEcho,
+    /// Fold figures (missing against `last_published[topic]`) and send them back.
+    Finish {
+        last_published: Arc<Vec<u64>>,
+        reply: mpsc::Sender<Stats>,
+    },
+}
+
+enum Role {
+    Sse(SseSub),
+    Ws(WsClient),
+    PubHttp {
+        m: HttpPub,
+        sched: Option<Schedule>,
+        done: bool,
+    },
+    PubWs {
+        m: WsClient,
+        sched: Option<Schedule>,
+        done: bool,
+    },
+}
+
+struct Client {
+    id: ConnId,
+    /// Global index (subscribers) or publisher number.
+    index: u64,
+    started_ns: u64,
+    ready: bool,
+    stale: bool,
+    /// We closed it on purpose (not a drop), or its failure was already counted.
+    settled: bool,
+    role: Role,
+}
+
+/// The engine handler of one worker.
+pub struct Worker {
+    cfg: Arc<RunCfg>,
+    io: Io,
+    conns: Slab<Client>,
+    /// Engine slot → slab key (`u32::MAX` = none), to find a connect that failed before open.
+    by_slot: Vec<u32>,
+    pending: VecDeque<Range<u64>>,
+    connecting: u32,
+    /// Subscriptions of connections that closed early, kept for the final sequence figures.
+    closed_subs: Vec<Subscription>,
+    finished: bool,
+    messages_seen: u64,
+    errors_seen: u64,
+}
+
+impl Worker {
+    pub fn new(cfg: Arc<RunCfg>) -> Worker {
+        Worker {
+            cfg,
+            io: Io::default(),
+            conns: Slab::new(),
+            by_slot: Vec::new(),
+            pending: VecDeque::new(),
+            connecting: 0,
+            closed_subs: Vec::new(),
+            finished: false,
+            messages_seen: 0,
+            errors_seen: 0,
+        }
+    }
+
+    fn topic_of(&self, index: u64) -> u32 {
+        (index % u64::from(self.cfg.topics.max(1))) as u32
+    }
+
+    /// Start queued connects while fewer than `connecting_max` handshakes are in flight.
+    fn launch(&mut self, ctx: &mut Ctx<'_, Self>) {
+        while self.connecting < self.cfg.connecting_max && !self.finished {
+            let Some(r) = self.pending.front_mut() else {
+                return;
+            };
+            let i = r.start;
+            r.start += 1;
+            if r.is_empty() {
+                self.pending.pop_front();
+            }
+            let (t, src) = self.cfg.plan.assign(i);
+            let target = &self.cfg.targets[t];
+            let topic = self.topic_of(i);
+            let role = match (self.cfg.kind, target.proto) {
+                (Kind::Echo, _) => Role::Ws(WsClient::new(Mode::Echo(EchoState::new(
+                    self.cfg.echo_inflight,
+                )))),
+                (_, Proto::Sse) => Role::Sse(SseSub::new(topic)),
+                (_, Proto::Ws) => Role::Ws(WsClient::new(Mode::Sub(Subscription::new(topic)))),
+            };
+            self.io.stats.connects_started += 1;
+            self.start(ctx, target.addr, src, i, role);
+        }
+    }
+
+    fn start(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        addr: std::net::SocketAddr,
+        src: Option<std::net::IpAddr>,
+        index: u64,
+        role: Role,
+    ) {
+        let is_pub = matches!(role, Role::PubHttp { .. } | Role::PubWs { .. });
+        match ctx.connect(addr, src) {
+            Ok(id) => {
+                let key = self.conns.insert(Client {
+                    id,
+                    index,
+                    started_ns: now_ns(),
+                    ready: false,
+                    stale: false,
+                    settled: false,
+                    role,
+                });
+                let slot = id.slot as usize;
+                if self.by_slot.len() <= slot {
+                    self.by_slot.resize(slot + 1, u32::MAX);
+                }
+                self.by_slot[slot] = key as u32;
+                self.connecting += 1;
+            }
+            Err(e) => {
+                match e.raw_os_error() {
+                    Some(errno) => self.io.stats.errors.add_errno(errno),
+                    None => self.io.stats.errors.add(ErrorKind::ConnectError),
+                }
+                if is_pub {
+                    Live::add(&self.cfg.live.pub_done, 1);
+                } else {
+                    Live::add(&self.cfg.live.failed_total, 1);
+                }
+            }
+        }
+    }
+
+    /// Send what the machine wrote, publish live counters.
+    fn flush(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId) {
+        if !self.io.out.is_empty() {
+            let out = std::mem::take(&mut self.io.out);
+            ctx.send(id, Bytes::from(out));
+        }
+        let s = &self.io.stats;
+        let msgs = s.deliveries + s.echoes;
+        if msgs != self.messages_seen {
+            Live::add(&self.cfg.live.messages, msgs - self.messages_seen);
+            Live::add(&self.cfg.live.deliveries, msgs - self.messages_seen);
+            self.messages_seen = msgs;
+        }
+        let errs = s.errors.total();
+        if errs != self.errors_seen {
+            Live::add(&self.cfg.live.errors, errs - self.errors_seen);
+            self.errors_seen = errs;
+        }
+    }
+
+    /// The handshake of `key` completed.
+    fn on_ready(&mut self, ctx: &mut Ctx<'_, Self>, key: usize) {
+        let now = self.io.now_ns;
+        let cfg = Arc::clone(&self.cfg);
+        let c = &mut self.conns[key];
+        c.ready = true;
+        let id = c.id;
+        self.connecting = self.connecting.saturating_sub(1);
+        ctx.cancel_timer(id);
+        match &mut c.role {
+            Role::PubHttp { .. } | Role::PubWs { .. } => {
+                Live::add(&cfg.live.pub_ready, 1);
+                self.pump(ctx, key);
+                return;
+            }
+            Role::Ws(w) if self.io.echo_running => w.start_echo(&cfg.env, &mut self.io),
+            _ => {}
+        }
+        self.io.stats.connects_ok += 1;
+        self.io
+            .stats
+            .connect_latency
+            .record_ns(now.saturating_sub(c.started_ns));
+        Live::add(&cfg.live.open, 1);
+        Live::add(&cfg.live.opened_total, 1);
+        match cfg.kind {
+            Kind::Hold => {
+                if let Some(ms) = cfg.heartbeat_max_ms {
+                    ctx.set_timer(id, ctx.now_ms() + ms);
+                }
+            }
+            Kind::Connect => {
+                if cfg.connect_hold_ms == 0 {
+                    self.say_goodbye(ctx, key);
+                } else {
+                    ctx.set_timer(id, ctx.now_ms() + cfg.connect_hold_ms);
+                }
+            }
+            _ => {}
+        }
+        self.flush(ctx, id);
+        self.launch(ctx);
+    }
+
+    /// Close `key` on purpose (a WebSocket gets a close frame first).
+    fn say_goodbye(&mut self, ctx: &mut Ctx<'_, Self>, key: usize) {
+        let c = &mut self.conns[key];
+        c.settled = true;
+        let id = c.id;
+        if let Role::Ws(w) = &mut c.role {
+            w.goodbye(&mut self.io);
+        }
+        self.flush(ctx, id);
+        ctx.close(id);
+    }
+
+    /// Publisher: send what is due, then arm the timer for the next message.
+    fn pump(&mut self, ctx: &mut Ctx<'_, Self>, key: usize) {
+        let cfg = Arc::clone(&self.cfg);
+        let Some(p) = &cfg.publish else { return };
+        let c = &mut self.conns[key];
+        let id = c.id;
+        let now = now_ns();
+        self.io.now_ns = now;
+        let next = match &mut c.role {
+            Role::PubHttp { m, sched, done } => {
+                let Some(s) = sched else { return };
+                while m.idle() {
+                    let Some(d) = s.pop_due(now) else { break };
+                    cfg.last_sent[d.topic as usize].fetch_max(d.seq, Ordering::Relaxed);
+                    if d.skip {
+                        self.io.stats.skipped += 1;
+                        continue;
+                    }
+                    {
+                        let body = build_body(&cfg.env, &mut self.io, &p.body_template, d, p.size);
+                        let topic = &cfg.env.topics[d.topic as usize];
+                        let path = p.target.path(topic);
+                        m.post(&cfg.env, &mut self.io, &p.target.authority, &path, &body);
+                    }
+                }
+                let finished = s.done() && m.idle();
+                if finished && !*done {
+                    *done = true;
+                    Live::add(&cfg.live.pub_done, 1);
+                }
+                if m.idle() {
+                    s.next_due_ns()
+                } else {
+                    None
+                }
+            }
+            Role::PubWs { m, sched, done } => {
+                let Some(s) = sched else { return };
+                // Bound what the engine queues for a server that cannot keep up.
+                while ctx.queued_bytes(id) < 4 << 20 && self.io.out.len() < 1 << 20 {
+                    let Some(d) = s.pop_due(now) else {
+                        break;
+                    };
+                    cfg.last_sent[d.topic as usize].fetch_max(d.seq, Ordering::Relaxed);
+                    if d.skip {
+                        self.io.stats.skipped += 1;
+                        continue;
+                    }
+                    let body = build_body(&cfg.env, &mut self.io, &p.body_template, d, p.size);
+                    m.publish(&mut self.io, &body);
+                    self.io.stats.published += 1;
+                }
+                if s.done() && !*done {
+                    *done = true;
+                    Live::add(&cfg.live.pub_done, 1);
+                }
+                s.next_due_ns()
+            }
+            _ => None,
+        };
+        self.flush(ctx, id);
+        if let Some(due) = next {
+            let wait_ms = due.saturating_sub(now_ns()).div_ceil(1_000_000);
+            ctx.set_timer(id, ctx.now_ms() + wait_ms);
+        }
+    }
+
+    fn finish(&mut self, last_published: &[u64], reply: &mpsc::Sender<Stats>) {
+        self.finished = true;
+        let mut stats = self.io.stats.clone();
+        let last = |t: u32| last_published.get(t as usize).copied().unwrap_or(0);
+        for (_, c) in self.conns.iter() {
+            let sub = match &c.role {
+                Role::Sse(s) => Some(&s.sub),
+                Role::Ws(WsClient {
+                    mode: Mode::Sub(s), ..
+                }) => Some(s),
+                _ => None,
+            };
+            if c.ready && !matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. }) {
+                stats.held += 1;
+            }
+            if let (Some(s), true) = (sub, c.ready) {
+                s.finish(last(s.topic), &mut stats);
+            }
+        }
+        for s in &self.closed_subs {
+            s.finish(last(s.topic), &mut stats);
+        }
+        let _ = reply.send(stats);
+    }
+}
+
+impl Handler for Worker {
+    type Conn = u32;
+    type Msg = Cmd;
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, _origin: Origin) -> u32 {
+        let key = self
+            .by_slot
+            .get(id.slot as usize)
+            .copied()
+            .unwrap_or(u32::MAX);
+        let Some(c) = self.conns.get_mut(key as usize) else {
+            // Not ours (cannot happen in the client role); close it.
+            ctx.abort(id);
+            return u32::MAX;
+        };
+        c.id = id;
+        self.io.now_ns = now_ns();
+        let cfg = &self.cfg;
+        let (target, path) = match &c.role {
+            Role::PubHttp { .. } | Role::PubWs { .. } => {
+                let p = cfg
+                    .publish
+                    .as_ref()
+                    .expect("publisher without publish config");
+                let topic = &cfg.env.topics[c.index as usize % cfg.env.topics.len()];
+                (&p.target, p.target.path(topic))
+            }
+            _ => {
+                let (t, _) = cfg.plan.assign(c.index);
+                let topic = &cfg.env.topics[self_topic(cfg, c.index) as usize];
+                (&cfg.targets[t], cfg.targets[t].path(topic))
+            }
+        };
+        match &mut c.role {
+            Role::Sse(s) => s.request(&cfg.env, &mut self.io, &target.authority, &path),
+            Role::Ws(w) | Role::PubWs { m: w, .. } => {
+                w.request(&cfg.env, &mut self.io, &target.authority, &path)
+            }
+            Role::PubHttp { .. } => {}
+        }
+        let is_http_pub = matches!(c.role, Role::PubHttp { .. });
+        ctx.set_timer(id, ctx.now_ms() + cfg.handshake_timeout_ms);
+        self.flush(ctx, id);
+        if is_http_pub {
+            // Plain HTTP needs no handshake: ready as soon as TCP is.
+            self.on_ready(ctx, key as usize);
+        }
+        key
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        key: &mut u32,
+        data: &mut [u8],
+    ) -> usize {
+        let key = *key as usize;
+        let cfg = Arc::clone(&self.cfg);
+        let Some(c) = self.conns.get_mut(key) else {
+            return data.len();
+        };
+        self.io.now_ns = now_ns();
+        let was_ready = c.ready;
+        let o: Outcome = match &mut c.role {
+            Role::Sse(s) => s.on_data(&cfg.env, &mut self.io, data),
+            Role::Ws(w) | Role::PubWs { m: w, .. } => w.on_data(&cfg.env, &mut self.io, data),
+            Role::PubHttp { m, .. } => m.on_data(&cfg.env, &mut self.io, data),
+        };
+        let is_pub = matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. });
+        if let Some(kind) = o.fatal {
+            self.io.stats.errors.add(kind);
+            c.settled = true;
+            self.flush(ctx, id);
+            ctx.close(id);
+            return data.len();
+        }
+        if was_ready && cfg.kind == Kind::Hold {
+            if let Some(ms) = cfg.heartbeat_max_ms {
+                ctx.set_timer(id, ctx.now_ms() + ms);
+            }
+        }
+        self.flush(ctx, id);
+        if o.ready && !was_ready {
+            self.on_ready(ctx, key);
+        } else if o.ready && is_pub {
+            // An HTTP answer completed: the next request may go.
+            self.pump(ctx, key);
+        }
+        o.consumed
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, key: &mut u32) {
+        let key = *key as usize;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !c.ready {
+            self.io.stats.errors.add(ErrorKind::ConnectTimeout);
+            c.settled = true;
+            ctx.abort(id);
+            return;
+        }
+        match (&c.role, self.cfg.kind) {
+            (Role::PubHttp { .. } | Role::PubWs { .. }, _) => self.pump(ctx, key),
+            (_, Kind::Hold) => {
+                if !c.stale {
+                    c.stale = true;
+                    self.io.stats.stale += 1;
+                    self.io.stats.errors.add(ErrorKind::Stale);
+                }
+                if let Some(ms) = self.cfg.heartbeat_max_ms {
+                    ctx.set_timer(id, ctx.now_ms() + ms);
+                }
+            }
+            (_, Kind::Connect) => self.say_goodbye(ctx, key),
+            _ => {}
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, key: u32, why: CloseReason) {
+        if let Some(k) = self.by_slot.get_mut(id.slot as usize) {
+            *k = u32::MAX;
+        }
+        if !self.conns.contains(key as usize) {
+            return;
+        }
+        let c = self.conns.remove(key as usize);
+        let kind = match why {
+            CloseReason::PeerClosed => Some(ErrorKind::PeerClosed),
+            CloseReason::Error(errno) => Some(errno_kind(errno)),
+            CloseReason::LeftoverOverflow => Some(ErrorKind::InputTooLarge),
+            CloseReason::FlushTimeout => Some(ErrorKind::EngineClosed),
+            CloseReason::Closed | CloseReason::Shutdown => None,
+        };
+        let is_pub = matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. });
+        if !c.ready {
+            self.connecting = self.connecting.saturating_sub(1);
+            if !c.settled {
+                self.io
+                    .stats
+                    .errors
+                    .add(kind.unwrap_or(ErrorKind::EngineClosed));
+            }
+            if !is_pub {
+                Live::add(&self.cfg.live.failed_total, 1);
+            }
+        } else if !is_pub {
+            Live::sub(&self.cfg.live.open, 1);
+            // In the connect scenario the harness closes every connection itself.
+            let on_purpose = c.settled && self.cfg.kind == Kind::Connect;
+            if !self.finished && !on_purpose {
+                self.io.stats.drops += 1;
+                if let (Some(k), false) = (kind, c.settled) {
+                    self.io.stats.errors.add(k);
+                }
+            }
+        }
+        match c.role {
+            Role::Sse(s) => self.closed_subs.push(s.sub),
+            Role::Ws(WsClient {
+                mode: Mode::Sub(s), ..
+            }) => self.closed_subs.push(s),
+            Role::PubHttp { done: false, .. } | Role::PubWs { done: false, .. } => {
+                if !self.finished {
+                    if let Some(k) = kind {
+                        self.io.stats.errors.add(k);
+                    }
+                }
+                // A publisher that is gone will publish nothing more; let the run move on.
+                Live::add(&self.cfg.live.pub_done, 1);
+            }
+            _ => {}
+        }
+        self.flush_counters();
+        self.launch(ctx);
+    }
+
+    fn on_msg(&mut self, ctx: &mut Ctx<'_, Self>, msg: Cmd) {
+        match msg {
+            Cmd::Connect(r) => {
+                self.pending.push_back(r);
+                self.launch(ctx);
+            }
+            Cmd::OpenPublishers(js) => {
+                let Some(p) = self.cfg.publish.clone() else {
+                    return;
+                };
+                for j in js {
+                    let role = match p.target.proto {
+                        Proto::Sse => Role::PubHttp {
+                            m: HttpPub::new(),
+                            sched: None,
+                            done: false,
+                        },
+                        Proto::Ws => Role::PubWs {
+                            m: WsClient::new(Mode::Pub),
+                            sched: None,
+                            done: false,
+                        },
+                    };
+                    self.start(ctx, p.target.addr, p.src, u64::from(j), role);
+                }
+            }
+            Cmd::StartPublish { t0_ns } => {
+                let Some(p) = self.cfg.publish.clone() else {
+                    return;
+                };
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    let c = &mut self.conns[key];
+                    let j = c.index as u32;
+                    let new = || {
+                        Some(Schedule::new(
+                            t0_ns,
+                            p.rate_per_topic,
+                            self.cfg.topics,
+                            p.per_topic,
+                            j,
+                            p.publishers,
+                            p.skip_seq,
+                        ))
+                    };
+                    match &mut c.role {
+                        Role::PubHttp { sched, .. } | Role::PubWs { sched, .. } => *sched = new(),
+                        _ => continue,
+                    }
+                    if c.ready {
+                        self.pump(ctx, key);
+                    }
+                }
+            }
+            Cmd::StartEcho => {
+                self.io.echo_running = true;
+                self.io.now_ns = now_ns();
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    let c = &mut self.conns[key];
+                    let id = c.id;
+                    if let (Role::Ws(w), true) = (&mut c.role, c.ready) {
+                        w.start_echo(&self.cfg.env, &mut self.io);
+                        self.flush(ctx, id);
+                    }
+                }
+            }
+            Cmd::StopEcho => self.io.echo_running = false,
+            Cmd::Finish {
+                last_published,
+                reply,
+            } => self.finish(&last_published, &reply),
+        }
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, _key: &mut u32) {
+        ctx.abort(id);
+    }
+
+    fn on_connect_failed(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, errno: i32) {
+        let key = self
+            .by_slot
+            .get_mut(id.slot as usize)
+            .map(|k| std::mem::replace(k, u32::MAX))
+            .unwrap_or(u32::MAX);
+        let mut is_pub = false;
+        if self.conns.contains(key as usize) {
+            let c = self.conns.remove(key as usize);
+            is_pub = matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. });
+        }
+        self.connecting = self.connecting.saturating_sub(1);
+        self.io.stats.errors.add_errno(errno);
+        if is_pub {
+            Live::add(&self.cfg.live.pub_done, 1);
+        } else {
+            Live::add(&self.cfg.live.failed_total, 1);
+        }
+        self.flush_counters();
+        self.launch(ctx);
+    }
+}
+
+impl Worker {
+    fn flush_counters(&mut self) {
+        let errs = self.io.stats.errors.total();
+        if errs != self.errors_seen {
+            Live::add(&self.cfg.live.errors, errs - self.errors_seen);
+            self.errors_seen = errs;
+        }
+    }
+}
+
+fn self_topic(cfg: &RunCfg, index: u64) -> u32 {
+    (index % u64::from(cfg.topics.max(1))) as u32
+}

@@ -1,0 +1,306 @@
+//! `uringcast-bench` against the real `uringcast` server, each scenario at small N, its figures
+//! checked against known truth: exactly P x T deliveries per subscriber and zero loss; a
+//! deliberately skipped sequence number reported as missing once per subscriber; every held
+//! connection receiving heartbeats; echoes matching; limits and bad flags refused up front.
+//!
+//! The harness binary belongs to the `uringcast-bench` workspace member, which this package's
+//! tests do not build, so the first test to need it runs `cargo build -p uringcast-bench` (same
+//! target directory, same profile) and finds it beside `uringcast`. Every run is bounded by
+//! the harness's own `--max-time` and by a watchdog here.
+
+mod common;
+
+use common::Server;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn bench_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "uringcast-bench"])
+            .status()
+            .expect("run cargo build -p uringcast-bench");
+        assert!(status.success(), "building uringcast-bench failed");
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_uringcast")).with_file_name("uringcast-bench");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+}
+
+struct Run {
+    code: i32,
+    json: serde_json::Value,
+    table: String,
+}
+
+/// Run the harness with `--json -` (JSON on stdout, table on stderr); kill it after 90 s.
+fn bench(args: &[&str]) -> Run {
+    let mut child = Command::new(bench_bin())
+        .args(args)
+        .args(["--json", "-", "--max-time", "60s", "--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn uringcast-bench");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("uringcast-bench {args:?} ran past 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = t_out.join().unwrap();
+    let table = t_err.join().unwrap();
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    Run {
+        code: status.code().unwrap_or(-1),
+        json,
+        table,
+    }
+}
+
+fn n(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
+
+fn server() -> Server {
+    Server::start(&[
+        "--workers",
+        "1",
+        "--heartbeat-interval",
+        "200ms",
+        "--echo-path",
+        "/echo",
+        "--ws-publish",
+        "true",
+    ])
+}
+
+#[test]
+fn fanout_sse_delivers_exactly_p_times_t_to_every_subscriber() {
+    let s = server();
+    let (conns, topics, rate, secs) = (20u64, 2u64, 40u64, 1u64);
+    let r = bench(&[
+        "fanout",
+        "--url",
+        &s.url("/sse?topic={topic}"),
+        "--publish-url",
+        &s.url("/publish?topic={topic}"),
+        "--conns",
+        &conns.to_string(),
+        "--topics",
+        &topics.to_string(),
+        "--msg-rate",
+        &rate.to_string(),
+        "--duration",
+        &format!("{secs}s"),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.table);
+    let j = &r.json;
+    assert_eq!(n(j, "connections_held"), conns);
+    assert_eq!(n(j, "published"), rate * secs * topics);
+    // Every subscriber gets its topic's P x T messages, none twice, none missing.
+    assert_eq!(n(j, "deliveries"), conns * rate * secs, "{}", r.table);
+    assert_eq!(n(j, "missing"), 0);
+    assert_eq!(n(j, "duplicates"), 0);
+    assert_eq!(n(j, "out_of_order"), 0);
+    assert_eq!(n(&j["latency_us"], "count"), conns * rate * secs);
+    assert!(j["latency_us"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(j["errors"].as_object().unwrap().is_empty(), "{}", r.table);
+}
+
+#[test]
+fn fanout_ws_subscribers_with_http_and_ws_publishers() {
+    let s = server();
+    for publish in [s.url("/publish?topic={topic}"), s.ws_url("/ws")] {
+        let r = bench(&[
+            "fanout",
+            "--url",
+            &s.ws_url("/ws?topic={topic}"),
+            "--publish-url",
+            &publish,
+            "--conns",
+            "10",
+            "--topics",
+            "2",
+            "--msg-rate",
+            "30",
+            "--duration",
+            "1s",
+        ]);
+        assert_eq!(r.code, 0, "publish via {publish}: {}", r.table);
+        assert_eq!(n(&r.json, "deliveries"), 10 * 30, "{}", r.table);
+        assert_eq!(n(&r.json, "missing"), 0);
+    }
+}
+
+#[test]
+fn a_skipped_message_is_reported_missing_once_per_subscriber() {
+    let s = server();
+    let r = bench(&[
+        "fanout",
+        "--url",
+        &s.url("/sse?topic={topic}"),
+        "--publish-url",
+        &s.url("/publish?topic={topic}"),
+        "--conns",
+        "12",
+        "--topics",
+        "3",
+        "--msg-rate",
+        "20",
+        "--duration",
+        "1s",
+        "--skip-seq",
+        "5",
+    ]);
+    assert_eq!(r.code, 1, "loss must fail the run: {}", r.table);
+    let j = &r.json;
+    assert_eq!(n(j, "missing"), 12, "{}", r.table);
+    assert_eq!(n(j, "deliveries"), 12 * 19);
+    assert_eq!(n(j, "duplicates"), 0);
+    assert!(r.table.contains("12 missing"), "{}", r.table);
+}
+
+#[test]
+fn hold_sse_and_ws_every_connection_keeps_hearing_heartbeats() {
+    let s = server();
+    for url in [s.url("/sse?topic=h"), s.ws_url("/ws?topic=h")] {
+        let r = bench(&[
+            "hold",
+            "--url",
+            &url,
+            "--conns",
+            "40",
+            "--rate",
+            "400",
+            "--duration",
+            "1500ms",
+            "--heartbeat-max",
+            "700ms",
+        ]);
+        assert_eq!(r.code, 0, "{url}: {}", r.table);
+        let j = &r.json;
+        assert_eq!(n(j, "connections_held"), 40);
+        assert_eq!(n(j, "stale"), 0);
+        // 200 ms heartbeats over a 1.5 s hold: at least 5 each.
+        assert!(n(j, "heartbeats") >= 40 * 5, "{}", r.table);
+        assert_eq!(n(&j["connect_latency_us"], "count"), 40);
+        assert!(j["connect_rate"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn hold_reports_silent_connections_as_stale() {
+    // Heartbeats every 5 s, a 300 ms silence bound: every connection goes stale.
+    let s = Server::start(&["--workers", "1", "--heartbeat-interval", "5s"]);
+    let r = bench(&[
+        "hold",
+        "--url",
+        &s.url("/sse?topic=q"),
+        "--conns",
+        "5",
+        "--duration",
+        "1s",
+        "--heartbeat-max",
+        "300ms",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.table);
+    assert_eq!(n(&r.json, "stale"), 5);
+}
+
+#[test]
+fn echo_round_trips_match_what_was_sent() {
+    let s = server();
+    let r = bench(&[
+        "echo",
+        "--url",
+        &s.ws_url("/echo"),
+        "--conns",
+        "8",
+        "--inflight",
+        "4",
+        "--size",
+        "100",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.table);
+    let j = &r.json;
+    assert_eq!(n(j, "connections_held"), 8);
+    assert!(n(j, "echoes") > 100, "{}", r.table);
+    assert_eq!(n(&j["latency_us"], "count"), n(j, "echoes"));
+    assert!(j["errors"].as_object().unwrap().is_empty(), "{}", r.table);
+}
+
+#[test]
+fn connect_storm_counts_handshakes_and_refusals() {
+    let s = server();
+    let r = bench(&["connect", "--url", &s.ws_url("/ws"), "--conns", "300"]);
+    assert_eq!(r.code, 0, "{}", r.table);
+    assert_eq!(n(&r.json, "connections_opened"), 300);
+    assert_eq!(n(&r.json, "connect_failed"), 0);
+    assert!(r.json["connect_rate"].as_f64().unwrap() > 0.0);
+
+    // Nobody listens on the port of a server that has exited: every connect is refused.
+    let addr = s.addr;
+    drop(s);
+    let r = bench(&[
+        "connect",
+        "--url",
+        &format!("http://{addr}/sse"),
+        "--conns",
+        "20",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.table);
+    assert_eq!(n(&r.json, "connect_failed"), 20);
+    assert_eq!(r.json["errors"]["connect_refused"], 20, "{}", r.table);
+}
+
+#[test]
+fn limits_and_bad_flags_stop_before_any_connection() {
+    let out = Command::new(bench_bin())
+        .args([
+            "hold",
+            "--url",
+            "http://127.0.0.1:9/sse",
+            "--conns",
+            "100000",
+        ])
+        .args(["--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--src"), "{err}");
+    let out = Command::new(bench_bin())
+        .args(["echo", "--url", "http://127.0.0.1:9/echo", "--conns", "1"])
+        .args(["--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ws://"));
+}
