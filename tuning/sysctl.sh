@@ -88,6 +88,9 @@ if ((BUFFER_KB < MEM_TOTAL_KB / 16)); then
     MEMORY_WARNING="WARNING: $N connections x $ENDS ends need ~$(((SOCKETS_KB + APP_KB) / 1048576)) GiB of socket+app memory; this box has $((MEM_TOTAL_KB / 1048576)) GiB. TCP buffers get only 1/16 of RAM; expect memory pressure."
     BUFFER_KB=$((MEM_TOTAL_KB / 16))
 fi
+# Never let TCP buffers alone claim more than half of RAM, however few the connections: past
+# tcp_mem[2] the kernel drops data instead of the OOM killer picking a process.
+((BUFFER_KB <= MEM_TOTAL_KB / 2)) || BUFFER_KB=$((MEM_TOTAL_KB / 2))
 TCP_MEM_HIGH=$((BUFFER_KB * 1024 / PAGE_BYTES))
 TCP_MEM_PRESSURE=$((TCP_MEM_HIGH * 3 / 4))
 TCP_MEM_LOW=$((TCP_MEM_HIGH / 2))
@@ -116,7 +119,7 @@ net.ipv4.tcp_syncookies|ge|1|required|keep accepting when the SYN queue overflow
 net.ipv4.tcp_slow_start_after_idle|eq|0|required|SSE/WebSocket streams idle between pushes; restarting slow start after each idle period adds round trips to every push
 net.ipv4.tcp_rmem|le le any|4096 16384 -|required|small initial receive buffer: clients send little (requests, pings) and N idle sockets must not reserve 128 KB windows; max untouched so busy sockets still autotune
 net.ipv4.tcp_wmem|le le any|4096 16384 -|required|small initial send buffer: unsent fan-out data stays in uringcast's shared buffers (encoded once) instead of being copied per socket into the kernel; max untouched
-net.ipv4.tcp_mem|ge ge ge|$TCP_MEM_LOW $TCP_MEM_PRESSURE $TCP_MEM_HIGH|required|pages of TCP buffer memory for all sockets: RAM $((MEM_TOTAL_KB / 1024)) MiB minus ~$((SOCKETS_KB / 1024)) MiB of socket structs, $((APP_KB / 1024)) MiB app, $((RESERVE_KB / 1024)) MiB reserve; low=1/2, pressure=3/4 of that
+net.ipv4.tcp_mem|ge ge ge|$TCP_MEM_LOW $TCP_MEM_PRESSURE $TCP_MEM_HIGH|required|pages of TCP buffer memory for all sockets: RAM $((MEM_TOTAL_KB / 1024)) MiB minus ~$((SOCKETS_KB / 1024)) MiB of socket structs, $((APP_KB / 1024)) MiB app, $((RESERVE_KB / 1024)) MiB reserve, at most half of RAM; low=1/2, pressure=3/4 of that
 net.netfilter.nf_conntrack_max|ge|$((N + 65536))|optional|conntrack is loaded: every connection (one entry per flow) is tracked, and a full table drops new SYNs; or exempt the port with a raw-table NOTRACK rule
 vm.max_map_count|ge|262144|required|rings, provided-buffer rings and allocator segments are mappings; at 1M connections fragmentation can exceed 65530 and mmap fails with ENOMEM
 kernel.io_uring_disabled|eq|0|policy|uringcast needs io_uring; 1 or 2 make io_uring_setup fail with EPERM. Security policy: change it deliberately, this script will not
