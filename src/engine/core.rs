@@ -46,6 +46,11 @@ pub(crate) struct Core<M> {
     pub dirty: Vec<u32>,
     /// Slots whose multishot recv ended and must be re-armed (after buffers are recycled).
     pub rearm: Vec<u32>,
+    /// Per ring: slots whose recv ended with -ENOBUFS, re-armed at most `starved_rearm_max` per
+    /// turn (FIFO). Re-arming them all at once, with fewer free buffers than starved sockets
+    /// holding data, makes most fail with -ENOBUFS again at once: measured, 30,000 connections
+    /// receiving together over 16 buffers produced ~860,000 useless completions.
+    pub starved: Vec<std::collections::VecDeque<u32>>,
     /// Spare send op memory (iovec + msghdr blocks), reused to avoid an allocation per send.
     /// Boxed on purpose: a block's address must not move while the kernel reads it.
     #[allow(clippy::vec_box)]
@@ -63,6 +68,7 @@ impl<M> Core<M> {
         shared: Arc<Shared<M>>,
     ) -> Self {
         let per_worker = layout.rings_per_worker * layout.accept_limit as usize;
+        let starved = (0..rings.len()).map(|_| Default::default()).collect();
         Core {
             rings,
             slots: Slab::with_capacity(per_worker.min(1 << 16)),
@@ -76,6 +82,7 @@ impl<M> Core<M> {
             closed: Vec::new(),
             dirty: Vec::new(),
             rearm: Vec::new(),
+            starved,
             send_pool: Vec::new(),
             shutting_down: false,
             wake_buf: Box::new(0),
@@ -298,6 +305,22 @@ impl<M> Core<M> {
         }
         self.rearm = rearm;
         self.rearm.clear();
+        // All buffers are back in the rings at this point (every turn recycles what it took),
+        // so half a ring's worth of starved recvs can be re-armed without starving again.
+        let budget = (usize::from(self.layout.cfg.buf_ring_entries) / 2).max(1);
+        for r in 0..self.rings.len() {
+            for _ in 0..budget {
+                let Some(slot) = self.starved[r].pop_front() else {
+                    break;
+                };
+                if let Some(s) = self.slots.get_mut(slot as usize) {
+                    s.clear(flag::REARM);
+                    if matches!(s.state, State::Open | State::Closing) {
+                        self.arm_recv(slot);
+                    }
+                }
+            }
+        }
         for r in 0..self.rings.len() {
             self.maintain_accept(r);
         }
@@ -308,6 +331,16 @@ impl<M> Core<M> {
         if !s.has(flag::DIRTY) && !s.has(flag::SEND_INFLIGHT) {
             s.set(flag::DIRTY);
             self.dirty.push(slot);
+        }
+    }
+
+    /// Queue a recv that ended with -ENOBUFS for a paced re-arm (see `starved`).
+    pub fn mark_starved(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.has(flag::REARM) {
+            s.set(flag::REARM);
+            let ring = usize::from(s.ring);
+            self.starved[ring].push_back(slot);
         }
     }
 
