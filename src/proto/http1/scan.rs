@@ -64,6 +64,22 @@ impl HeadScanner {
             if i >= limits.head_bytes_max {
                 return Err(HttpError::HeadTooLarge);
             }
+            let start_line = self.fields_start == 0;
+            if start_line || self.colon_seen {
+                // Until CR or LF, the bytes of a start line or a field value change nothing
+                // but lengths: jump to the line end (or the head limit) a word at a time,
+                // then raise the error the byte-by-byte walk would have raised first.
+                let limit = input.len().min(limits.head_bytes_max);
+                let stop = i + find_cr_or_lf(&input[i..limit]).unwrap_or(limit - i);
+                if stop > i {
+                    // Byte index line_start + max is the first one over the line limit.
+                    if start_line && stop > self.line_start + limits.request_line_bytes_max {
+                        return Err(line_too_long);
+                    }
+                    i = stop;
+                    continue;
+                }
+            }
             let b = input[i];
             match b {
                 b'\r' => match input.get(i + 1) {
@@ -99,10 +115,8 @@ impl HeadScanner {
                     self.line_start = i + 1;
                     self.colon_seen = false;
                 }
-                // Start-line grammar is httparse's job; only its length is checked here.
-                _ if self.fields_start == 0 => {
-                    self.check_start_line(i, limits, line_too_long)?;
-                }
+                // Start-line bytes were skipped above; its grammar is httparse's job.
+                _ if self.fields_start == 0 => {}
                 b' ' | b'\t' => {
                     if i == self.line_start {
                         return Err(if self.fields == 0 {
@@ -123,19 +137,28 @@ impl HeadScanner {
         self.pos = i;
         Ok(None)
     }
+}
 
-    /// Byte `i` belongs to the start line: it must not push the line past the limit.
-    fn check_start_line(
-        &self,
-        i: usize,
-        limits: &HttpLimits,
-        line_too_long: HttpError,
-    ) -> Result<(), HttpError> {
-        if i + 1 - self.line_start > limits.request_line_bytes_max {
-            return Err(line_too_long);
+/// Index of the first CR or LF in `hay`. Tests eight bytes per step with the classic
+/// "has a zero byte" word trick (exact for existence), then pins the byte down in that word.
+pub(crate) fn find_cr_or_lf(hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI != 0;
+    let mut at = 0;
+    for chunk in hay.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        if has_zero(w ^ (LO * u64::from(b'\r'))) || has_zero(w ^ (LO * u64::from(b'\n'))) {
+            break;
         }
-        Ok(())
+        at += 8;
     }
+    hay[at..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|p| p + at)
 }
 
 #[cfg(test)]
@@ -272,6 +295,55 @@ mod tests {
         assert!(scan_whole(b"GET / HTTP/1.1\r\nA: b c\t d\r\n\r\n", &l)
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn find_cr_or_lf_matches_naive_search() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for byte in [b'\r', b'\n'] {
+                    let mut hay = vec![b'a'; len];
+                    // Bytes that differ from CR/LF by one bit must not match.
+                    hay.iter_mut().enumerate().for_each(|(k, b)| {
+                        *b = [b'a', 0x0c, 0x0b, 0x8d, 0x8a, 0x0f][k % 6];
+                    });
+                    if at < len {
+                        hay[at] = byte;
+                    }
+                    let want = hay.iter().position(|&b| b == b'\r' || b == b'\n');
+                    assert_eq!(find_cr_or_lf(&hay), want, "len {len} at {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn limits_fire_at_the_same_byte_when_skipping_rfc9112_3() {
+        // Line limit below head limit: 414 wins; above it: 431 wins; fed whole or bytewise.
+        let mut long = b"GET /".to_vec();
+        long.resize(100, b'a');
+        for (line_max, head_max, want) in [
+            (50, 80, HttpError::RequestLineTooLong),
+            (80, 50, HttpError::HeadTooLarge),
+            (50, 50, HttpError::HeadTooLarge),
+        ] {
+            let l = HttpLimits {
+                request_line_bytes_max: line_max,
+                head_bytes_max: head_max,
+                ..HttpLimits::default()
+            };
+            assert_eq!(scan_whole(&long, &l), Err(want));
+            assert_eq!(scan_bytewise(&long, &l), Err(want));
+        }
+        let l = HttpLimits {
+            head_bytes_max: 40,
+            ..HttpLimits::default()
+        };
+        let mut value = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        value.resize(40, b'v');
+        assert_eq!(scan_whole(&value, &l), Ok(None));
+        value.push(b'v');
+        assert_eq!(scan_whole(&value, &l), Err(HttpError::HeadTooLarge));
     }
 
     #[test]
