@@ -82,7 +82,11 @@ impl HeadScanner {
             let stop = i + find_cr_or_lf(&input[i..limit]).unwrap_or(limit - i);
             if stop > i {
                 // Byte index line_start + max is the first one over the line limit.
-                if self.fields_start == 0 && stop > self.line_start + limits.request_line_bytes_max
+                if self.fields_start == 0
+                    && stop
+                        > self
+                            .line_start
+                            .saturating_add(limits.request_line_bytes_max)
                 {
                     return Err(line_too_long);
                 }
@@ -329,6 +333,27 @@ mod tests {
         assert_eq!(scan_whole(&value, &l), Ok(None));
         value.push(b'v');
         assert_eq!(scan_whole(&value, &l), Err(HttpError::HeadTooLarge));
+    }
+
+    #[test]
+    fn extreme_limits_do_not_overflow() {
+        let huge = HttpLimits {
+            request_line_bytes_max: usize::MAX,
+            head_bytes_max: usize::MAX,
+            headers_max: usize::MAX,
+            ..HttpLimits::default()
+        };
+        assert!(scan_bytewise(b"GET / HTTP/1.1\r\nA: b\r\n\r\n", &huge)
+            .unwrap()
+            .is_some());
+        let zero = HttpLimits {
+            request_line_bytes_max: 0,
+            head_bytes_max: 0,
+            headers_max: 0,
+            ..HttpLimits::default()
+        };
+        assert_eq!(scan_whole(b"G", &zero), Err(HttpError::HeadTooLarge));
+        assert_eq!(scan_whole(b"", &zero), Ok(None));
     }
 
     #[test]
