@@ -7,7 +7,7 @@
 use std::mem::MaybeUninit;
 
 use super::fields::{FieldSummary, Headers};
-use super::request::{first_line, is_other_http_version};
+use super::request::{first_line, header_name_error, is_other_http_version};
 use super::response::{write_field, write_u64, Framing};
 use super::scan::HeadScanner;
 use super::{BodyKind, HttpError, HttpLimits, Version, HEADERS_MAX_CAP};
@@ -97,7 +97,7 @@ impl ResponseDecoder {
                     HttpError::InvalidStatusLine
                 });
             }
-            Err(httparse::Error::HeaderName) => return Err(HttpError::InvalidHeaderName),
+            Err(httparse::Error::HeaderName) => return Err(header_name_error(head)),
             Err(httparse::Error::HeaderValue) => return Err(HttpError::InvalidHeaderValue),
             Err(_) => return Err(HttpError::InvalidStatusLine),
         }

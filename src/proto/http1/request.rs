@@ -135,7 +135,7 @@ fn request_body_kind(s: &FieldSummary, version: Version) -> Result<BodyKind, Htt
 /// carries a well-formed `HTTP/x.y` (RFC 9110 §15.6.6); otherwise the line is just malformed.
 pub(crate) fn map_parse_error(e: httparse::Error, head: &[u8]) -> HttpError {
     match e {
-        httparse::Error::HeaderName => HttpError::InvalidHeaderName,
+        httparse::Error::HeaderName => header_name_error(head),
         httparse::Error::HeaderValue => HttpError::InvalidHeaderValue,
         httparse::Error::TooManyHeaders => HttpError::TooManyHeaders,
         httparse::Error::Status => HttpError::InvalidStatusLine,
@@ -149,6 +149,20 @@ pub(crate) fn map_parse_error(e: httparse::Error, head: &[u8]) -> HttpError {
             }
         }
         _ => HttpError::InvalidRequestLine,
+    }
+}
+
+/// Name why httparse refused a field name: whitespace before the colon (RFC 9112 §5.1) gets
+/// its own cause, anything else is an invalid name. Cold path: runs only on rejected heads.
+pub(crate) fn header_name_error(head: &[u8]) -> HttpError {
+    let ws_before_colon = head
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.iter().position(|&b| b == b':').map(|c| &line[..c]))
+        .any(|name| matches!(name.last(), Some(b' ' | b'\t')));
+    if ws_before_colon {
+        HttpError::WhitespaceBeforeColon
+    } else {
+        HttpError::InvalidHeaderName
     }
 }
 
@@ -352,6 +366,14 @@ mod tests {
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n"),
             HttpError::WhitespaceBeforeColon
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost\t: x\r\n\r\n"),
+            HttpError::WhitespaceBeforeColon
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n"),
+            HttpError::InvalidHeaderName
         );
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nA: 1\r\n 2\r\n\r\n"),
