@@ -158,3 +158,23 @@ fn half_sent_head_is_closed_at_the_request_timeout() {
         "{text}"
     );
 }
+
+#[test]
+fn http10_closes_unless_keep_alive_is_asked_for() {
+    let s = Server::start(&[]);
+    let (status, headers, _) = http(s.addr, b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let (status, headers, _) = read_response(&mut c);
+    assert_eq!(
+        (status, header(&headers, "connection")),
+        (200, Some("keep-alive"))
+    );
+    c.write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut c).0, 200, "the connection was kept");
+}

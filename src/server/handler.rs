@@ -113,6 +113,8 @@ impl State {
 #[derive(Default)]
 pub(super) struct HttpConn {
     decoder: RequestDecoder,
+    /// The request being answered is HTTP/1.0 with `Connection: keep-alive`.
+    http10_keep_alive: bool,
     /// A publish whose body is still arriving. Boxed: rare, and it would triple the size of
     /// every idle connection if inline.
     publish: Option<Box<PendingPublish>>,
@@ -211,7 +213,16 @@ impl Worker {
                 .http_errors_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        http1::write_response(&mut self.out, status, fields, body, close);
+        // HTTP/1.0 closes by default; a 1.0 client that asked to keep the connection is told
+        // it was kept (RFC 9112 §9.3).
+        let http10_keep = matches!(&conn.state, State::Http(h) if h.http10_keep_alive);
+        if http10_keep && !close {
+            let mut with = fields.to_vec();
+            with.push(("Connection", "keep-alive"));
+            http1::write_response(&mut self.out, status, &with, body, close);
+        } else {
+            http1::write_response(&mut self.out, status, fields, body, close);
+        }
         self.flush_out(ctx, id);
         if close {
             Self::close(ctx, id, conn, CloseKind::Done);
@@ -295,6 +306,9 @@ impl Worker {
     }
 
     fn route(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn, head: &RequestHead) {
+        if let State::Http(h) = &mut conn.state {
+            h.http10_keep_alive = head.version() == Version::Http10 && head.keep_alive();
+        }
         let method = head.method();
         let path = head.path();
         let is_echo = self.cfg().echo_path.as_deref() == Some(path);
@@ -378,8 +392,8 @@ impl Worker {
             Ok(b) => b,
             Err(e) => return self.http_error(ctx, id, conn, &e),
         };
-        if head.header_has_token("expect", "100-continue") {
-            ctx.send(id, Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        if head.expects_continue() {
+            ctx.send(id, Bytes::from_static(http1::CONTINUE_RESPONSE));
         }
         let pending = PendingPublish {
             body,
