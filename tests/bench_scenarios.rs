@@ -198,16 +198,18 @@ fn hold_sse_and_ws_every_connection_keeps_hearing_heartbeats() {
             "--rate",
             "400",
             "--duration",
-            "1500ms",
+            "2s",
+            // Generous: a loaded 2-core CI box can stall a process for hundreds of ms; the
+            // bound still catches a connection that hears nothing (see the stale test).
             "--heartbeat-max",
-            "700ms",
+            "1500ms",
         ]);
         assert_eq!(r.code, 0, "{url}: {}", r.table);
         let j = &r.json;
         assert_eq!(n(j, "connections_held"), 40);
         assert_eq!(n(j, "stale"), 0);
-        // 200 ms heartbeats over a 1.5 s hold: at least 5 each.
-        assert!(n(j, "heartbeats") >= 40 * 5, "{}", r.table);
+        // 200 ms heartbeats over a 2 s hold: 10 each on time, at least 4 even when stalled.
+        assert!(n(j, "heartbeats") >= 40 * 4, "{}", r.table);
         assert_eq!(n(&j["connect_latency_us"], "count"), 40);
         assert!(j["connect_rate"].as_f64().unwrap() > 0.0);
     }
