@@ -23,6 +23,7 @@ mod decode;
 mod encode;
 mod error;
 mod handshake;
+mod head;
 mod mask;
 mod utf8;
 
