@@ -10,14 +10,20 @@
 //! not public).
 //!
 //! Run: `cargo bench -p uringcast-bench --bench ws_decode -- --warm-up-time 1 --measurement-time 2`
+//!
+//! On a loaded machine criterion's runs (one contestant after another) drift apart by 2x. With
+//! `WS_DECODE_INTERLEAVED=1` the bench instead rotates the three contestants in short timed
+//! batches, so they share the same load, and prints the fastest and median batch of each:
+//! `WS_DECODE_INTERLEAVED=1 cargo bench -p uringcast-bench --bench ws_decode`
 
 use std::future::Future;
 use std::hint::black_box;
 use std::io::{self, Read, Write};
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use uringcast::proto::ws::{apply_mask, encode_frame, Decoder, Event, OpCode, WsLimits};
 use uringcast::proto::Role;
 
@@ -109,70 +115,133 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// One contestant: decode the next copy of the frame, return the text payload's length.
+type Contestant = Box<dyn FnMut() -> usize>;
+
+fn uringcast(frame: &[u8]) -> Contestant {
+    let limits = WsLimits {
+        message_bytes_max: 2 << 20,
+    };
+    let mut dec = Decoder::new(Role::Server, limits);
+    let frame = frame.to_vec();
+    let mut recv = vec![0u8; frame.len()];
+    Box::new(move || {
+        // What recv does: the bytes land in the receive buffer.
+        recv.copy_from_slice(&frame);
+        let p = dec.decode(&mut recv).expect("valid frame");
+        match p.event {
+            Some(Event::Data {
+                text: true,
+                payload,
+                fin: true,
+            }) => payload.len(),
+            other => panic!("unexpected {other:?}"),
+        }
+    })
+}
+
+fn tungstenite(frame: &[u8]) -> Contestant {
+    let replay = Replay {
+        frame: frame.to_vec(),
+        at: 0,
+    };
+    let mut ws =
+        tungstenite::WebSocket::from_raw_socket(replay, tungstenite::protocol::Role::Server, None);
+    Box::new(move || match ws.read().expect("valid frame") {
+        tungstenite::Message::Text(s) => s.len(),
+        other => panic!("unexpected {other:?}"),
+    })
+}
+
+fn fastwebsockets(frame: &[u8]) -> Contestant {
+    let replay = Replay {
+        frame: frame.to_vec(),
+        at: 0,
+    };
+    let mut ws = fastwebsockets::WebSocket::after_handshake(replay, fastwebsockets::Role::Server);
+    ws.set_max_message_size(4 << 20);
+    Box::new(move || {
+        let f = ready(ws.read_frame()).expect("valid frame");
+        assert!(f.opcode == fastwebsockets::OpCode::Text && f.fin);
+        f.payload.len()
+    })
+}
+
+/// Builds a contestant for one frame.
+type Make = fn(&[u8]) -> Contestant;
+
+const CONTESTANTS: [(&str, Make); 3] = [
+    ("uringcast", uringcast),
+    ("tungstenite", tungstenite),
+    ("fastwebsockets", fastwebsockets),
+];
+
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("ws_decode");
     for len in SIZES {
         let frame = masked_frame(len);
         group.throughput(Throughput::Bytes(len as u64));
-
-        group.bench_with_input(BenchmarkId::new("uringcast", len), &frame, |b, frame| {
-            let limits = WsLimits {
-                message_bytes_max: 2 << 20,
-            };
-            let mut dec = Decoder::new(Role::Server, limits);
-            let mut recv = vec![0u8; frame.len()];
-            b.iter(|| {
-                recv.copy_from_slice(frame);
-                let p = dec.decode(&mut recv).expect("valid frame");
-                match p.event {
-                    Some(Event::Data {
-                        text: true,
-                        payload,
-                        fin: true,
-                    }) => black_box(payload.len()),
-                    other => panic!("unexpected {other:?}"),
-                }
-            });
-        });
-
-        group.bench_with_input(BenchmarkId::new("tungstenite", len), &frame, |b, frame| {
-            let replay = Replay {
-                frame: frame.clone(),
-                at: 0,
-            };
-            let mut ws = tungstenite::WebSocket::from_raw_socket(
-                replay,
-                tungstenite::protocol::Role::Server,
-                None,
-            );
-            b.iter(|| match ws.read().expect("valid frame") {
-                tungstenite::Message::Text(s) => black_box(s.len()),
-                other => panic!("unexpected {other:?}"),
-            });
-        });
-
-        group.bench_with_input(
-            BenchmarkId::new("fastwebsockets", len),
-            &frame,
-            |b, frame| {
-                let replay = Replay {
-                    frame: frame.clone(),
-                    at: 0,
-                };
-                let mut ws = fastwebsockets::WebSocket::after_handshake(
-                    replay,
-                    fastwebsockets::Role::Server,
-                );
-                ws.set_max_message_size(4 << 20);
-                b.iter(|| {
-                    let f = ready(ws.read_frame()).expect("valid frame");
-                    assert!(f.opcode == fastwebsockets::OpCode::Text && f.fin);
-                    black_box(f.payload.len())
-                });
-            },
-        );
+        for (name, make) in CONTESTANTS {
+            let mut run = make(&frame);
+            assert_eq!(run(), len);
+            group.bench_function(BenchmarkId::new(name, len), |b| b.iter(|| black_box(run())));
+        }
     }
     group.finish();
+}
+
+/// Nanoseconds as a short human string.
+fn show(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.1} ns")
+    } else if ns < 1e6 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}
+
+/// Rotate the contestants in batches of about 100 µs each for `rounds` rounds; print each one's
+/// fastest and median batch, per frame, and the fastest batch's ratio to ours.
+fn interleaved() {
+    let rounds = 400;
+    println!("| payload | contestant | min per frame | median per frame | min vs uringcast |");
+    println!("|---|---|---|---|---|");
+    for len in SIZES {
+        let frame = masked_frame(len);
+        let mut runs: Vec<Contestant> = CONTESTANTS.iter().map(|(_, make)| make(&frame)).collect();
+        // Batch size from one warm-up pass of ours, so every contestant's batch is the same
+        // number of frames.
+        let t = Instant::now();
+        for _ in 0..100 {
+            black_box(runs[0]());
+        }
+        let per = t.elapsed() / 100;
+        let batch = (Duration::from_micros(100).as_nanos() / per.as_nanos().max(1)).max(1) as u32;
+        let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); runs.len()];
+        for _ in 0..rounds {
+            for (run, times) in runs.iter_mut().zip(&mut times) {
+                let t = Instant::now();
+                for _ in 0..batch {
+                    black_box(run());
+                }
+                times.push(t.elapsed().as_nanos() as f64 / f64::from(batch));
+            }
+        }
+        for times in &mut times {
+            times.sort_unstable_by(f64::total_cmp);
+        }
+        let ours = times[0][0];
+        for ((name, _), times) in CONTESTANTS.iter().zip(&times) {
+            let (min, median) = (times[0], times[times.len() / 2]);
+            let ratio = min / ours;
+            println!(
+                "| {len} B | {name} | {} | {} | {ratio:.2}x |",
+                show(min),
+                show(median)
+            );
+        }
+    }
 }
 
 fn unmask(c: &mut Criterion) {
@@ -191,4 +260,11 @@ fn unmask(c: &mut Criterion) {
 }
 
 criterion_group!(benches, decode, unmask);
-criterion_main!(benches);
+fn main() {
+    if std::env::var_os("WS_DECODE_INTERLEAVED").is_some() {
+        interleaved();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -11,6 +11,7 @@
 //! a consumed header and the end of its payload; `message != None` only inside a message.
 
 use super::close::is_valid_close_code;
+use super::head::{parse_head, Rules};
 use super::mask::apply_mask;
 use super::utf8::Utf8Stream;
 use super::{OpCode, Progress, Role, WsError, WsLimits};
@@ -80,15 +81,6 @@ pub struct Decoder {
     stream: Stream,
 }
 
-/// A complete, rule-checked frame header.
-struct Head {
-    fin: bool,
-    opcode: OpCode,
-    len: u64,
-    mask: Option<[u8; 4]>,
-    head_bytes: usize,
-}
-
 impl Decoder {
     /// A decoder for the peer of `role`: `Role::Server` decodes what a client sends.
     pub fn new(role: Role, limits: WsLimits) -> Decoder {
@@ -146,7 +138,13 @@ impl Decoder {
         // Headers of empty non-final fragments are consumed in this loop, so the call returns
         // either an event or "need more" with nothing decodable left in `input`.
         while self.frame_left == 0 {
-            let Some(head) = self.parse_head(&input[pos..])? else {
+            let rules = Rules {
+                role: self.role,
+                in_message: self.message != Message::None,
+                message_bytes: self.message_bytes,
+                message_bytes_max: self.limits.message_bytes_max,
+            };
+            let Some(head) = parse_head(&input[pos..], rules)? else {
                 return Ok(Progress {
                     consumed: pos,
                     event: None,
@@ -275,88 +273,6 @@ impl Decoder {
                 fin,
             }),
         })
-    }
-
-    /// Check a frame header in `buf`; `Ok(None)` when it is not complete yet. Rules that need
-    /// only the first two bytes are checked as soon as they are there, always in this order, so
-    /// the error does not depend on how the bytes were cut.
-    fn parse_head(&self, buf: &[u8]) -> Result<Option<Head>, WsError> {
-        let [b0, b1, ..] = *buf else {
-            return Ok(None);
-        };
-        if b0 & 0x70 != 0 {
-            return Err(WsError::ReservedBits);
-        }
-        let opcode = OpCode::try_from(b0 & 0x0f)?;
-        let fin = b0 & 0x80 != 0;
-        let masked = b1 & 0x80 != 0;
-        match (self.role, masked) {
-            (Role::Server, false) => return Err(WsError::UnmaskedFrame),
-            (Role::Client, true) => return Err(WsError::MaskedFrame),
-            _ => {}
-        }
-        let len7 = b1 & 0x7f;
-        if opcode.is_control() {
-            if !fin {
-                return Err(WsError::ControlFragmented);
-            }
-            if len7 > 125 {
-                return Err(WsError::ControlTooLong);
-            }
-        } else {
-            match (opcode, self.message) {
-                (OpCode::Continuation, Message::None) => {
-                    return Err(WsError::ContinuationWithoutStart)
-                }
-                (OpCode::Text | OpCode::Binary, Message::Text | Message::Binary) => {
-                    return Err(WsError::MessageInterleaved)
-                }
-                _ => {}
-            }
-        }
-        let len_bytes = match len7 {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let head_bytes = 2 + len_bytes + if masked { 4 } else { 0 };
-        if buf.len() < head_bytes {
-            return Ok(None);
-        }
-        let len = match len7 {
-            126 => u16::from_be_bytes([buf[2], buf[3]]) as u64,
-            127 => {
-                let mut be = [0u8; 8];
-                be.copy_from_slice(&buf[2..10]);
-                let len = u64::from_be_bytes(be);
-                if len >> 63 != 0 {
-                    return Err(WsError::LengthOverflow);
-                }
-                len
-            }
-            n => n as u64,
-        };
-        if !opcode.is_control() {
-            let so_far = if opcode == OpCode::Continuation {
-                self.message_bytes
-            } else {
-                0
-            };
-            if len > self.limits.message_bytes_max.saturating_sub(so_far) {
-                return Err(WsError::MessageTooBig);
-            }
-        }
-        let mask = masked.then(|| {
-            let at = 2 + len_bytes;
-            [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]
-        });
-        Ok(Some(Head {
-            fin,
-            opcode,
-            len,
-            mask,
-            head_bytes,
-        }))
     }
 
     /// Turn a whole, unmasked control frame payload into its event.

@@ -18,10 +18,9 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
         m.rotate_left(shift)
     };
     let key = k.to_ne_bytes();
-    // 8 is a multiple of 4, so every 8-byte chunk starts at the same key phase.
-    let word = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    // Two copies of the key side by side, in either byte order (8 is a multiple of 4, so every
+    // 8-byte chunk starts at the same key phase).
+    let word = u64::from(k) * 0x1_0000_0001;
     // Four words per step gives the optimizer a 32-byte body to vectorize.
     let mut wide = buf.chunks_exact_mut(32);
     for chunk in &mut wide {

@@ -17,12 +17,41 @@
 //!    [`encode_frame`] which also masks for the client role.
 //! 4. On [`Event::Close`] answer with [`close_reply`]; on a [`WsError`] send
 //!    [`WsError::close_frame`] and close the connection.
+//!
+//! ```
+//! use uringcast::proto::ws::{encode_frame, Decoder, Event, OpCode, WsLimits};
+//! use uringcast::proto::Role;
+//!
+//! // A client's masked "Hello", arriving in two reads cut inside the header.
+//! let mut wire = Vec::new();
+//! encode_frame(&mut wire, true, OpCode::Text, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
+//! let mut dec = Decoder::new(Role::Server, WsLimits::default());
+//! let mut leftover: Vec<u8> = Vec::new();
+//! let mut message = Vec::new();
+//! for read in [&wire[..3], &wire[3..]] {
+//!     leftover.extend_from_slice(read);
+//!     loop {
+//!         let progress = dec.decode(&mut leftover).expect("valid frames");
+//!         let consumed = progress.consumed;
+//!         let Some(event) = progress.event else {
+//!             leftover.drain(..consumed); // keep only an unfinished header or control frame
+//!             break;
+//!         };
+//!         if let Event::Data { payload, .. } = event {
+//!             message.extend_from_slice(payload);
+//!         }
+//!         leftover.drain(..consumed);
+//!     }
+//! }
+//! assert_eq!(message, b"Hello");
+//! ```
 
 mod close;
 mod decode;
 mod encode;
 mod error;
 mod handshake;
+mod head;
 mod mask;
 mod utf8;
 
