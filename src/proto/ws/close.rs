@@ -9,10 +9,12 @@ use super::mask::apply_mask;
 use super::{OpCode, CONTROL_PAYLOAD_BYTES_MAX};
 
 /// Whether `code` may appear in a close frame on the wire (RFC 6455 §7.4.1, §7.4.2):
-/// 1000-1003 and 1007-1011 are defined, 3000-4999 are for libraries and applications.
-/// 1004 is reserved, 1005, 1006 and 1015 are for reporting only and never sent.
+/// 1000-1003 and 1007-1011 are defined, 1012-1014 are registered with IANA since (service
+/// restart, try again later, bad gateway: browsers send and accept them, and the server uses
+/// 1013 for slow consumers), 3000-4999 are for libraries and applications. 1004 is reserved,
+/// 1005, 1006 and 1015 are for reporting only and never sent.
 pub const fn is_valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Build a close payload: `code` big-endian, then `reason` cut at a char boundary to fit 123
@@ -95,12 +97,13 @@ mod tests {
     #[test]
     fn close_code_ranges_7_4() {
         for ok in [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
         ] {
             assert!(is_valid_close_code(ok), "{ok}");
         }
         for bad in [
-            0, 999, 1004, 1005, 1006, 1012, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
         ] {
             assert!(!is_valid_close_code(bad), "{bad}");
         }
