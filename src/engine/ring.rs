@@ -140,11 +140,17 @@ impl Ring {
         }
     }
 
-    /// Submit queued SQEs without waiting (no syscall when nothing is queued).
+    /// Submit queued SQEs without waiting. Also enters when completions overflowed the CQ:
+    /// with IORING_FEAT_NODROP the kernel parks them in a list that only an `io_uring_enter`
+    /// with GETEVENTS (which `submit` adds when IORING_SQ_CQ_OVERFLOW is set) moves back into
+    /// the CQ. Missing this left a secondary ring's cancels and closes parked for good (a
+    /// 60,000-connection drain stalled). No syscall when there is nothing to do.
     pub fn submit_pending(&mut self) {
-        if self.uring.submission().is_empty() {
+        let sq = self.uring.submission();
+        if sq.is_empty() && !sq.cq_overflow() && !sq.taskrun() {
             return;
         }
+        drop(sq);
         if let Err(e) = self.uring.submit() {
             if !matches!(
                 e.raw_os_error(),
@@ -153,6 +159,11 @@ impl Ring {
                 tracing::warn!(ring = self.index, error = %e, "submit failed");
             }
         }
+    }
+
+    /// Whether completions are waiting in the CQ.
+    pub fn has_cqes(&mut self) -> bool {
+        !self.uring.completion().is_empty()
     }
 
     /// Arm the multishot accept (`AcceptMulti`, 5.19) into the sparse table.

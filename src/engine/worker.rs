@@ -130,10 +130,14 @@ impl<H: Handler> Worker<H> {
             self.fire_timers();
             self.deliver_due();
             self.core.end_of_turn();
+            let mut pending = false;
             for r in 1..self.core.rings.len() {
-                self.core.rings[r].submit_pending();
+                let ring = &mut self.core.rings[r];
+                ring.submit_pending();
+                // The submit may have flushed overflowed completions into this CQ.
+                pending |= ring.has_cqes();
             }
-            if reaped > 0 {
+            if reaped > 0 || pending {
                 self.core.rings[0].submit_pending();
                 continue;
             }
@@ -412,9 +416,17 @@ impl<H: Handler> Worker<H> {
             self.deliver_due();
         }
         if self.core.now_ms >= deadline + EXIT_GRACE_MS {
+            // A summary of what is stuck: (state, ops in flight, flags) -> slots.
+            let mut stuck = std::collections::BTreeMap::new();
+            for (_, s) in self.core.slots.iter() {
+                *stuck
+                    .entry(format!("{:?}/{}/{:#x}", s.state, s.inflight, s.flags))
+                    .or_insert(0u32) += 1;
+            }
             tracing::warn!(
                 worker = self.core.worker,
                 slots = self.core.slots.len(),
+                ?stuck,
                 "exiting with ops still in flight"
             );
             return true;
