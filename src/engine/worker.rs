@@ -137,7 +137,7 @@ impl<H: Handler> Worker<H> {
                 // The submit may have flushed overflowed completions into this CQ.
                 pending |= ring.has_cqes();
             }
-            if reaped > 0 || pending {
+            if reaped > 0 || pending || self.core.has_paced_work() {
                 self.core.rings[0].submit_pending();
                 continue;
             }
@@ -159,13 +159,17 @@ impl<H: Handler> Worker<H> {
         for ring in &mut self.core.rings {
             let overflow = ring.uring.completion().overflow();
             let cq = ring.uring.completion().len();
-            let sq = ring.uring.submission().len();
+            let sqq = ring.uring.submission();
+            let (sq, cq_overflow_flag, taskrun) = (sqq.len(), sqq.cq_overflow(), sqq.taskrun());
+            drop(sqq);
             tracing::debug!(
                 worker = self.core.worker,
                 ring = ring.index,
                 sq,
                 cq,
                 overflow,
+                cq_overflow_flag,
+                taskrun,
                 used = ring.used,
                 accept_armed = ring.accept.armed,
                 accept_backoff = ring.accept.backoff,
@@ -373,6 +377,10 @@ impl<H: Handler> Worker<H> {
         self.drain_deadline_ms = Some(self.core.now_ms + self.core.layout.cfg.drain_timeout_ms);
         for r in 0..self.core.rings.len() {
             self.core.maintain_accept(r);
+            // Close the listener now (the cancelled accept holds its own reference until its
+            // final completion), so new clients are refused instead of waiting in a backlog
+            // nobody will accept from.
+            self.core.rings[r].listener = None;
         }
         let live: Vec<u32> = self
             .core
