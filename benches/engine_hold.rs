@@ -97,11 +97,13 @@ fn server() {
     engine.wait().unwrap();
     let s = h.stats();
     println!(
-        "server: exit after drain; accepted {} closed_local {} closed_peer {} closed_shutdown {}",
+        "server: exit after drain; accepted {} closed_local {} closed_peer {} closed_shutdown {} closed_flush_timeout {} closed_error {}",
         EngineStats::get(&s.accepted_total),
         EngineStats::get(&s.closed_local_total),
         EngineStats::get(&s.closed_peer_total),
         EngineStats::get(&s.closed_shutdown_total),
+        EngineStats::get(&s.closed_timeout_total),
+        EngineStats::get(&s.closed_error_total),
     );
 }
 

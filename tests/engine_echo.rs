@@ -222,3 +222,32 @@ fn empty_buffer_ring_rearms_instead_of_closing() {
     h.shutdown();
     engine.wait().unwrap();
 }
+
+#[test]
+fn post_from_a_foreign_thread_reaches_the_worker() {
+    let Some((engine, events)) = start(base_config(), false) else {
+        return;
+    };
+    let mut c = connect(engine.local_addr().unwrap());
+    let (worker, id) = match events.recv_timeout(Duration::from_secs(2)).unwrap() {
+        engine_common::Event::Open(w, id, _) => (w, id),
+        other => panic!("expected open, got {other:?}"),
+    };
+    let h = engine.handle();
+    // `via != usize::MAX` makes the handler answer on `id` directly.
+    let poster = std::thread::spawn(move || {
+        h.post(
+            worker,
+            Msg::Ping {
+                origin: worker,
+                id,
+                via: 7,
+            },
+        )
+    });
+    poster.join().unwrap();
+    let want = format!("posted {worker} 7\n");
+    assert_eq!(read_n(&mut c, want.len()), want.as_bytes());
+    engine.handle().shutdown();
+    engine.wait().unwrap();
+}

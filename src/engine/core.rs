@@ -5,6 +5,7 @@
 //! into a list that the worker drains between callbacks, so a `Ctx` (which borrows only `Core`)
 //! can close any connection, even the one whose `&mut Conn` the handler holds.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types};
@@ -19,6 +20,9 @@ use super::stats::EngineStats;
 use super::user_data::{OpKind, UserData};
 use super::wheel::Wheel;
 use super::{CloseReason, ConnId};
+
+/// Most sends submitted per loop turn (per worker).
+const SENDS_PER_TURN: usize = 4096;
 
 /// A wheel key is a ring index (accept back-off) below `rings.len()`, else a slot + rings.len().
 pub(crate) enum TimerTarget {
@@ -43,14 +47,14 @@ pub(crate) struct Core<M> {
     /// Slots whose `on_close` / `on_connect_failed` is due.
     pub closed: Vec<(u32, CloseReason)>,
     /// Slots with queued bytes and no send in flight.
-    pub dirty: Vec<u32>,
+    pub dirty: VecDeque<u32>,
     /// Slots whose multishot recv ended and must be re-armed (after buffers are recycled).
     pub rearm: Vec<u32>,
     /// Per ring: slots whose recv ended with -ENOBUFS, re-armed at most `starved_rearm_max` per
     /// turn (FIFO). Re-arming them all at once, with fewer free buffers than starved sockets
     /// holding data, makes most fail with -ENOBUFS again at once: measured, 30,000 connections
     /// receiving together over 16 buffers produced ~860,000 useless completions.
-    pub starved: Vec<std::collections::VecDeque<u32>>,
+    pub starved: Vec<VecDeque<u32>>,
     /// Spare send op memory (iovec + msghdr blocks), reused to avoid an allocation per send.
     /// Boxed on purpose: a block's address must not move while the kernel reads it.
     #[allow(clippy::vec_box)]
@@ -80,7 +84,7 @@ impl<M> Core<M> {
             now_ms: 0,
             local_msgs: Vec::new(),
             closed: Vec::new(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             rearm: Vec::new(),
             starved,
             send_pool: Vec::new(),
@@ -280,17 +284,26 @@ impl<M> Core<M> {
         unsafe { self.rings[ring].push(&e) };
     }
 
+    /// Whether paced work is left over for the next turn (then the worker must not sleep).
+    pub fn has_paced_work(&self) -> bool {
+        !self.dirty.is_empty() || self.starved.iter().any(|q| !q.is_empty())
+    }
+
     /// Work due at the end of a loop turn: sends, recv re-arms, buffer publication, accepts.
     pub fn end_of_turn(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &slot in &dirty {
+        // At most `SENDS_PER_TURN` new sends per turn; the rest wait for the next turn (the
+        // worker does not sleep while `dirty` is non-empty). A broadcast or a shutdown makes
+        // every connection dirty at once; submitting 100,000 sends in one turn overflows every
+        // CQ and keeps the worker away from its completions and deadlines for seconds.
+        for _ in 0..SENDS_PER_TURN {
+            let Some(slot) = self.dirty.pop_front() else {
+                break;
+            };
             if let Some(s) = self.slots.get_mut(slot as usize) {
                 s.clear(flag::DIRTY);
                 self.flush_send(slot);
             }
         }
-        self.dirty = dirty;
-        self.dirty.clear();
         for ring in &mut self.rings {
             ring.bufs.publish();
         }
@@ -330,7 +343,7 @@ impl<M> Core<M> {
         let s = &mut self.slots[slot as usize];
         if !s.has(flag::DIRTY) && !s.has(flag::SEND_INFLIGHT) {
             s.set(flag::DIRTY);
-            self.dirty.push(slot);
+            self.dirty.push_back(slot);
         }
     }
 

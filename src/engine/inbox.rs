@@ -108,8 +108,12 @@ impl<M> Clone for EngineHandle<M> {
 }
 
 impl<M: Send + 'static> EngineHandle<M> {
-    /// Deliver `msg` to `Handler::on_msg` on worker `worker` (`< workers()`). Batched: a busy
-    /// worker is woken once per burst, not once per message.
+    /// Deliver `msg` to `Handler::on_msg` on worker `worker`. Batched: a busy worker is woken
+    /// once per burst, not once per message. A message posted after the engine stopped is
+    /// dropped.
+    ///
+    /// # Panics
+    /// If `worker >= workers()`.
     pub fn post(&self, worker: usize, msg: M) {
         let shared = &self.shared;
         EngineStats::add(&shared.stats.posted_total, 1);

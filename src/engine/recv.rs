@@ -29,8 +29,11 @@ impl<H: Handler> Worker<H> {
             s.clear(flag::RECV_ARMED);
         }
         let state = s.state;
-        if res > 0 {
-            let bid = bid.expect("recv with buffer select completed without a buffer id");
+        if res > 0 && bid.is_none() {
+            // Cannot happen with buffer select; if a kernel ever does it, drop the connection
+            // rather than the worker.
+            self.core.teardown(slot, CloseReason::Error(libc::EIO));
+        } else if let (true, Some(bid)) = (res > 0, bid) {
             EngineStats::add(&self.core.shared.stats.bytes_received_total, res as u64);
             if state == State::Open {
                 self.deliver(slot, ring, bid, res as usize);

@@ -130,10 +130,14 @@ impl<H: Handler> Worker<H> {
             self.fire_timers();
             self.deliver_due();
             self.core.end_of_turn();
+            let mut pending = false;
             for r in 1..self.core.rings.len() {
-                self.core.rings[r].submit_pending();
+                let ring = &mut self.core.rings[r];
+                ring.submit_pending();
+                // The submit may have flushed overflowed completions into this CQ.
+                pending |= ring.has_cqes();
             }
-            if reaped > 0 {
+            if reaped > 0 || pending || self.core.has_paced_work() {
                 self.core.rings[0].submit_pending();
                 continue;
             }
@@ -155,13 +159,17 @@ impl<H: Handler> Worker<H> {
         for ring in &mut self.core.rings {
             let overflow = ring.uring.completion().overflow();
             let cq = ring.uring.completion().len();
-            let sq = ring.uring.submission().len();
+            let sqq = ring.uring.submission();
+            let (sq, cq_overflow_flag, taskrun) = (sqq.len(), sqq.cq_overflow(), sqq.taskrun());
+            drop(sqq);
             tracing::debug!(
                 worker = self.core.worker,
                 ring = ring.index,
                 sq,
                 cq,
                 overflow,
+                cq_overflow_flag,
+                taskrun,
                 used = ring.used,
                 accept_armed = ring.accept.armed,
                 accept_backoff = ring.accept.backoff,
@@ -369,6 +377,10 @@ impl<H: Handler> Worker<H> {
         self.drain_deadline_ms = Some(self.core.now_ms + self.core.layout.cfg.drain_timeout_ms);
         for r in 0..self.core.rings.len() {
             self.core.maintain_accept(r);
+            // Close the listener now (the cancelled accept holds its own reference until its
+            // final completion), so new clients are refused instead of waiting in a backlog
+            // nobody will accept from.
+            self.core.rings[r].listener = None;
         }
         let live: Vec<u32> = self
             .core
@@ -412,9 +424,17 @@ impl<H: Handler> Worker<H> {
             self.deliver_due();
         }
         if self.core.now_ms >= deadline + EXIT_GRACE_MS {
+            // A summary of what is stuck: (state, ops in flight, flags) -> slots.
+            let mut stuck = std::collections::BTreeMap::new();
+            for (_, s) in self.core.slots.iter() {
+                *stuck
+                    .entry(format!("{:?}/{}/{:#x}", s.state, s.inflight, s.flags))
+                    .or_insert(0u32) += 1;
+            }
             tracing::warn!(
                 worker = self.core.worker,
                 slots = self.core.slots.len(),
+                ?stuck,
                 "exiting with ops still in flight"
             );
             return true;
