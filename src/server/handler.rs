@@ -17,12 +17,13 @@ use bytes::Bytes;
 
 use super::config::Config;
 use super::metrics::{CloseKind, ConnKind, Metrics};
+use super::publish::PendingPublish;
+use super::sse_session::SseConn;
 use super::ws_session::WsConn;
 use crate::engine::{CloseReason, ConnId, Ctx, EngineStats, Handler, Origin};
 use crate::hub::{self, ConnTopics, HubError, LocalIndex, Message, Replay, Topics};
 use crate::proto::http1::{
-    self, BodyDecoder, BodyEvent, BodyKind, HttpError, HttpLimits, RequestDecoder, RequestHead,
-    Version,
+    self, BodyEvent, BodyKind, HttpError, HttpLimits, RequestDecoder, RequestHead, Version,
 };
 use crate::proto::Progress;
 
@@ -117,21 +118,7 @@ pub(super) struct HttpConn {
     http10_keep_alive: bool,
     /// A publish whose body is still arriving. Boxed: rare, and it would triple the size of
     /// every idle connection if inline.
-    publish: Option<Box<PendingPublish>>,
-}
-
-struct PendingPublish {
-    body: BodyDecoder,
-    data: Vec<u8>,
-    topic: String,
-    event: Option<String>,
-    close: bool,
-}
-
-pub(super) struct SseConn {
-    topics: ConnTopics,
-    /// `now_ms` at which the server ends the stream; `u64::MAX` = never.
-    end_ms: u64,
+    pub(super) publish: Option<Box<PendingPublish>>,
 }
 
 /// The per-worker handler.
@@ -160,7 +147,7 @@ impl Worker {
         }
     }
 
-    fn cfg(&self) -> &Config {
+    pub(super) fn cfg(&self) -> &Config {
         &self.shared.config
     }
 
@@ -178,7 +165,13 @@ impl Worker {
         ctx.close(id);
     }
 
-    fn http_error(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn, e: &HttpError) {
+    pub(super) fn http_error(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        conn: &mut Conn,
+        e: &HttpError,
+    ) {
         self.shared
             .metrics
             .http_errors_total
@@ -197,7 +190,7 @@ impl Worker {
     /// A plain response with a small body. `close` ends the connection after it.
     // The arguments are the response's parts; bundling them would only move the list.
     #[allow(clippy::too_many_arguments)]
-    fn respond(
+    pub(super) fn respond(
         &mut self,
         ctx: &mut Ctx<'_, Self>,
         id: ConnId,
@@ -355,109 +348,6 @@ impl Worker {
         text
     }
 
-    fn begin_publish(
-        &mut self,
-        ctx: &mut Ctx<'_, Self>,
-        id: ConnId,
-        conn: &mut Conn,
-        head: &RequestHead,
-    ) {
-        // Authorisation comes first, before a byte of the body is read. A refusal closes the
-        // connection because the body is left unread.
-        if let Err((status, text)) = self.authorize(head) {
-            let fields: &[(&str, &str)] = if status == 401 {
-                &[("WWW-Authenticate", "Bearer"), TEXT[0]]
-            } else {
-                TEXT
-            };
-            return self.respond(ctx, id, conn, status, fields, text.as_bytes(), true);
-        }
-        let mut topic = None;
-        let mut event = None;
-        for (k, v) in http1::query_pairs(head.query().unwrap_or("")) {
-            match &*k {
-                "topic" if topic.is_none() => topic = Some(v.into_owned()),
-                "topic" => {
-                    let msg = b"publish takes exactly one topic\n";
-                    return self.respond(ctx, id, conn, 400, TEXT, msg, true);
-                }
-                "event" => event = Some(v.into_owned()),
-                _ => {}
-            }
-        }
-        let Some(topic) = topic else {
-            return self.respond(ctx, id, conn, 400, TEXT, b"missing ?topic=\n", true);
-        };
-        let body = match BodyDecoder::new(head.body(), &self.shared.http_limits) {
-            Ok(b) => b,
-            Err(e) => return self.http_error(ctx, id, conn, &e),
-        };
-        if head.expects_continue() {
-            ctx.send(id, Bytes::from_static(http1::CONTINUE_RESPONSE));
-        }
-        let pending = PendingPublish {
-            body,
-            data: Vec::new(),
-            topic,
-            event,
-            close: !head.keep_alive(),
-        };
-        if pending.body.is_done() {
-            // No body at all: publish empty data now.
-            return self.finish_publish(ctx, id, conn, pending);
-        }
-        let State::Http(http) = &mut conn.state else {
-            unreachable!()
-        };
-        http.publish = Some(Box::new(pending));
-    }
-
-    /// `Ok` if this request may publish; else the status and the reason.
-    fn authorize(&self, head: &RequestHead) -> Result<(), (u16, &'static str)> {
-        match &self.cfg().publish_key {
-            Some(key) => {
-                let Some(auth) = head.header("authorization") else {
-                    return Err((401, "publishing needs Authorization: Bearer KEY\n"));
-                };
-                let given = auth.strip_prefix(b"Bearer ").unwrap_or(b"");
-                if constant_time_eq(given, key.as_bytes()) {
-                    Ok(())
-                } else {
-                    Err((403, "wrong publish key\n"))
-                }
-            }
-            None if self.shared.keyless_publish_allowed => Ok(()),
-            None => Err((
-                403,
-                "no publish_key is set, so only loopback peers may publish; \
-                 this server listens on a non-loopback address: set publish_key\n",
-            )),
-        }
-    }
-
-    fn finish_publish(
-        &mut self,
-        ctx: &mut Ctx<'_, Self>,
-        id: ConnId,
-        conn: &mut Conn,
-        p: PendingPublish,
-    ) {
-        let Ok(data) = std::str::from_utf8(&p.data) else {
-            let msg = b"body must be UTF-8 text (SSE carries only text)\n";
-            return self.respond(ctx, id, conn, 400, TEXT, msg, p.close);
-        };
-        match self.publish(ctx, &p.topic, p.event.as_deref(), data) {
-            Ok(msg_id) => {
-                let body = format!("{{\"id\":{msg_id}}}");
-                self.respond(ctx, id, conn, 200, JSON, body.as_bytes(), p.close)
-            }
-            Err(e) => {
-                let body = format!("{e}\n");
-                self.respond(ctx, id, conn, e.status(), TEXT, body.as_bytes(), p.close)
-            }
-        }
-    }
-
     /// Publish and hand the message to every worker, all under one hold of the hub lock so
     /// that every worker's inbox sees ids in increasing order (see `hub`).
     pub(super) fn publish(
@@ -520,105 +410,6 @@ impl Worker {
         Ok(replay)
     }
 
-    fn start_sse(
-        &mut self,
-        ctx: &mut Ctx<'_, Self>,
-        id: ConnId,
-        conn: &mut Conn,
-        head: &RequestHead,
-    ) {
-        let mut topics: Vec<String> = Vec::new();
-        let mut resume = None;
-        for (k, v) in http1::query_pairs(head.query().unwrap_or("")) {
-            match &*k {
-                "topic" if !topics.iter().any(|t| *t == v) => topics.push(v.into_owned()),
-                "lastEventId" => resume = Some(v.into_owned()),
-                _ => {}
-            }
-        }
-        // The header is what a browser sends on reconnect, so it wins over the query value
-        // that stays in the original URL.
-        if let Some(h) = head.header("last-event-id") {
-            resume = Some(String::from_utf8_lossy(h).into_owned());
-        }
-        if topics.is_empty() {
-            return self.respond(ctx, id, conn, 400, TEXT, b"missing ?topic=\n", true);
-        }
-        if topics.len() > self.cfg().topics_per_conn_max {
-            let e = HubError::TooManyTopics {
-                limit: self.cfg().topics_per_conn_max,
-            };
-            let body = format!("{e}\n");
-            return self.respond(ctx, id, conn, 400, TEXT, body.as_bytes(), true);
-        }
-        let resume = match resume.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(s) => match s.parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    let msg = b"Last-Event-ID must be a message id (a number)\n";
-                    return self.respond(ctx, id, conn, 400, TEXT, msg, true);
-                }
-            },
-        };
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let mut conn_topics = ConnTopics::new();
-        let sub = Sub { id, ws: false };
-        let replay = match self.subscribe(sub, &mut conn_topics, &names, resume) {
-            Ok(r) => r,
-            Err(e) => {
-                let body = format!("{e}\n");
-                return self.respond(ctx, id, conn, e.status(), TEXT, body.as_bytes(), true);
-            }
-        };
-        let origin = self.shared.allow_origin.clone();
-        http1::write_sse_response_head(&mut self.out, &[("Access-Control-Allow-Origin", &origin)]);
-        let retry_ms = self.cfg().sse_retry.0;
-        crate::proto::sse::write_retry(&mut self.out, retry_ms);
-        crate::proto::sse::write_end(&mut self.out);
-        self.flush_out(ctx, id);
-        if let Some(replay) = replay {
-            self.send_sse_replay(ctx, id, &replay);
-        }
-        let lifetime = self.cfg().sse_stream_lifetime.0;
-        let now = ctx.now_ms();
-        let end_ms = if lifetime == 0 {
-            u64::MAX
-        } else {
-            now + lifetime
-        };
-        self.shared
-            .metrics
-            .conn_changed(ConnKind::Http, ConnKind::Sse);
-        conn.state = State::Sse(SseConn {
-            topics: conn_topics,
-            end_ms,
-        });
-        let next = (now + self.cfg().heartbeat_interval.0).min(end_ms);
-        ctx.set_timer(id, next);
-    }
-
-    fn send_sse_replay(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, replay: &Replay) {
-        let m = &self.shared.metrics;
-        if let Replay::Gap {
-            oldest_held,
-            requested,
-            ..
-        } = replay
-        {
-            ctx.send(id, hub::sse_reset(*oldest_held, *requested));
-            m.resets_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        for msg in replay.events() {
-            ctx.send(id, msg.sse.clone());
-        }
-        m.replayed_total.fetch_add(
-            replay.events().len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
     fn start_ws(
         &mut self,
         ctx: &mut Ctx<'_, Self>,
@@ -674,24 +465,6 @@ impl Worker {
         conn.state = State::Ws(Box::new(ws));
     }
 
-    fn sse_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
-        let State::Sse(sse) = &conn.state else {
-            unreachable!()
-        };
-        let now = ctx.now_ms();
-        if now >= sse.end_ms {
-            // Ending the stream makes the browser reconnect with Last-Event-ID.
-            return Self::close(ctx, id, conn, CloseKind::Done);
-        }
-        ctx.send(id, SSE_HEARTBEAT.clone());
-        self.shared
-            .metrics
-            .heartbeats_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let next = (now + self.cfg().heartbeat_interval.0).min(sse.end_ms);
-        ctx.set_timer(id, next);
-    }
-
     /// A subscriber has more than `queue_bytes_max` queued: close it (see `hub::SlowConsumerPolicy`).
     fn slow_consumer(&mut self, ctx: &mut Ctx<'_, Self>, sub: Sub) {
         self.pending_close.insert(sub.id, CloseKind::SlowConsumer);
@@ -708,16 +481,7 @@ impl Worker {
 }
 
 pub(super) const TEXT: &[(&str, &str)] = &[("Content-Type", "text/plain; charset=utf-8")];
-const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
-
-/// Compare secrets without an early exit, so the time taken does not reveal how many leading
-/// bytes of a guessed key were right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub(super) const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
 
 impl Handler for Worker {
     type Conn = Conn;

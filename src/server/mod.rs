@@ -5,5 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod handler;
 pub mod metrics;
+mod publish;
 pub mod serve;
+mod sse_session;
 mod ws_session;
