@@ -60,6 +60,21 @@ fn wheel_1m(c: &mut Criterion) {
         )
     });
 
+    // Same deadlines, keys in slab order (a connect storm fills the slab sequentially): shows
+    // how much of `insert` is cache misses on the 24 MB node array.
+    group.bench_function("insert_sequential_keys", |b| {
+        b.iter_batched(
+            || Wheel::with_capacity(TIMERS as usize),
+            |mut wheel| {
+                for key in 0..TIMERS {
+                    wheel.insert(key, fx.deadlines[key as usize]);
+                }
+                wheel
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
     group.bench_function("cancel", |b| {
         b.iter_batched(
             || fx.full_wheel(),

@@ -41,6 +41,7 @@ fn autobahn_echo_conformance() {
         .arg(&tool)
         .args([
             "run",
+            "--strict",
             "--url",
             &server.ws_url("/echo"),
             "--name",

@@ -59,6 +59,31 @@ impl Drop for KillOnDrop {
     }
 }
 
+struct Control {
+    client: SseClient,
+    last_id: Option<String>,
+    addr: std::net::SocketAddr,
+}
+
+impl Control {
+    fn next_event(&mut self) -> Option<common::SseEvent> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(ev) = self.client.next_event() {
+                self.last_id = ev.id.clone().or(self.last_id.take());
+                return Some(ev);
+            }
+            let resume = self
+                .last_id
+                .as_ref()
+                .map(|id| format!("Last-Event-ID: {id}\r\n"))
+                .unwrap_or_default();
+            self.client = SseClient::connect(self.addr, "/sse?topic=control", &resume);
+        }
+        None
+    }
+}
+
 #[test]
 fn eventsource_resumes_with_last_event_id_and_websocket_receives() {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -75,8 +100,12 @@ fn eventsource_resumes_with_last_event_id_and_websocket_receives() {
         "--tick",
         "10ms",
     ]);
-    let mut control = SseClient::connect(s.addr, "/sse?topic=control", "");
-    control.set_timeout(Duration::from_secs(60));
+    // The test's own stream is ended by the same lifetime, so it resumes as a browser would.
+    let mut control = Control {
+        client: SseClient::connect(s.addr, "/sse?topic=control", ""),
+        last_id: None,
+        addr: s.addr,
+    };
 
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("browser-{}", std::process::id()));

@@ -189,3 +189,36 @@ fn shutdown_aborts_what_the_handler_keeps_after_drain_timeout() {
     );
     assert_eq!(EngineStats::get(&h.stats().closed_shutdown_total), 1);
 }
+
+#[test]
+fn empty_buffer_ring_rearms_instead_of_closing() {
+    let mut cfg = base_config();
+    cfg.workers = 1;
+    cfg.buf_ring_entries = 2; // far fewer buffers than sockets with data
+    cfg.buf_bytes = 64;
+    let Some((engine, _events)) = start(cfg, false) else {
+        return;
+    };
+    let addr = engine.local_addr().unwrap();
+    let mut conns: Vec<_> = (0..50).map(|_| connect(addr)).collect();
+    // Let every recv get armed, then make them all readable at once.
+    std::thread::sleep(Duration::from_millis(100));
+    let line = format!("{}\n", "z".repeat(200)); // several 64-byte buffers each
+    for c in &mut conns {
+        write(c, line.as_bytes());
+    }
+    for c in &mut conns {
+        assert_eq!(read_n(c, line.len()), line.as_bytes());
+    }
+    let h = engine.handle();
+    let nobufs = EngineStats::get(&h.stats().recv_nobufs_total);
+    println!("recv -ENOBUFS completions: {nobufs}");
+    assert!(nobufs > 0, "the test did not drain the buffer ring");
+    assert_eq!(
+        EngineStats::get(&h.stats().connections_open),
+        50,
+        "nobody was closed"
+    );
+    h.shutdown();
+    engine.wait().unwrap();
+}

@@ -46,6 +46,11 @@ pub(crate) struct Core<M> {
     pub dirty: Vec<u32>,
     /// Slots whose multishot recv ended and must be re-armed (after buffers are recycled).
     pub rearm: Vec<u32>,
+    /// Per ring: slots whose recv ended with -ENOBUFS, re-armed at most `starved_rearm_max` per
+    /// turn (FIFO). Re-arming them all at once, with fewer free buffers than starved sockets
+    /// holding data, makes most fail with -ENOBUFS again at once: measured, 30,000 connections
+    /// receiving together over 16 buffers produced ~860,000 useless completions.
+    pub starved: Vec<std::collections::VecDeque<u32>>,
     /// Spare send op memory (iovec + msghdr blocks), reused to avoid an allocation per send.
     /// Boxed on purpose: a block's address must not move while the kernel reads it.
     #[allow(clippy::vec_box)]
@@ -63,6 +68,7 @@ impl<M> Core<M> {
         shared: Arc<Shared<M>>,
     ) -> Self {
         let per_worker = layout.rings_per_worker * layout.accept_limit as usize;
+        let starved = (0..rings.len()).map(|_| Default::default()).collect();
         Core {
             rings,
             slots: Slab::with_capacity(per_worker.min(1 << 16)),
@@ -76,6 +82,7 @@ impl<M> Core<M> {
             closed: Vec::new(),
             dirty: Vec::new(),
             rearm: Vec::new(),
+            starved,
             send_pool: Vec::new(),
             shutting_down: false,
             wake_buf: Box::new(0),
@@ -181,14 +188,27 @@ impl<M> Core<M> {
 
     /// End a connection: cancel its ops, close its direct descriptor, and queue its
     /// `on_close`. Idempotent. The slot itself is freed later by `try_free`.
+    ///
+    /// Cancels target each op by its exact `user_data` (a hash lookup in the kernel), not by
+    /// fd: a cancel by fd scans every armed poll of the ring, which made a drain of 120,000
+    /// connections take tens of seconds (measured with `benches/engine_hold.rs`). Only a
+    /// connecting slot, whose current op is one of several, is cancelled by fd. The chain is
+    /// hard-linked so the `Close` runs after the cancels even when one finds nothing (-ENOENT);
+    /// closing first would leave a multishot recv holding the socket open.
     pub fn teardown(&mut self, slot: u32, why: CloseReason) {
         let key = self.slot_key(slot);
-        let cancel_ud = self.ud(OpKind::Cancel, slot);
-        let close_ud = self.ud(OpKind::Close, slot);
+        let uds = [
+            self.ud(OpKind::Recv, slot),
+            self.ud(OpKind::Send, slot),
+            self.ud(OpKind::Cancel, slot),
+            self.ud(OpKind::Close, slot),
+        ];
+        let [recv_ud, send_ud, cancel_ud, close_ud] = uds;
         let s = &mut self.slots[slot as usize];
         if s.state == State::Dead {
             return;
         }
+        let was = s.state;
         s.state = State::Dead;
         s.leftover = Vec::new();
         if !s.has(flag::SEND_INFLIGHT) {
@@ -197,24 +217,40 @@ impl<M> Core<M> {
             s.queued = 0;
             s.send_off = 0;
         }
-        let mut pair = None;
+        let mut chain: [Option<squeue::Entry>; 3] = [None, None, None];
+        let mut n = 0;
         if s.has(flag::HAS_FILE) {
-            // Cancel every op on the descriptor, then close it. The hard link keeps the close
-            // after the cancel even when the cancel finds nothing (-ENOENT); closing first would
-            // leave a multishot recv holding the socket open.
             let fd = types::Fixed(s.file);
-            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
-                .build()
-                .flags(squeue::Flags::IO_HARDLINK)
-                .user_data(cancel_ud);
-            let close = opcode::Close::new(fd).build().user_data(close_ud);
-            s.inflight += 2;
-            pair = Some((usize::from(s.ring), cancel, close));
+            let link = squeue::Flags::IO_HARDLINK;
+            let cancel_ud_of = |target: u64| {
+                opcode::AsyncCancel::new(target)
+                    .build()
+                    .flags(link)
+                    .user_data(cancel_ud)
+            };
+            if was == State::Connecting {
+                let by_fd = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all());
+                chain[n] = Some(by_fd.build().flags(link).user_data(cancel_ud));
+                n += 1;
+            } else {
+                if s.has(flag::RECV_ARMED) {
+                    chain[n] = Some(cancel_ud_of(recv_ud));
+                    n += 1;
+                }
+                if s.has(flag::SEND_INFLIGHT) {
+                    chain[n] = Some(cancel_ud_of(send_ud));
+                    n += 1;
+                }
+            }
+            chain[n] = Some(opcode::Close::new(fd).build().user_data(close_ud));
+            n += 1;
+            s.inflight += n as u8;
         }
+        let ring = usize::from(s.ring);
         self.wheel.remove(key);
-        if let Some((ring, cancel, close)) = pair {
-            // SAFETY: cancel and close reference no user memory.
-            unsafe { self.rings[ring].push_pair(&cancel, &close) };
+        if n > 0 {
+            // SAFETY: cancels and close reference no user memory.
+            unsafe { self.rings[ring].push_chain(n, chain.iter().flatten()) };
         }
         self.closed.push((slot, why));
     }
@@ -269,6 +305,22 @@ impl<M> Core<M> {
         }
         self.rearm = rearm;
         self.rearm.clear();
+        // All buffers are back in the rings at this point (every turn recycles what it took),
+        // so half a ring's worth of starved recvs can be re-armed without starving again.
+        let budget = (usize::from(self.layout.cfg.buf_ring_entries) / 2).max(1);
+        for r in 0..self.rings.len() {
+            for _ in 0..budget {
+                let Some(slot) = self.starved[r].pop_front() else {
+                    break;
+                };
+                if let Some(s) = self.slots.get_mut(slot as usize) {
+                    s.clear(flag::REARM);
+                    if matches!(s.state, State::Open | State::Closing) {
+                        self.arm_recv(slot);
+                    }
+                }
+            }
+        }
         for r in 0..self.rings.len() {
             self.maintain_accept(r);
         }
@@ -279,6 +331,16 @@ impl<M> Core<M> {
         if !s.has(flag::DIRTY) && !s.has(flag::SEND_INFLIGHT) {
             s.set(flag::DIRTY);
             self.dirty.push(slot);
+        }
+    }
+
+    /// Queue a recv that ended with -ENOBUFS for a paced re-arm (see `starved`).
+    pub fn mark_starved(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.has(flag::REARM) {
+            s.set(flag::REARM);
+            let ring = usize::from(s.ring);
+            self.starved[ring].push_back(slot);
         }
     }
 

@@ -7,8 +7,9 @@
 //! call gets leftover + new bytes. With no leftover the handler reads the provided buffer in
 //! place, with no copy. The provided buffer goes back to the kernel right after the call.
 //!
-//! Completion rules: `-ENOBUFS` (the buffer ring ran dry) ends the multishot and is re-armed at
-//! the end of the turn, after buffers are recycled; any CQE without `IORING_CQE_F_MORE` re-arms;
+//! Completion rules: `-ENOBUFS` (the buffer ring ran dry) ends the multishot and is re-armed
+//! after buffers are recycled, at most half a buffer ring's worth per ring per turn (FIFO), so a
+//! burst on more sockets than buffers does not spin; any CQE without `IORING_CQE_F_MORE` re-arms;
 //! `res == 0` is the peer's FIN; `-ECANCELED` after a close is expected and ignored.
 
 use io_uring::cqueue;
@@ -47,7 +48,7 @@ impl<H: Handler> Worker<H> {
         } else if res == -libc::ENOBUFS {
             EngineStats::add(&self.core.shared.stats.recv_nobufs_total, 1);
             if !more && matches!(state, State::Open | State::Closing) {
-                self.core.mark_rearm(slot);
+                self.core.mark_starved(slot);
             }
         } else if res != -libc::ECANCELED {
             self.core.teardown(slot, CloseReason::Error(-res));

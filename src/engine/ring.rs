@@ -100,17 +100,23 @@ impl Ring {
         debug_assert!(pushed.is_ok(), "SQ full after reserve");
     }
 
-    /// Push two SQEs that must reach the kernel in the same submission (a linked pair).
+    /// Push SQEs that must reach the kernel in the same submission (a linked chain).
     ///
     /// # Safety
-    /// As [`Ring::push`], for both entries.
-    pub unsafe fn push_pair(&mut self, first: &squeue::Entry, second: &squeue::Entry) {
-        self.reserve(2);
+    /// As [`Ring::push`], for every entry.
+    pub unsafe fn push_chain<'e>(
+        &mut self,
+        n: usize,
+        entries: impl Iterator<Item = &'e squeue::Entry>,
+    ) {
+        self.reserve(n);
         let mut sq = self.uring.submission();
-        // SAFETY: forwarded from the caller; `reserve(2)` made room for both, so a link is
-        // never split across two submissions.
-        let pushed = unsafe { sq.push(first).and_then(|()| sq.push(second)) };
-        debug_assert!(pushed.is_ok(), "SQ full after reserve");
+        for e in entries.take(n) {
+            // SAFETY: forwarded from the caller; `reserve` made room for all of them, so a
+            // link is never split across two submissions.
+            let pushed = unsafe { sq.push(e) };
+            debug_assert!(pushed.is_ok(), "SQ full after reserve");
+        }
     }
 
     /// Make room for `n` SQEs by submitting what is queued.

@@ -53,6 +53,8 @@ pub(crate) struct ConnectMem {
     pub dst: libc::sockaddr_storage,
     pub dst_len: libc::socklen_t,
     pub src: Option<(libc::sockaddr_storage, libc::socklen_t)>,
+    /// Option value for `IP_BIND_ADDRESS_NO_PORT` (1), read by the kernel during `SetSockOpt`.
+    pub one: libc::c_int,
 }
 
 /// The engine side of one connection.

@@ -49,10 +49,12 @@ pub enum OpKind {
     RawClose = 11,
     /// A no-op used by tests to inject completions.
     Nop = 12,
+    /// `IP_BIND_ADDRESS_NO_PORT` on an outbound socket before its `Bind`.
+    SockOpt = 13,
 }
 
 impl OpKind {
-    const ALL: [OpKind; 13] = [
+    const ALL: [OpKind; 14] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -66,6 +68,7 @@ impl OpKind {
         OpKind::AcceptCancel,
         OpKind::RawClose,
         OpKind::Nop,
+        OpKind::SockOpt,
     ];
 
     fn from_bits(bits: u8) -> Option<OpKind> {

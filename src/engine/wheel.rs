@@ -76,6 +76,9 @@ pub struct Wheel {
     nodes: Vec<Node>,
     /// Armed timers.
     len: usize,
+    /// Nodes visited by `advance` (fired or re-inserted), for the cost tests.
+    #[cfg(test)]
+    visited: u64,
 }
 
 impl Wheel {
@@ -87,6 +90,8 @@ impl Wheel {
             pending: NIL,
             nodes: vec![Node::DISARMED; keys],
             len: 0,
+            #[cfg(test)]
+            visited: 0,
         }
     }
 
@@ -169,10 +174,11 @@ impl Wheel {
             // true deadline is still ahead then land at a strictly lower level (or, if moved
             // later lazily, wherever their new deadline belongs).
             self.elapsed = exp.deadline;
-            // The slot is detached in full BEFORE any node is re-inserted. Walking it while
-            // re-inserting could put a node back into the very slot being walked (the top level
-            // is a ring, and a lazily moved node may belong to the same slot index one rotation
-            // later), and the walk would then never end.
+            // The slot is detached in full BEFORE any node is re-inserted. Re-inserting rewrites
+            // a node's links; a node landing back in the slot being walked would be visited
+            // again and again. In tokio's wheel that happens for deadlines beyond the range,
+            // which fold into the top level's ring of slots; here the MAX_DELAY_TICKS clamp
+            // should prevent it, but termination must not rest on that argument alone.
             let head = self.levels[exp.level].take_slot(exp.slot);
             self.drain(head, now, expired);
         }
@@ -215,6 +221,10 @@ impl Wheel {
     /// Fires or re-inserts every node of a detached list.
     fn drain(&mut self, mut key: u32, now: u64, expired: &mut Vec<u32>) {
         while key != NIL {
+            #[cfg(test)]
+            {
+                self.visited += 1;
+            }
             let node = self.nodes[key as usize];
             if node.deadline <= now {
                 expired.push(key);
@@ -434,6 +444,46 @@ mod tests {
     }
 
     #[test]
+    fn advance_visits_each_timer_at_most_once_per_level() {
+        let mut wheel = Wheel::with_capacity(100_000);
+        let mut rng = fastrand::Rng::with_seed(7);
+        for key in 0..100_000 {
+            wheel.insert(key, rng.u64(1..=100_000)); // levels 0, 1 and 2
+        }
+        let mut expired = Vec::new();
+        for tick in 1..=100_000 {
+            wheel.advance(tick, &mut expired);
+        }
+        assert_eq!(expired.len(), 100_000);
+        // A timer starts at level <= 2 and drops at least one level per visit: <= 3 visits.
+        assert!(wheel.visited <= 300_000, "visited {}", wheel.visited);
+        assert!(wheel.visited >= 100_000, "visited {}", wheel.visited);
+    }
+
+    #[test]
+    fn lazy_resets_cost_nothing_in_advance() {
+        // Idle timeouts reset on every read: 1000 timers, 100 resets each, each reset later.
+        let mut wheel = Wheel::with_capacity(1_000);
+        let mut expired = Vec::new();
+        for key in 0..1_000 {
+            wheel.insert(key, 3_000);
+        }
+        for tick in 1..=100u64 {
+            for key in 0..1_000 {
+                wheel.insert(key, 3_000 + tick);
+            }
+            wheel.advance(tick, &mut expired);
+        }
+        for tick in 101..=3_100 {
+            wheel.advance(tick, &mut expired);
+        }
+        assert_eq!(expired.len(), 1_000);
+        // Registered at level 1, re-inserted once or twice on the way down, then fired:
+        // independent of the 100 resets (100k would mean one visit per reset).
+        assert!(wheel.visited <= 3_000, "visited {}", wheel.visited);
+    }
+
+    #[test]
     fn advance_cost_follows_expiring_timers_not_armed_ones() {
         // 10k timers an hour away, 3 due now: one advance touches only the due slot's nodes.
         let mut wheel = Wheel::with_capacity(10_003);
@@ -445,6 +495,11 @@ mod tests {
         }
         let far = wheel.nodes[0];
         assert_eq!(advance(&mut wheel, 2), vec![10_000, 10_001, 10_002]);
+        assert_eq!(wheel.visited, 3);
+        for tick in 3..1_000 {
+            assert_eq!(advance(&mut wheel, tick), Vec::<u32>::new());
+        }
+        assert_eq!(wheel.visited, 3, "idle ticks visit nothing");
         let still = wheel.nodes[0];
         assert_eq!(
             (far.level, far.slot),

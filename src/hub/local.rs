@@ -30,7 +30,8 @@ struct Sub<K> {
 }
 
 /// One connection's subscriptions; stored with the connection, passed to every index call
-/// for it. At most `topics_per_conn_max` entries.
+/// for it. At most `topics_per_conn_max` entries. Call [`LocalIndex::unsubscribe_all`] before
+/// dropping it (on close): the index would otherwise keep delivering to the old key.
 #[derive(Debug, Default)]
 pub struct ConnTopics {
     subs: Vec<(Arc<str>, u32)>,

@@ -183,10 +183,22 @@ fn json_escape(b: u8) -> Option<&'static [u8]> {
 /// Prefix of the six-byte `\u00XX` form for the other control bytes.
 const UNICODE_ESCAPE: &[u8] = b"\\u00";
 
+/// How many bytes of `s` need an escape. A branch-free count rather than a search, so the
+/// compiler vectorises it: most payloads have none and take the copy-only path below.
+fn escapes(s: &[u8]) -> usize {
+    s.iter()
+        .map(|&b| usize::from(b < 0x20 || b == b'"' || b == b'\\'))
+        .sum()
+}
+
 fn json_str_len(s: &str) -> usize {
-    2 + s
-        .bytes()
-        .map(|b| match json_escape(b) {
+    let bytes = s.as_bytes();
+    if escapes(bytes) == 0 {
+        return 2 + bytes.len();
+    }
+    2 + bytes
+        .iter()
+        .map(|&b| match json_escape(b) {
             None => 1,
             Some(UNICODE_ESCAPE) => 6,
             Some(e) => e.len(),
@@ -198,6 +210,11 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
+    if escapes(bytes) == 0 {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain = 0; // start of the run of bytes that need no escape
     for (i, &b) in bytes.iter().enumerate() {
         let Some(esc) = json_escape(b) else { continue };

@@ -20,8 +20,8 @@
 //!    receives messages in id order, and a message is in the history (or recorded as evicted)
 //!    no later than it is in any inbox.
 //!
-//! Subscribe with resume from `L` (SSE `Last-Event-ID`, WS subscribe `"after"`), on the
-//! worker that owns the connection:
+//! Subscribe with resume from `L` (SSE `Last-Event-ID` or `lastEventId`, or the WebSocket
+//! subscribe message's equivalent field), on the worker that owns the connection:
 //! 1. lock `Topics`; 2. `replay(topics, L)` returns the held messages with id > L and
 //!    `last_id` = the highest id assigned so far; 3. `LocalIndex::subscribe(.., last_id)` for
 //!    each topic; 4. unlock; 5. queue the reset notice (on `Replay::Gap`), then the replayed
@@ -35,8 +35,9 @@
 //! (pushed before step 1, not yet drained): the watermark makes
 //! [`LocalIndex::deliveries`] skip them, since the replay already carried them. Strictly, step 3
 //! only has to happen before the worker next drains its inbox; doing it under the lock is the
-//! simple way to be sure. Steps 5 and later live deliveries go into the same per-connection
-//! queue, replay first, so the subscriber sees ids strictly increasing.
+//! simple way to be sure. Step 5 must also finish before that next drain (same thread, same
+//! loop turn); then replayed events precede live ones in the connection's queue and the
+//! subscriber sees ids strictly increasing.
 //!
 //! # Bounds
 //! Topic names: 1..=128 bytes of `[A-Za-z0-9_.:-]`. Event names: 1..=`event_bytes_max`, no

@@ -726,7 +726,12 @@ impl Handler for Worker {
         data: &mut [u8],
     ) -> usize {
         let mut pos = 0;
-        while pos < data.len() && conn.closing.is_none() {
+        // Steps run until one says it needs more bytes, even on empty input: a decoder may
+        // have an outcome pending that needs no new bytes (the WebSocket decoder reports an
+        // invalid UTF-8 tail on the call after it delivered the valid prefix). Two steps in a
+        // row that consume nothing end the loop, whatever they claim.
+        let mut idle_steps = 0;
+        while conn.closing.is_none() && idle_steps < 2 {
             let (consumed, more) = match &conn.state {
                 State::Http(_) => self.http_step(ctx, id, conn, &data[pos..]),
                 // An SSE client has nothing more to say; what it sends is read and dropped so
@@ -736,6 +741,7 @@ impl Handler for Worker {
             };
             debug_assert!(consumed <= data.len() - pos);
             pos += consumed;
+            idle_steps = if consumed == 0 { idle_steps + 1 } else { 0 };
             if !more {
                 break;
             }

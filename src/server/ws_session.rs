@@ -29,10 +29,12 @@ pub(super) struct WsConn {
     msg: Vec<u8>,
     msg_text: bool,
     echo: bool,
-    /// A ping is out and its pong has not come back.
-    awaiting_pong: bool,
-    /// When the last ping went out (to schedule the next one from it, not from the pong).
-    ping_sent_ms: u64,
+    /// When the next ping goes out. Pings go out every `heartbeat_interval` whether or not the
+    /// last one was answered, so NATs and proxies see traffic at that rate.
+    next_ping_ms: u64,
+    /// Set when a ping goes out with none outstanding, cleared by any pong: a peer that stays
+    /// silent past it is closed (`pong_timeout` after the first unanswered ping).
+    pong_deadline_ms: Option<u64>,
     /// Since when the connection has had no subscription (for `idle_timeout`).
     idle_since_ms: u64,
 }
@@ -48,8 +50,8 @@ impl WsConn {
             msg: Vec::new(),
             msg_text: false,
             echo,
-            awaiting_pong: false,
-            ping_sent_ms: now_ms,
+            next_ping_ms: now_ms + config.heartbeat_interval.0,
+            pong_deadline_ms: None,
             idle_since_ms: now_ms,
         }
     }
@@ -135,11 +137,8 @@ impl Worker {
                 ctx.send(id, Bytes::copy_from_slice(pong.as_bytes()));
             }
             Event::Pong(_) => {
-                if ws.awaiting_pong {
-                    ws.awaiting_pong = false;
-                    let interval = self.shared.config.heartbeat_interval.0;
-                    let next = (ws.ping_sent_ms + interval).max(ctx.now_ms() + 1);
-                    ctx.set_timer(id, next);
+                if ws.pong_deadline_ms.take().is_some() {
+                    ctx.set_timer(id, ws.next_ping_ms);
                 }
             }
             Event::Close { code, .. } => {
@@ -278,10 +277,14 @@ impl Worker {
 
     pub(super) fn ws_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
         let cfg = &self.shared.config;
-        let (pong_timeout, idle_timeout) = (cfg.pong_timeout.0, cfg.idle_timeout.0);
+        let (interval, pong_timeout, idle_timeout) = (
+            cfg.heartbeat_interval.0,
+            cfg.pong_timeout.0,
+            cfg.idle_timeout.0,
+        );
         let now = ctx.now_ms();
         let ws = Self::ws_of(conn);
-        if ws.awaiting_pong {
+        if ws.pong_deadline_ms.is_some_and(|d| now >= d) {
             // The peer is gone or stuck: no close handshake, it would wait for the same peer.
             conn.closing = Some(CloseKind::PongTimeout);
             return ctx.abort(id);
@@ -292,10 +295,15 @@ impl Worker {
             ctx.send(id, Bytes::copy_from_slice(frame.as_bytes()));
             return Self::close(ctx, id, conn, CloseKind::IdleTimeout);
         }
-        ctx.send(id, PING.clone());
-        self.shared.metrics.heartbeats_total.fetch_add(1, Relaxed);
-        ws.awaiting_pong = true;
-        ws.ping_sent_ms = now;
-        ctx.set_timer(id, now + pong_timeout);
+        if now >= ws.next_ping_ms {
+            ctx.send(id, PING.clone());
+            self.shared.metrics.heartbeats_total.fetch_add(1, Relaxed);
+            ws.next_ping_ms = now + interval;
+            ws.pong_deadline_ms.get_or_insert(now + pong_timeout);
+        }
+        let next = ws
+            .pong_deadline_ms
+            .map_or(ws.next_ping_ms, |d| d.min(ws.next_ping_ms));
+        ctx.set_timer(id, next);
     }
 }

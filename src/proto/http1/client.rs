@@ -7,7 +7,7 @@
 use std::mem::MaybeUninit;
 
 use super::fields::{FieldSummary, Headers};
-use super::request::{first_line, is_other_http_version};
+use super::request::{first_line, header_name_error, is_other_http_version};
 use super::response::{write_field, write_u64, Framing};
 use super::scan::HeadScanner;
 use super::{BodyKind, HttpError, HttpLimits, Version, HEADERS_MAX_CAP};
@@ -73,7 +73,9 @@ impl ResponseDecoder {
         limits: &HttpLimits,
         input: &'a [u8],
     ) -> Result<Progress<ResponseHead<'a>>, HttpError> {
-        let Some(span) = self.scanner.scan(input, limits, HttpError::HeadTooLarge)? else {
+        let scanned = self.scanner.scan(input, limits, HttpError::HeadTooLarge);
+        // A failed scan leaves the scanner mid-head; start clean if the decoder is reused.
+        let Some(span) = scanned.inspect_err(|_| self.scanner = HeadScanner::default())? else {
             return Ok(Progress {
                 consumed: 0,
                 event: None,
@@ -95,7 +97,7 @@ impl ResponseDecoder {
                     HttpError::InvalidStatusLine
                 });
             }
-            Err(httparse::Error::HeaderName) => return Err(HttpError::InvalidHeaderName),
+            Err(httparse::Error::HeaderName) => return Err(header_name_error(head)),
             Err(httparse::Error::HeaderValue) => return Err(HttpError::InvalidHeaderValue),
             Err(_) => return Err(HttpError::InvalidStatusLine),
         }

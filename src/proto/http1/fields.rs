@@ -4,6 +4,7 @@
 //! Never allocates. Lookup re-reads the raw block instead of storing parsed fields, which
 //! keeps a parsed head a few words big; heads are small and lookups few.
 
+use super::scan::find_cr_or_lf;
 use super::HttpError;
 
 /// One field line: name as sent, value with surrounding whitespace removed (RFC 9112 §5.1).
@@ -27,17 +28,55 @@ impl<'a> Headers<'a> {
     }
 
     /// First value of `name` (compared case-insensitively, RFC 9110 §5.1).
-    pub fn get(self, name: &str) -> Option<&'a [u8]> {
-        self.into_iter()
-            .find(|f| f.name.eq_ignore_ascii_case(name))
-            .map(|f| f.value)
+    pub fn get(mut self, name: &str) -> Option<&'a [u8]> {
+        while let Some((n, v)) = self.next_raw() {
+            if n.eq_ignore_ascii_case(name.as_bytes()) {
+                return Some(v);
+            }
+        }
+        None
     }
 
     /// Whether any `name` line holds `token` as a comma-separated element, case-insensitively
     /// (RFC 9110 §5.6.1), e.g. `Connection: keep-alive, Upgrade` contains `upgrade`.
-    pub fn has_token(self, name: &str, token: &str) -> bool {
-        self.into_iter()
-            .any(|f| f.name.eq_ignore_ascii_case(name) && list_contains_token(f.value, token))
+    pub fn has_token(mut self, name: &str, token: &str) -> bool {
+        while let Some((n, v)) = self.next_raw() {
+            if n.eq_ignore_ascii_case(name.as_bytes()) && list_contains_token(v, token) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Next (name, value) as bytes; lookups compare these without a UTF-8 check.
+    fn next_raw(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            // The head was validated, so the first CR or LF ends the line (CRLF or LF).
+            let (line, rest) = match find_cr_or_lf(self.rest) {
+                Some(end) => {
+                    let skip = if self.rest[end..].starts_with(b"\r\n") {
+                        2
+                    } else {
+                        1
+                    };
+                    (&self.rest[..end], &self.rest[end + skip..])
+                }
+                None => (self.rest, &self.rest[self.rest.len()..]),
+            };
+            self.rest = rest;
+            if line.is_empty() {
+                self.rest = &[];
+                return None;
+            }
+            // A line without a colon is not reachable after httparse validation; skip it
+            // rather than panic.
+            if let Some(colon) = line.iter().position(|&b| b == b':') {
+                return Some((&line[..colon], trim_ows(&line[colon + 1..])));
+            }
+        }
     }
 }
 
@@ -46,30 +85,11 @@ impl<'a> Iterator for Headers<'a> {
 
     fn next(&mut self) -> Option<HeaderField<'a>> {
         loop {
-            if self.rest.is_empty() {
-                return None;
+            let (name, value) = self.next_raw()?;
+            // Names are tokens (ASCII) after validation; skip rather than panic if not.
+            if let Ok(name) = std::str::from_utf8(name) {
+                return Some(HeaderField { name, value });
             }
-            let (line, rest) = match self.rest.iter().position(|&b| b == b'\n') {
-                Some(lf) => (&self.rest[..lf], &self.rest[lf + 1..]),
-                None => (self.rest, &self.rest[self.rest.len()..]),
-            };
-            self.rest = rest;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                self.rest = &[];
-                return None;
-            }
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                // Not reachable after httparse validation; skip rather than panic.
-                continue;
-            };
-            let Ok(name) = std::str::from_utf8(&line[..colon]) else {
-                continue;
-            };
-            return Some(HeaderField {
-                name,
-                value: trim_ows(&line[colon + 1..]),
-            });
         }
     }
 }

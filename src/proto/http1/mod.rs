@@ -46,7 +46,7 @@ pub use client::{write_get_request, write_request, ResponseDecoder, ResponseHead
 pub use error::HttpError;
 pub use fields::{list_contains_token, HeaderField, Headers};
 pub use query::{percent_decode, query_pairs, QueryPairs};
-pub use request::{RequestDecoder, RequestHead};
+pub use request::{RequestDecoder, RequestHead, CONTINUE_RESPONSE};
 pub use response::{
     reason_phrase, write_error_response, write_response, write_response_head,
     write_sse_response_head, write_u64, Framing,

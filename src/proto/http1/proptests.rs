@@ -313,7 +313,11 @@ fn http_noise() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    // 192 cases by default; PROPTEST_CASES=n runs more.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(192),
+        ..ProptestConfig::default()
+    })]
 
     /// RFC 9112 §9.3.2: pipelined requests decode in order, each to what was sent, with the
     /// same result at every split point and one byte at a time.

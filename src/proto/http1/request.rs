@@ -51,10 +51,11 @@ impl RequestDecoder {
         limits: &HttpLimits,
         input: &'a [u8],
     ) -> Result<Progress<RequestHead<'a>>, HttpError> {
-        let Some(span) = self
+        let scanned = self
             .scanner
-            .scan(input, limits, HttpError::RequestLineTooLong)?
-        else {
+            .scan(input, limits, HttpError::RequestLineTooLong);
+        // A failed scan leaves the scanner mid-head; start clean if the decoder is reused.
+        let Some(span) = scanned.inspect_err(|_| self.reset())? else {
             return Ok(Progress {
                 consumed: 0,
                 event: None,
@@ -134,7 +135,7 @@ fn request_body_kind(s: &FieldSummary, version: Version) -> Result<BodyKind, Htt
 /// carries a well-formed `HTTP/x.y` (RFC 9110 §15.6.6); otherwise the line is just malformed.
 pub(crate) fn map_parse_error(e: httparse::Error, head: &[u8]) -> HttpError {
     match e {
-        httparse::Error::HeaderName => HttpError::InvalidHeaderName,
+        httparse::Error::HeaderName => header_name_error(head),
         httparse::Error::HeaderValue => HttpError::InvalidHeaderValue,
         httparse::Error::TooManyHeaders => HttpError::TooManyHeaders,
         httparse::Error::Status => HttpError::InvalidStatusLine,
@@ -148,6 +149,20 @@ pub(crate) fn map_parse_error(e: httparse::Error, head: &[u8]) -> HttpError {
             }
         }
         _ => HttpError::InvalidRequestLine,
+    }
+}
+
+/// Name why httparse refused a field name: whitespace before the colon (RFC 9112 §5.1) gets
+/// its own cause, anything else is an invalid name. Cold path: runs only on rejected heads.
+pub(crate) fn header_name_error(head: &[u8]) -> HttpError {
+    let ws_before_colon = head
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.iter().position(|&b| b == b':').map(|c| &line[..c]))
+        .any(|name| matches!(name.last(), Some(b' ' | b'\t')));
+    if ws_before_colon {
+        HttpError::WhitespaceBeforeColon
+    } else {
+        HttpError::InvalidHeaderName
     }
 }
 
@@ -227,7 +242,20 @@ impl<'a> RequestHead<'a> {
     pub fn keep_alive(&self) -> bool {
         self.keep_alive
     }
+
+    /// Whether the client waits for [`CONTINUE_RESPONSE`] before sending its body
+    /// (`Expect: 100-continue`, RFC 9110 §10.1.1). Send it only if the body is wanted; a
+    /// final status instead (413, say) tells the client not to send it.
+    pub fn expects_continue(&self) -> bool {
+        self.version == Version::Http11
+            && self
+                .header("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+    }
 }
+
+/// The interim response that lets an `Expect: 100-continue` client send its body.
+pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// `http://authority/rest` to `/rest` (or `/` when there is no path).
 fn strip_scheme_authority(t: &str) -> Option<&str> {
@@ -340,6 +368,14 @@ mod tests {
             HttpError::WhitespaceBeforeColon
         );
         assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost\t: x\r\n\r\n"),
+            HttpError::WhitespaceBeforeColon
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n"),
+            HttpError::InvalidHeaderName
+        );
+        assert_eq!(
             err(b"GET / HTTP/1.1\r\nA: 1\r\n 2\r\n\r\n"),
             HttpError::ObsFold
         );
@@ -435,6 +471,33 @@ mod tests {
         ));
         let h = head(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n\r\n");
         assert!(h.header_has_token("Connection", "upgrade"));
+    }
+
+    #[test]
+    fn expect_continue_rfc9110_10_1_1() {
+        let h = head(
+            b"POST /p HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert!(h.expects_continue());
+        assert!(!head(b"POST /p HTTP/1.1\r\nHost: x\r\n\r\n").expects_continue());
+        // HTTP/1.0 clients cannot understand 1xx (RFC 9110 §10.1.1).
+        assert!(!head(b"POST /p HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expects_continue());
+    }
+
+    #[test]
+    fn decoder_resets_after_error() {
+        let l = HttpLimits::default();
+        let mut d = RequestDecoder::new();
+        // Advance the scanner 25 bytes into a start line, then fail: a reused decoder must
+        // start clean rather than resume at byte 25 of the next input.
+        let partial = b"GET /aaaaaaaaaaaaaaaaaaaa";
+        assert_eq!(d.decode(&l, partial).unwrap().event, None);
+        let bad = b"GET /aaaaaaaaaaaaaaaaaaaa\rX";
+        assert_eq!(d.decode(&l, bad), Err(HttpError::BareCr));
+        let ok = b"GET / HTTP/1.1\r\nHost: x\r\nX-Long-Header: 1\r\n\r\n";
+        let h = d.decode(&l, ok).unwrap().event.unwrap();
+        assert_eq!(h.header("host"), Some(&b"x"[..]));
+        assert_eq!(h.headers().count(), 2);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!   ^0                   ^fields_start              ^ head_len (returned)
 //! ```
 //! Line ends are CRLF or a lone LF (RFC 9112 §2.2 lets a recipient accept LF); a CR followed
-//! by anything else is a bare CR and rejected.
+//! by anything else is a bare CR and rejected. The work per line is constant plus a search for
+//! CR/LF eight bytes at a time; the grammar inside lines is left to httparse, which runs once
+//! on the complete head.
 
 use super::{HttpError, HttpLimits};
 
@@ -27,8 +29,6 @@ pub(crate) struct HeadScanner {
     fields_start: usize,
     /// Field lines seen so far.
     fields: usize,
-    /// Whether the current field line has reached its colon.
-    colon_seen: bool,
 }
 
 /// A complete head found by [`HeadScanner::scan`].
@@ -64,78 +64,98 @@ impl HeadScanner {
             if i >= limits.head_bytes_max {
                 return Err(HttpError::HeadTooLarge);
             }
-            let b = input[i];
-            match b {
-                b'\r' => match input.get(i + 1) {
+            if i == self.line_start && self.fields_start != 0 {
+                // First byte of a field line: leading whitespace is folding (RFC 9112 §5.2)
+                // or, before the first field, junk after the start line (§2.2).
+                if let b' ' | b'\t' = input[i] {
+                    return Err(if self.fields == 0 {
+                        HttpError::WhitespaceAfterStartLine
+                    } else {
+                        HttpError::ObsFold
+                    });
+                }
+            }
+            // Until CR or LF nothing but lengths can change: jump to the line end (or the
+            // head limit) a word at a time, then raise the error a byte-by-byte walk would
+            // have raised first. Field grammar inside the line is httparse's job.
+            let limit = input.len().min(limits.head_bytes_max);
+            let stop = i + find_cr_or_lf(&input[i..limit]).unwrap_or(limit - i);
+            if stop > i {
+                // Byte index line_start + max is the first one over the line limit.
+                if self.fields_start == 0
+                    && stop
+                        > self
+                            .line_start
+                            .saturating_add(limits.request_line_bytes_max)
+                {
+                    return Err(line_too_long);
+                }
+                i = stop;
+                continue;
+            }
+            if input[i] == b'\r' {
+                match input.get(i + 1) {
                     // Decide once the next byte arrives; `pos` stays on the CR.
                     None => break,
-                    Some(b'\n') => {}
+                    Some(b'\n') => i += 1,
                     Some(_) => return Err(HttpError::BareCr),
-                },
-                b'\n' => {
-                    let mut end = i;
-                    if end > self.line_start && input[end - 1] == b'\r' {
-                        end -= 1;
-                    }
-                    let empty = end == self.line_start;
-                    if self.fields_start == 0 {
-                        // Empty lines before the start line are skipped (RFC 9112 §2.2).
-                        if !empty {
-                            self.fields_start = i + 1;
-                        }
-                    } else if empty {
-                        let span = HeadSpan {
-                            len: i + 1,
-                            fields_start: self.fields_start,
-                        };
-                        *self = HeadScanner::default();
-                        return Ok(Some(span));
-                    } else {
-                        self.fields += 1;
-                        if self.fields > headers_max {
-                            return Err(HttpError::TooManyHeaders);
-                        }
-                    }
-                    self.line_start = i + 1;
-                    self.colon_seen = false;
                 }
-                // Start-line grammar is httparse's job; only its length is checked here.
-                _ if self.fields_start == 0 => {
-                    self.check_start_line(i, limits, line_too_long)?;
+                if i >= limits.head_bytes_max {
+                    return Err(HttpError::HeadTooLarge);
                 }
-                b' ' | b'\t' => {
-                    if i == self.line_start {
-                        return Err(if self.fields == 0 {
-                            HttpError::WhitespaceAfterStartLine
-                        } else {
-                            HttpError::ObsFold
-                        });
-                    }
-                    if !self.colon_seen {
-                        return Err(HttpError::WhitespaceBeforeColon);
-                    }
+            }
+            // input[i] is LF, ending the line that began at line_start.
+            let mut end = i;
+            if end > self.line_start && input[end - 1] == b'\r' {
+                end -= 1;
+            }
+            let empty = end == self.line_start;
+            if self.fields_start == 0 {
+                // Empty lines before the start line are skipped (RFC 9112 §2.2).
+                if !empty {
+                    self.fields_start = i + 1;
                 }
-                b':' => self.colon_seen = true,
-                _ => {}
+            } else if empty {
+                let span = HeadSpan {
+                    len: i + 1,
+                    fields_start: self.fields_start,
+                };
+                *self = HeadScanner::default();
+                return Ok(Some(span));
+            } else {
+                self.fields += 1;
+                if self.fields > headers_max {
+                    return Err(HttpError::TooManyHeaders);
+                }
             }
             i += 1;
+            self.line_start = i;
         }
         self.pos = i;
         Ok(None)
     }
+}
 
-    /// Byte `i` belongs to the start line: it must not push the line past the limit.
-    fn check_start_line(
-        &self,
-        i: usize,
-        limits: &HttpLimits,
-        line_too_long: HttpError,
-    ) -> Result<(), HttpError> {
-        if i + 1 - self.line_start > limits.request_line_bytes_max {
-            return Err(line_too_long);
+/// Index of the first CR or LF in `hay`. Tests eight bytes per step with the classic
+/// "has a zero byte" word trick (exact for existence), then pins the byte down in that word.
+pub(crate) fn find_cr_or_lf(hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI != 0;
+    let mut at = 0;
+    for chunk in hay.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        if has_zero(w ^ (LO * u64::from(b'\r'))) || has_zero(w ^ (LO * u64::from(b'\n'))) {
+            break;
         }
-        Ok(())
+        at += 8;
     }
+    hay[at..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|p| p + at)
 }
 
 #[cfg(test)]
@@ -260,18 +280,80 @@ mod tests {
             scan_whole(b"GET / HTTP/1.1\r\n A: 1\r\n\r\n", &l),
             Err(HttpError::WhitespaceAfterStartLine)
         );
-        assert_eq!(
-            scan_whole(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", &l),
-            Err(HttpError::WhitespaceBeforeColon)
-        );
-        assert_eq!(
-            scan_whole(b"GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", &l),
-            Err(HttpError::WhitespaceBeforeColon)
-        );
         // Whitespace inside a value is fine.
         assert!(scan_whole(b"GET / HTTP/1.1\r\nA: b c\t d\r\n\r\n", &l)
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn find_cr_or_lf_matches_naive_search() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for byte in [b'\r', b'\n'] {
+                    let mut hay = vec![b'a'; len];
+                    // Bytes that differ from CR/LF by one bit must not match.
+                    hay.iter_mut().enumerate().for_each(|(k, b)| {
+                        *b = [b'a', 0x0c, 0x0b, 0x8d, 0x8a, 0x0f][k % 6];
+                    });
+                    if at < len {
+                        hay[at] = byte;
+                    }
+                    let want = hay.iter().position(|&b| b == b'\r' || b == b'\n');
+                    assert_eq!(find_cr_or_lf(&hay), want, "len {len} at {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn limits_fire_at_the_same_byte_when_skipping_rfc9112_3() {
+        // Line limit below head limit: 414 wins; above it: 431 wins; fed whole or bytewise.
+        let mut long = b"GET /".to_vec();
+        long.resize(100, b'a');
+        for (line_max, head_max, want) in [
+            (50, 80, HttpError::RequestLineTooLong),
+            (80, 50, HttpError::HeadTooLarge),
+            (50, 50, HttpError::HeadTooLarge),
+        ] {
+            let l = HttpLimits {
+                request_line_bytes_max: line_max,
+                head_bytes_max: head_max,
+                ..HttpLimits::default()
+            };
+            assert_eq!(scan_whole(&long, &l), Err(want));
+            assert_eq!(scan_bytewise(&long, &l), Err(want));
+        }
+        let l = HttpLimits {
+            head_bytes_max: 40,
+            ..HttpLimits::default()
+        };
+        let mut value = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        value.resize(40, b'v');
+        assert_eq!(scan_whole(&value, &l), Ok(None));
+        value.push(b'v');
+        assert_eq!(scan_whole(&value, &l), Err(HttpError::HeadTooLarge));
+    }
+
+    #[test]
+    fn extreme_limits_do_not_overflow() {
+        let huge = HttpLimits {
+            request_line_bytes_max: usize::MAX,
+            head_bytes_max: usize::MAX,
+            headers_max: usize::MAX,
+            ..HttpLimits::default()
+        };
+        assert!(scan_bytewise(b"GET / HTTP/1.1\r\nA: b\r\n\r\n", &huge)
+            .unwrap()
+            .is_some());
+        let zero = HttpLimits {
+            request_line_bytes_max: 0,
+            head_bytes_max: 0,
+            headers_max: 0,
+            ..HttpLimits::default()
+        };
+        assert_eq!(scan_whole(b"G", &zero), Err(HttpError::HeadTooLarge));
+        assert_eq!(scan_whole(b"", &zero), Ok(None));
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn payload_lines(data: &str) -> impl Iterator<Item = &str> {
             return None;
         }
         let rest = &bytes[start..];
-        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+        match memchr::memchr2(b'\r', b'\n', rest) {
             None => {
                 done = true;
                 Some(&data[start..])

@@ -10,7 +10,8 @@
 //!
 //! `feed` consumes whole lines only and returns at the first dispatched event or comment, so
 //! `0 <= consumed <= input.len()`. The caller drops `consumed` bytes and calls again with the
-//! leftover plus new bytes; `event: None` means "need more bytes". A line end split across calls
+//! leftover plus new bytes, unchanged (the parser resumes its line-end search after the part
+//! of the leftover it already searched); `event: None` means "need more bytes". A line end split across calls
 //! (CR at the end of one chunk, LF at the start of the next) is handled by remembering the CR.
 //!
 //! Bounds: a line, complete or still partial, longer than `event_bytes_max` is an error, and so
@@ -69,6 +70,10 @@ pub struct Parser {
     started: bool,
     /// The last consumed line ended in CR, so an LF first in the next input ends no new line.
     after_cr: bool,
+    /// Length of the partial line left to the caller last time, already searched for a line
+    /// end. The contract has the caller feed those bytes again unchanged at the front, so the
+    /// search resumes after them: a long line arriving in small reads costs O(n), not O(n^2).
+    scanned: usize,
     data: String,
     event_type: String,
     /// The "last event ID buffer", set by `id:` fields before dispatch.
@@ -86,6 +91,7 @@ impl Parser {
             limits,
             started: false,
             after_cr: false,
+            scanned: 0,
             data: String::new(),
             event_type: String::new(),
             id_buffer: String::new(),
@@ -111,6 +117,7 @@ impl Parser {
     pub fn reconnect(&mut self) {
         self.started = false;
         self.after_cr = false;
+        self.scanned = 0;
         self.data.clear();
         self.event_type.clear();
         self.id_buffer.clone_from(&self.last_event_id);
@@ -155,10 +162,13 @@ impl Parser {
                 self.after_cr = false;
             }
             let rest = &input[pos..];
-            let Some(end) = rest.iter().position(|&b| b == b'\r' || b == b'\n') else {
+            // Nonzero only on the first pass, where the leftover line starts at `pos == 0`.
+            let skip = std::mem::take(&mut self.scanned).min(rest.len());
+            let Some(end) = memchr::memchr2(b'\r', b'\n', &rest[skip..]).map(|i| i + skip) else {
                 if rest.len() > limit {
                     return Err(SseError::LineTooLong { limit_bytes: limit });
                 }
+                self.scanned = rest.len();
                 break;
             };
             let line = &rest[..end];
@@ -195,7 +205,7 @@ impl Parser {
         }
         // "If the line contains a colon: field = before the first colon, value = after it,
         // minus one leading space. Otherwise field = the whole line, value = empty."
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(c) => (&line[..c], strip_one_space(&line[c + 1..])),
             None => (line, &line[..0]),
         };
@@ -485,6 +495,22 @@ mod tests {
         let r = p.feed(b"data: b\n\n").unwrap();
         assert_eq!(r.consumed, 9);
         assert_eq!(r.event, Some(msg("message", "a\nb", "")));
+    }
+
+    #[test]
+    fn long_line_one_byte_at_a_time_resumes_its_search() {
+        let line = format!("data: {}\r\n\r\n", "y".repeat(5000));
+        let mut p = Parser::new(ParserLimits::default());
+        let mut leftover = Vec::new();
+        let mut got = Vec::new();
+        for &b in line.as_bytes() {
+            leftover.push(b);
+            let r = p.feed(&leftover).unwrap();
+            leftover.drain(..r.consumed);
+            got.extend(r.event);
+        }
+        assert_eq!(p.feed(&leftover).unwrap().consumed, leftover.len());
+        assert_eq!(got, vec![msg("message", &"y".repeat(5000), "")]);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use super::mask::apply_mask;
 use super::utf8::Utf8Stream;
 use super::{OpCode, Progress, Role, WsError, WsLimits};
 
+/// Payload is unmasked and UTF-8 checked in blocks of this size (fits L1/L2 comfortably).
+const BLOCK_BYTES: usize = 16 * 1024;
+
 /// What the decoder found. Slices borrow the caller's buffer (already unmasked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -224,30 +227,42 @@ impl Decoder {
         }
         let n = self.frame_left.min(available as u64) as usize;
         let chunk = &mut input[pos..pos + n];
-        if self.masked {
-            apply_mask(chunk, self.mask, self.mask_offset as usize);
-            self.mask_offset = ((self.mask_offset as usize + n) % 4) as u8;
-        }
         self.frame_left -= n as u64;
         let fin = self.frame_fin && self.frame_left == 0;
         let text = self.message == Message::Text;
-        if text {
-            if let Err(valid) = self.utf8.feed(chunk, fin) {
-                if valid == 0 {
-                    return Err(WsError::InvalidUtf8);
-                }
-                // Deliver the still-valid prefix first, so the bytes handed out before the
-                // error are the same wherever the message was cut; the next call fails.
-                self.stream = Stream::Failed(WsError::InvalidUtf8);
-                return Ok(Progress {
-                    consumed: pos + valid,
-                    event: Some(Event::Data {
-                        text,
-                        payload: &chunk[..valid],
-                        fin: false,
-                    }),
-                });
+        // Unmask and validate block by block, so a big chunk is read from memory once and
+        // validated while it is still in L1/L2, instead of two full passes.
+        let mut done = 0;
+        let mut invalid_at = None;
+        for block in chunk.chunks_mut(BLOCK_BYTES) {
+            if self.masked {
+                apply_mask(block, self.mask, self.mask_offset as usize + done);
             }
+            let len = block.len();
+            if text {
+                if let Err(valid) = self.utf8.feed(block, fin && done + len == n) {
+                    invalid_at = Some(done + valid);
+                    break;
+                }
+            }
+            done += len;
+        }
+        self.mask_offset = ((self.mask_offset as usize + n) % 4) as u8;
+        if let Some(valid) = invalid_at {
+            if valid == 0 {
+                return Err(WsError::InvalidUtf8);
+            }
+            // Deliver the still-valid prefix first, so the bytes handed out before the error
+            // are the same wherever the message was cut; the next call fails.
+            self.stream = Stream::Failed(WsError::InvalidUtf8);
+            return Ok(Progress {
+                consumed: pos + valid,
+                event: Some(Event::Data {
+                    text,
+                    payload: &chunk[..valid],
+                    fin: false,
+                }),
+            });
         }
         if fin {
             self.message = Message::None;
@@ -698,6 +713,31 @@ mod tests {
         let mut bad = raw(0x81, b"x", false);
         assert!(dec.decode(&mut bad).is_err());
         assert_eq!(dec.decode(&mut []), Err(WsError::UnmaskedFrame));
+    }
+
+    /// RFC 6455 §5.3/§8.1 on big chunks, which are unmasked and validated in blocks: a code
+    /// point straddling a block edge is fine, and a bad byte far in is found at its index.
+    #[test]
+    fn big_chunks_in_blocks_8_1() {
+        let mut text = vec![b'a'; 40_000];
+        let edge = BLOCK_BYTES - 1;
+        text[edge..edge + 3].copy_from_slice("€".as_bytes());
+        let (ev, e) = server(&raw(0x81, &text, true));
+        assert_eq!((ev, e), (vec![Ev::Data(true, text.clone(), true)], None));
+        text[2 * BLOCK_BYTES + 5] = 0xff;
+        let (ev, e) = server(&raw(0x81, &text, true));
+        assert_eq!(
+            ev,
+            vec![Ev::Data(true, text[..2 * BLOCK_BYTES + 5].to_vec(), false)]
+        );
+        assert_eq!(e, Some(WsError::InvalidUtf8));
+        // A 4-byte code point cut by the block edge, then the message ends inside one.
+        let mut text = vec![b'b'; BLOCK_BYTES + 10];
+        text[edge - 1..edge + 3].copy_from_slice("𝄞".as_bytes());
+        text.extend_from_slice(b"\xf0\x9f");
+        let (ev, e) = server(&raw(0x81, &text, true));
+        assert_eq!(ev, vec![Ev::Data(true, text.clone(), false)]);
+        assert_eq!(e, Some(WsError::InvalidUtf8));
     }
 
     /// An idle connection's decoder state stays small (DESIGN: idle connections cost little).

@@ -8,14 +8,16 @@
 /// XOR `buf` with `mask`, where `buf[0]` is payload byte number `offset` of its frame.
 /// Masking and unmasking are the same operation.
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
-    // Key as seen from buf[0]: byte i of buf is masked with mask[(offset + i) % 4].
-    let r = offset % 4;
-    let key = [
-        mask[r],
-        mask[(r + 1) % 4],
-        mask[(r + 2) % 4],
-        mask[(r + 3) % 4],
-    ];
+    // Key as seen from buf[0]: byte i of buf is masked with mask[(offset + i) % 4], i.e. the
+    // key rotated by `offset % 4` bytes toward the front (a shift, so no table lookups).
+    let m = u32::from_ne_bytes(mask);
+    let shift = 8 * (offset % 4) as u32;
+    let k = if cfg!(target_endian = "little") {
+        m.rotate_right(shift)
+    } else {
+        m.rotate_left(shift)
+    };
+    let key = k.to_ne_bytes();
     // 8 is a multiple of 4, so every 8-byte chunk starts at the same key phase.
     let word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
