@@ -52,6 +52,11 @@ pub struct Common {
     /// Each (source, target) pair holds about one ephemeral port range of connections (~28k).
     #[arg(long, value_name = "RANGE", value_parser = parse_src)]
     pub src: Option<SrcList>,
+    /// Target addresses to spread connections over, replacing each URL's host address (port,
+    /// path and Host header stay): e.g. `127.0.0.1-127.0.0.4` against a server listening on
+    /// 0.0.0.0. Needs no source binding, so it scales better than --src on loopback.
+    #[arg(long, value_name = "RANGE", value_parser = parse_src)]
+    pub dst: Option<SrcList>,
     /// Write the JSON report to FILE (`-` = stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<String>,
@@ -212,11 +217,23 @@ impl Scenario {
     /// Parse the target URLs and check flags against each other. Errors name the flag.
     pub fn validate(&self) -> Result<Vec<Target>, String> {
         let c = self.common();
-        let targets = c
+        let mut targets = c
             .url
             .iter()
             .map(|u| Target::parse(u).map_err(|e| format!("--url {u}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(dst) = &c.dst {
+            targets = targets
+                .iter()
+                .flat_map(|t| {
+                    dst.0.iter().map(move |ip| {
+                        let mut t = t.clone();
+                        t.addr.set_ip(*ip);
+                        t
+                    })
+                })
+                .collect();
+        }
         if c.conns == 0 {
             return Err("--conns must be at least 1".into());
         }
@@ -379,6 +396,23 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.scenario.name(), "hold");
+        let spread = Cli::try_parse_from([
+            "uringcast-bench",
+            "hold",
+            "--url",
+            "http://127.0.0.1:8080/sse?topic=a",
+            "--dst",
+            "127.0.0.1-127.0.0.4",
+            "--conns",
+            "100000",
+            "--duration",
+            "1s",
+        ])
+        .unwrap();
+        let t = spread.scenario.validate().unwrap();
+        assert_eq!(t.len(), 4);
+        assert_eq!(t[3].addr, "127.0.0.4:8080".parse().unwrap());
+        assert_eq!(t[3].authority, "127.0.0.1:8080");
         assert_eq!(cli.scenario.ramp(), Duration::from_secs(10));
         assert_eq!(cli.scenario.max_time(), Duration::from_secs(100));
         assert_eq!(cli.scenario.validate().unwrap().len(), 1);

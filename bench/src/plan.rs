@@ -123,7 +123,8 @@ impl Plan {
                     "ports: {conns} connections need {pairs_needed} (source address, target) \
                      pairs of {} ephemeral ports ({}-{}), but there are {} targets x {} source \
                      addresses = {cap} ports. Use --src with at least {src_needed} addresses \
-                     (e.g. --src 127.0.0.2-127.0.0.{}) or more --url targets.",
+                     (e.g. --src 127.0.0.2-127.0.0.{}), or more targets (--dst against a \
+                     server listening on 0.0.0.0, or more --url).",
                     sys.ports_per_pair(),
                     sys.port_range.0,
                     sys.port_range.1,
