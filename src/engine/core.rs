@@ -259,6 +259,18 @@ impl<M> Core<M> {
         self.closed.push((slot, why));
     }
 
+    /// Mark a connection dead with no SQE (forced exit: the ring teardown closes it).
+    pub fn abandon(&mut self, slot: u32, why: CloseReason) {
+        let key = self.slot_key(slot);
+        let s = &mut self.slots[slot as usize];
+        if s.state == State::Dead {
+            return;
+        }
+        s.state = State::Dead;
+        self.wheel.remove(key);
+        self.closed.push((slot, why));
+    }
+
     /// Free a dead slot once the kernel is done with it and the handler was told.
     pub fn try_free(&mut self, slot: u32) {
         let Some(s) = self.slots.get(slot as usize) else {
