@@ -22,9 +22,9 @@ use super::wheel::Wheel;
 use super::{CloseReason, ConnId};
 
 /// Most sends submitted per loop turn (per worker).
-const SENDS_PER_TURN: usize = 4096;
+const SENDS_PER_TURN: usize = 1024;
 /// Most close chains (cancel + close) submitted per loop turn (per worker).
-const CLOSES_PER_TURN: usize = 4096;
+const CLOSES_PER_TURN: usize = 1024;
 
 /// A wheel key is a ring index (accept back-off) below `rings.len()`, else a slot + rings.len().
 pub(crate) enum TimerTarget {
