@@ -44,6 +44,8 @@ pub(crate) struct Worker<H: Handler> {
     drain_deadline_ms: Option<u64>,
     /// Set when ops may still be in flight at exit: the worker's memory is leaked, not freed.
     leak_on_exit: bool,
+    /// `force_exit` ran (it already cancelled everything).
+    forced_exit: bool,
     last_status_ms: u64,
     /// Completions dispatched, by `OpKind` (for the status line).
     cqes_by_kind: [u64; 16],
@@ -74,6 +76,7 @@ impl<H: Handler> Worker<H> {
             expired: Vec::new(),
             drain_deadline_ms: None,
             leak_on_exit: false,
+            forced_exit: false,
             last_status_ms: 0,
             cqes_by_kind: [0; 16],
         };
@@ -145,6 +148,9 @@ impl<H: Handler> Worker<H> {
                 tracing::error!(worker = self.core.worker, error = %e, "io_uring wait failed");
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
+        }
+        if !self.forced_exit {
+            self.cancel_everything();
         }
         tracing::debug!(worker = self.core.worker, "worker stopped");
         if self.leak_on_exit {
@@ -430,19 +436,12 @@ impl<H: Handler> Worker<H> {
     /// the send queues, op memory or buffer rings freed when the worker drops; unregistering the
     /// file table then closes the sockets, synchronously. Tearing down 500,000 connections
     /// one cancel+close chain at a time took over a minute on the test box, far past the deadline.
-    fn force_exit(&mut self) {
-        let live: Vec<u32> = self
-            .core
-            .slots
-            .iter()
-            .filter(|(_, s)| s.state != State::Dead)
-            .map(|(k, _)| k as u32)
-            .collect();
-        let abandoned = live.len();
-        for slot in live {
-            self.core.abandon(slot, CloseReason::Shutdown);
-        }
-        self.deliver_due();
+    /// Synchronously cancel every op still in flight on every ring (`IORING_REGISTER_SYNC_CANCEL`
+    /// any, 6.0): the eventfd read, the ring polls, and whatever a forced exit left. Closing a
+    /// ring only starts the kernel's asynchronous exit work, during which an op could still
+    /// write into memory this worker is about to free (the eventfd read into `wake_buf`, a recv
+    /// into a provided buffer). If a cancel fails, the worker's memory is leaked, not freed.
+    fn cancel_everything(&mut self) {
         let timeout = types::Timespec::new().sec(1);
         for ring in &self.core.rings {
             let res = ring
@@ -454,11 +453,29 @@ impl<H: Handler> Worker<H> {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => {
-                    // Some op may still run: never free memory it could touch.
                     tracing::warn!(ring = ring.index, error = %e, "sync cancel failed; leaking");
                     self.leak_on_exit = true;
                 }
             }
+        }
+    }
+
+    fn force_exit(&mut self) {
+        let live: Vec<u32> = self
+            .core
+            .slots
+            .iter()
+            .filter(|(_, s)| s.state != State::Dead)
+            .map(|(k, _)| k as u32)
+            .collect();
+        let abandoned = live.len();
+        self.forced_exit = true;
+        for slot in live {
+            self.core.abandon(slot, CloseReason::Shutdown);
+        }
+        self.deliver_due();
+        self.cancel_everything();
+        for ring in &self.core.rings {
             // Close every socket of the table now, in this thread, rather than in the kernel's
             // asynchronous ring-exit work, so peers see the close by the time `wait` returns.
             if let Err(e) = ring.uring.submitter().unregister_files() {
