@@ -35,8 +35,16 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for a list
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+    // and must not start a 100,000-connection experiment.
+    let asked = std::env::args().any(|a| a == "--bench")
+        || std::env::var_os("HOLD_CONNS").is_some()
+        || std::env::var_os("HOLD_SERVER").is_some();
+    if !asked {
+        println!(
+            "engine_hold: skipped (run with `cargo bench --bench engine_hold` or HOLD_CONNS=n)"
+        );
+        return;
     }
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -15,14 +15,16 @@ use super::config::Layout;
 use super::inbox::Shared;
 use super::ring::{Ring, BGID};
 use super::send::SendMem;
-use super::slab::{flag, Slot, State};
+use super::slab::{flag, OpMem, Slot, State};
 use super::stats::EngineStats;
 use super::user_data::{OpKind, UserData};
 use super::wheel::Wheel;
 use super::{CloseReason, ConnId};
 
 /// Most sends submitted per loop turn (per worker).
-const SENDS_PER_TURN: usize = 4096;
+const SENDS_PER_TURN: usize = 1024;
+/// Most close chains (cancel + close) submitted per loop turn (per worker).
+const CLOSES_PER_TURN: usize = 1024;
 
 /// A wheel key is a ring index (accept back-off) below `rings.len()`, else a slot + rings.len().
 pub(crate) enum TimerTarget {
@@ -48,6 +50,8 @@ pub(crate) struct Core<M> {
     pub closed: Vec<(u32, CloseReason)>,
     /// Slots with queued bytes and no send in flight.
     pub dirty: VecDeque<u32>,
+    /// Torn-down slots whose cancel + close chain is not pushed yet (paced).
+    pub to_close: VecDeque<u32>,
     /// Slots whose multishot recv ended and must be re-armed (after buffers are recycled).
     pub rearm: Vec<u32>,
     /// Per ring: slots whose recv ended with -ENOBUFS, re-armed at most `starved_rearm_max` per
@@ -85,6 +89,7 @@ impl<M> Core<M> {
             local_msgs: Vec::new(),
             closed: Vec::new(),
             dirty: VecDeque::new(),
+            to_close: VecDeque::new(),
             rearm: Vec::new(),
             starved,
             send_pool: Vec::new(),
@@ -190,29 +195,18 @@ impl<M> Core<M> {
         unsafe { self.rings[ring].push(&e) };
     }
 
-    /// End a connection: cancel its ops, close its direct descriptor, and queue its
-    /// `on_close`. Idempotent. The slot itself is freed later by `try_free`.
+    /// End a connection: queue the cancel of its ops and the close of its direct descriptor,
+    /// and queue its `on_close`. Idempotent. The slot is freed later by `try_free`.
     ///
-    /// Cancels target each op by its exact `user_data` (a hash lookup in the kernel), not by
-    /// fd: a cancel by fd scans every armed poll of the ring, which made a drain of 120,000
-    /// connections take tens of seconds (measured with `benches/engine_hold.rs`). Only a
-    /// connecting slot, whose current op is one of several, is cancelled by fd. The chain is
-    /// hard-linked so the `Close` runs after the cancels even when one finds nothing (-ENOENT);
-    /// closing first would leave a multishot recv holding the socket open.
+    /// The kernel work is paced (`CLOSES_PER_TURN`, see `push_close_chain`): a shutdown or a
+    /// mass timeout may end 500,000 connections in one turn, and pushing all their chains at
+    /// once kept a worker inside one turn for over a minute, deaf to its drain deadline.
     pub fn teardown(&mut self, slot: u32, why: CloseReason) {
         let key = self.slot_key(slot);
-        let uds = [
-            self.ud(OpKind::Recv, slot),
-            self.ud(OpKind::Send, slot),
-            self.ud(OpKind::Cancel, slot),
-            self.ud(OpKind::Close, slot),
-        ];
-        let [recv_ud, send_ud, cancel_ud, close_ud] = uds;
         let s = &mut self.slots[slot as usize];
         if s.state == State::Dead {
             return;
         }
-        let was = s.state;
         s.state = State::Dead;
         s.leftover = Vec::new();
         if !s.has(flag::SEND_INFLIGHT) {
@@ -221,41 +215,77 @@ impl<M> Core<M> {
             s.queued = 0;
             s.send_off = 0;
         }
+        if s.has(flag::HAS_FILE) {
+            s.set(flag::CLOSE_QUEUED);
+            self.to_close.push_back(slot);
+        }
+        self.wheel.remove(key);
+        self.closed.push((slot, why));
+    }
+
+    /// Push the hard-linked chain `AsyncCancel(recv)` [+ `AsyncCancel(send)`] -> `Close` of a
+    /// torn-down slot, built from what is in flight now.
+    ///
+    /// Cancels target each op by its exact `user_data` (a hash lookup in the kernel), not by
+    /// fd: a cancel by fd scans every armed poll of the ring, which made a drain of 120,000
+    /// connections take tens of seconds (measured with `benches/engine_hold.rs`). Only a
+    /// connecting slot, whose current op is one of several, is cancelled by fd. The hard link
+    /// keeps the `Close` after the cancels even when one finds nothing (-ENOENT); closing first
+    /// would leave a multishot recv holding the socket open.
+    fn push_close_chain(&mut self, slot: u32) {
+        let uds = [
+            self.ud(OpKind::Recv, slot),
+            self.ud(OpKind::Send, slot),
+            self.ud(OpKind::Cancel, slot),
+            self.ud(OpKind::Close, slot),
+        ];
+        let [recv_ud, send_ud, cancel_ud, close_ud] = uds;
+        let s = &mut self.slots[slot as usize];
+        if !s.has(flag::CLOSE_QUEUED) {
+            return;
+        }
+        s.clear(flag::CLOSE_QUEUED);
         let mut chain: [Option<squeue::Entry>; 3] = [None, None, None];
         let mut n = 0;
-        if s.has(flag::HAS_FILE) {
-            let fd = types::Fixed(s.file);
-            let link = squeue::Flags::IO_HARDLINK;
-            let cancel_ud_of = |target: u64| {
-                opcode::AsyncCancel::new(target)
-                    .build()
-                    .flags(link)
-                    .user_data(cancel_ud)
-            };
-            if was == State::Connecting {
-                let by_fd = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all());
-                chain[n] = Some(by_fd.build().flags(link).user_data(cancel_ud));
-                n += 1;
-            } else {
-                if s.has(flag::RECV_ARMED) {
-                    chain[n] = Some(cancel_ud_of(recv_ud));
-                    n += 1;
-                }
-                if s.has(flag::SEND_INFLIGHT) {
-                    chain[n] = Some(cancel_ud_of(send_ud));
-                    n += 1;
-                }
-            }
-            chain[n] = Some(opcode::Close::new(fd).build().user_data(close_ud));
+        let fd = types::Fixed(s.file);
+        let link = squeue::Flags::IO_HARDLINK;
+        let cancel_ud_of = |target: u64| {
+            opcode::AsyncCancel::new(target)
+                .build()
+                .flags(link)
+                .user_data(cancel_ud)
+        };
+        if matches!(s.mem, Some(OpMem::Connect(_))) {
+            let by_fd = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all());
+            chain[n] = Some(by_fd.build().flags(link).user_data(cancel_ud));
             n += 1;
-            s.inflight += n as u8;
+        } else {
+            if s.has(flag::RECV_ARMED) {
+                chain[n] = Some(cancel_ud_of(recv_ud));
+                n += 1;
+            }
+            if s.has(flag::SEND_INFLIGHT) {
+                chain[n] = Some(cancel_ud_of(send_ud));
+                n += 1;
+            }
         }
+        chain[n] = Some(opcode::Close::new(fd).build().user_data(close_ud));
+        n += 1;
+        s.inflight += n as u8;
         let ring = usize::from(s.ring);
-        self.wheel.remove(key);
-        if n > 0 {
-            // SAFETY: cancels and close reference no user memory.
-            unsafe { self.rings[ring].push_chain(n, chain.iter().flatten()) };
+        // SAFETY: cancels and close reference no user memory.
+        unsafe { self.rings[ring].push_chain(n, chain.iter().flatten()) };
+    }
+
+    /// Mark a connection dead with no SQE (forced exit: the ring teardown closes it).
+    pub fn abandon(&mut self, slot: u32, why: CloseReason) {
+        let key = self.slot_key(slot);
+        let s = &mut self.slots[slot as usize];
+        if s.state == State::Dead {
+            return;
         }
+        s.state = State::Dead;
+        self.wheel.remove(key);
         self.closed.push((slot, why));
     }
 
@@ -264,7 +294,11 @@ impl<M> Core<M> {
         let Some(s) = self.slots.get(slot as usize) else {
             return;
         };
-        if s.state != State::Dead || s.inflight != 0 || !s.has(flag::DELIVERED) {
+        if s.state != State::Dead
+            || s.inflight != 0
+            || !s.has(flag::DELIVERED)
+            || s.has(flag::CLOSE_QUEUED)
+        {
             return;
         }
         let s = self.slots.remove(slot as usize);
@@ -286,7 +320,9 @@ impl<M> Core<M> {
 
     /// Whether paced work is left over for the next turn (then the worker must not sleep).
     pub fn has_paced_work(&self) -> bool {
-        !self.dirty.is_empty() || self.starved.iter().any(|q| !q.is_empty())
+        !self.dirty.is_empty()
+            || !self.to_close.is_empty()
+            || self.starved.iter().any(|q| !q.is_empty())
     }
 
     /// Work due at the end of a loop turn: sends, recv re-arms, buffer publication, accepts.
@@ -295,6 +331,14 @@ impl<M> Core<M> {
         // worker does not sleep while `dirty` is non-empty). A broadcast or a shutdown makes
         // every connection dirty at once; submitting 100,000 sends in one turn overflows every
         // CQ and keeps the worker away from its completions and deadlines for seconds.
+        for _ in 0..CLOSES_PER_TURN {
+            let Some(slot) = self.to_close.pop_front() else {
+                break;
+            };
+            if self.slots.get(slot as usize).is_some() {
+                self.push_close_chain(slot);
+            }
+        }
         for _ in 0..SENDS_PER_TURN {
             let Some(slot) = self.dirty.pop_front() else {
                 break;

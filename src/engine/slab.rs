@@ -40,6 +40,8 @@ pub(crate) mod flag {
     pub const DELIVERED: u8 = 16;
     /// The slot is in the worker's re-arm list.
     pub const REARM: u8 = 32;
+    /// Torn down; its cancel + close chain waits in the worker's close queue (not yet pushed).
+    pub const CLOSE_QUEUED: u8 = 64;
 }
 
 /// Memory an op in flight points at; boxed so its address is stable while the slab grows.
