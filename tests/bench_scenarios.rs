@@ -117,6 +117,8 @@ fn fanout_sse_delivers_exactly_p_times_t_to_every_subscriber() {
         &rate.to_string(),
         "--duration",
         &format!("{secs}s"),
+        "--drain",
+        "10s",
     ]);
     assert_eq!(r.code, 0, "{}", r.table);
     let j = &r.json;
@@ -150,6 +152,8 @@ fn fanout_ws_subscribers_with_http_and_ws_publishers() {
             "30",
             "--duration",
             "1s",
+            "--drain",
+            "10s",
         ]);
         assert_eq!(r.code, 0, "publish via {publish}: {}", r.table);
         assert_eq!(n(&r.json, "deliveries"), 10 * 30, "{}", r.table);
@@ -176,6 +180,8 @@ fn a_skipped_message_is_reported_missing_once_per_subscriber() {
         "1s",
         "--skip-seq",
         "5",
+        "--drain",
+        "10s",
     ]);
     assert_eq!(r.code, 1, "loss must fail the run: {}", r.table);
     let j = &r.json;
