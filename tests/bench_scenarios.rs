@@ -162,6 +162,33 @@ fn fanout_ws_subscribers_with_http_and_ws_publishers() {
 }
 
 #[test]
+fn fanout_ws_subscribe_by_message_waits_for_the_ack() {
+    let s = server();
+    let r = bench(&[
+        "fanout",
+        "--url",
+        &s.ws_url("/ws"),
+        "--ws-subscribe-msg",
+        r#"{"op":"subscribe","topic":"{topic}"}"#,
+        "--publish-url",
+        &s.url("/publish?topic={topic}"),
+        "--conns",
+        "10",
+        "--topics",
+        "1",
+        "--msg-rate",
+        "50",
+        "--duration",
+        "1s",
+        "--drain",
+        "10s",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.table);
+    assert_eq!(n(&r.json, "deliveries"), 10 * 50, "{}", r.table);
+    assert_eq!(n(&r.json, "missing"), 0);
+}
+
+#[test]
 fn a_skipped_message_is_reported_missing_once_per_subscriber() {
     let s = server();
     let r = bench(&[

@@ -139,6 +139,10 @@ pub struct FanoutArgs {
     /// Message a WebSocket subscriber sends after its handshake (empty = none; `{topic}`).
     #[arg(long, value_name = "T", default_value = "")]
     pub ws_subscribe_msg: String,
+    /// With --ws-subscribe-msg: a subscriber counts as connected (and publishing waits for it)
+    /// once a server message containing this text arrives; empty = at the handshake.
+    #[arg(long, value_name = "TEXT", default_value = "subscribed")]
+    pub ws_subscribed_marker: String,
     /// Test hook: never send this sequence number (each topic), to prove loss is detected.
     #[arg(long, value_name = "SEQ", hide = true)]
     pub skip_seq: Option<u64>,

@@ -63,15 +63,22 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
     let mut warnings: Vec<String> = findings.into_iter().map(|f| f.message).collect();
 
     let topic_names: Vec<String> = (0..topics).map(|i| topic_name(&c.topic_name, i)).collect();
-    let (template, echo_size, echo_binary, ws_sub) = match scenario {
+    let (template, echo_size, echo_binary, ws_sub, ws_marker) = match scenario {
         Scenario::Fanout(a) => (
             Template::parse(&a.envelope).map_err(|e| SetupError(format!("--envelope: {e}")))?,
             32,
             false,
             a.ws_subscribe_msg.clone(),
+            a.ws_subscribed_marker.clone(),
         ),
-        Scenario::Echo(a) => (default_template(), a.size, a.binary, String::new()),
-        _ => (default_template(), 32, false, String::new()),
+        Scenario::Echo(a) => (
+            default_template(),
+            a.size,
+            a.binary,
+            String::new(),
+            String::new(),
+        ),
+        _ => (default_template(), 32, false, String::new(), String::new()),
     };
     let env = Env {
         template,
@@ -83,6 +90,7 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         echo_size,
         echo_binary,
         ws_subscribe_msg: ws_sub,
+        ws_subscribed_marker: ws_marker,
     };
     let publish = match scenario {
         Scenario::Fanout(a) => {

@@ -41,6 +41,9 @@ pub struct Env {
     pub echo_binary: bool,
     /// WebSocket subscribe message template (`{topic}`), empty = topic is in the URL.
     pub ws_subscribe_msg: String,
+    /// With `ws_subscribe_msg`: a subscriber is ready once a message containing this arrives
+    /// (empty = ready at the handshake).
+    pub ws_subscribed_marker: String,
 }
 
 /// Per-worker mutable scratch the machines write into.
@@ -157,6 +160,7 @@ pub(crate) mod testutil {
             echo_size: 40,
             echo_binary: false,
             ws_subscribe_msg: String::new(),
+            ws_subscribed_marker: String::new(),
         }
     }
 

@@ -50,6 +50,8 @@ pub struct WsClient {
     pub mode: Mode,
     /// The incomplete message being gathered (empty when none).
     partial: Vec<u8>,
+    /// Subscribed by message: ready only once a message containing the ack marker arrives.
+    awaiting_ack: bool,
 }
 
 impl EchoState {
@@ -70,6 +72,7 @@ impl WsClient {
             },
             mode,
             partial: Vec::new(),
+            awaiting_ack: false,
         }
     }
 
@@ -129,6 +132,9 @@ impl WsClient {
                             let topic = env.topics.get(s.topic as usize).map_or("", |t| t);
                             let msg = env.ws_subscribe_msg.replace("{topic}", topic);
                             send_text(io, msg.as_bytes(), false);
+                            // Publishing must not start before the subscription is in force.
+                            self.awaiting_ack = !env.ws_subscribed_marker.is_empty();
+                            o.ready = !self.awaiting_ack;
                         }
                     }
                 }
@@ -149,13 +155,24 @@ impl WsClient {
                                 return o;
                             }
                             Some(Event::Data { payload, fin, .. }) => {
-                                if fin && self.partial.is_empty() {
-                                    message(&mut self.mode, env, io, payload);
+                                let mut whole = None;
+                                let msg: Option<&[u8]> = if fin && self.partial.is_empty() {
+                                    Some(payload)
                                 } else {
                                     self.partial.extend_from_slice(payload);
                                     if fin {
-                                        let whole = std::mem::take(&mut self.partial);
-                                        message(&mut self.mode, env, io, &whole);
+                                        whole = Some(std::mem::take(&mut self.partial));
+                                    }
+                                    whole.as_deref()
+                                };
+                                if let Some(m) = msg {
+                                    if self.awaiting_ack {
+                                        if find(m, env.ws_subscribed_marker.as_bytes()) {
+                                            self.awaiting_ack = false;
+                                            o.ready = true;
+                                        }
+                                    } else {
+                                        message(&mut self.mode, env, io, m);
                                     }
                                 }
                             }
@@ -259,6 +276,10 @@ fn message(mode: &mut Mode, env: &Env, io: &mut Io, payload: &[u8]) {
     }
 }
 
+fn find(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
 fn fatal(mut o: Outcome, kind: ErrorKind) -> Outcome {
     o.fatal = Some(kind);
     o
@@ -336,6 +357,45 @@ mod tests {
             assert_eq!((s.missing, s.out_of_order), (0, 1));
             assert!((io.stats.latency.summary_us().max - 10.0).abs() < 0.1);
         }
+    }
+
+    /// Subscribe by message: ready only once the server's ack arrives, so publishing cannot
+    /// start before the subscription is in force.
+    #[test]
+    fn subscribe_by_message_waits_for_the_ack() {
+        let mut e = env();
+        e.ws_subscribe_msg = r#"{"op":"subscribe","topic":"{topic}"}"#.into();
+        e.ws_subscribed_marker = "subscribed".into();
+        let mut c = WsClient::new(Mode::Sub(Subscription::new(1)));
+        let mut io = Io::default();
+        c.request(&e, &mut io, "h", "/ws");
+        let req = std::mem::take(&mut io.out);
+        let mut msg = Vec::new();
+        e.template.encode(1, 0, "t1", 0, &mut msg);
+        let hs = answer(&req, &[]);
+        let acked = answer(
+            &req,
+            &[(OpCode::Text, br#"{"op":"subscribed","topic":"t1"}"#)],
+        );
+        let mut after = Vec::new();
+        encode_frame(&mut after, true, OpCode::Text, &msg, None);
+        // Handshake alone: not ready, and the subscribe message went out, masked, naming t1.
+        let mut h = hs.clone();
+        let o = c.on_data(&e, &mut io, &mut h);
+        assert!(!o.ready && o.fatal.is_none());
+        assert_eq!(io.out[0], 0x81);
+        let key = [io.out[2], io.out[3], io.out[4], io.out[5]];
+        let sent: Vec<u8> = io.out[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        assert_eq!(sent, br#"{"op":"subscribe","topic":"t1"}"#);
+        // The ack makes it ready; the delivery after it counts.
+        let mut ack = acked[hs.len()..].to_vec();
+        assert!(c.on_data(&e, &mut io, &mut ack).ready);
+        let _ = c.on_data(&e, &mut io, &mut after);
+        assert_eq!(io.stats.deliveries, 1);
     }
 
     #[test]
