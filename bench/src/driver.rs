@@ -324,9 +324,15 @@ impl Worker {
                     }
                 }
                 let finished = s.done() && m.idle();
-                if finished && !*done {
+                if (finished || m.not_kept_alive()) && !*done {
                     *done = true;
                     Live::add(&cfg.live.pub_done, 1);
+                    if !finished {
+                        // One POST per connection would measure connection set-up, not
+                        // publishing; say so and stop rather than stall until --max-time.
+                        self.io.stats.errors.add(ErrorKind::PublishNoKeepAlive);
+                        ctx.close(id);
+                    }
                 }
                 if m.idle() {
                     s.next_due_ns()

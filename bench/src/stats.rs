@@ -119,6 +119,7 @@ error_kinds! {
     EchoMismatch => "echo_payload_mismatch",
     PublishStatus => "publish_status_not_ok",
     PublishParse => "publish_response_invalid",
+    PublishNoKeepAlive => "publish_connection_not_kept_alive",
     Stale => "heartbeat_stale",
     InputTooLarge => "input_over_bound",
     EngineClosed => "closed_by_engine",

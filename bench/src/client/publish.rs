@@ -166,6 +166,11 @@ impl HttpPub {
         matches!(self.phase, Phase::Idle) && !self.closing
     }
 
+    /// The server answered and said it closes the connection: no further POST can go out.
+    pub fn not_kept_alive(&self) -> bool {
+        matches!(self.phase, Phase::Idle) && self.closing
+    }
+
     /// Append `POST path` with `body` to `io.out`. Call only when `idle()`.
     pub fn post(&mut self, env: &Env, io: &mut Io, authority: &str, path: &str, body: &[u8]) {
         debug_assert!(self.idle());
@@ -330,6 +335,13 @@ mod tests {
         let o = p.on_data(&e, &mut io, &mut chunked);
         assert!(o.ready);
         assert_eq!((io.stats.publish_failed, io.stats.published), (1, 0));
+        // An answer that closes the connection leaves the publisher unable to go on.
+        let mut p2 = HttpPub::new();
+        p2.phase = Phase::Head(ResponseDecoder::new());
+        let mut close =
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec();
+        assert!(p2.on_data(&e, &mut io, &mut close).ready);
+        assert!(p2.not_kept_alive() && !p2.idle());
         // Unasked-for bytes are an error.
         assert_eq!(
             p.on_data(&e, &mut io, &mut b"x".to_vec()).fatal,
