@@ -239,7 +239,13 @@ impl Progress {
                 let start = Instant::now();
                 let mut last_msgs = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_secs(1));
+                    // Wake often so the end of the run is not held up by a second-long sleep.
+                    for _ in 0..10 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                     let msgs = Live::get(&live.messages);
                     let line = format!(
                         "\r[{:>5.0}s] open {}/{}  msgs {}/s  errors {}   ",
