@@ -132,6 +132,7 @@ pub struct Worker {
     closed_subs: Vec<Subscription>,
     finished: bool,
     messages_seen: u64,
+    deliveries_seen: u64,
     errors_seen: u64,
 }
 
@@ -147,6 +148,7 @@ impl Worker {
             closed_subs: Vec::new(),
             finished: false,
             messages_seen: 0,
+            deliveries_seen: 0,
             errors_seen: 0,
         }
     }
@@ -232,8 +234,11 @@ impl Worker {
         let msgs = s.deliveries + s.echoes;
         if msgs != self.messages_seen {
             Live::add(&self.cfg.live.messages, msgs - self.messages_seen);
-            Live::add(&self.cfg.live.deliveries, msgs - self.messages_seen);
             self.messages_seen = msgs;
+        }
+        if s.deliveries != self.deliveries_seen {
+            Live::add(&self.cfg.live.deliveries, s.deliveries - self.deliveries_seen);
+            self.deliveries_seen = s.deliveries;
         }
         let errs = s.errors.total();
         if errs != self.errors_seen {
@@ -555,11 +560,13 @@ impl Handler for Worker {
                 }
             }
         }
+        // Only fan-out needs a closed subscriber's sequence figures (bounded by --conns there).
+        let keep = self.cfg.kind == Kind::Fanout && c.ready;
         match c.role {
-            Role::Sse(s) => self.closed_subs.push(s.sub),
+            Role::Sse(s) if keep => self.closed_subs.push(s.sub),
             Role::Ws(WsClient {
                 mode: Mode::Sub(s), ..
-            }) => self.closed_subs.push(s),
+            }) if keep => self.closed_subs.push(s),
             Role::PubHttp { done: false, .. } | Role::PubWs { done: false, .. } => {
                 if !self.finished {
                     if let Some(k) = kind {
