@@ -221,6 +221,16 @@ wait_teardown() {
     done
 }
 
+# Ports: each (source address, server address) pair has one ephemeral range. Use enough
+# sources for twice the top step, because the previous step's ports sit in TIME_WAIT. Read
+# before sysctl.sh widens the range, so a revert by someone else mid-run cannot starve us.
+read -r PORT_LO PORT_HI </proc/sys/net/ipv4/ip_local_port_range
+PORTS=$((PORT_HI - PORT_LO + 1))
+NSRC=$(((2 * TOP + PORTS - 1) / PORTS + 1))
+((NSRC <= 240)) || NSRC=240
+SRC="127.0.0.2-127.0.0.$((1 + NSRC))"
+SAMPLE_SRC="127.0.0.250-127.0.0.251"
+
 # ---------------------------------------------------------------------------------------------
 # Kernel settings (root only): sized for the top step with both socket ends on this box.
 if ((SYSCTL)) && ((EUID == 0)); then
@@ -236,14 +246,6 @@ elif ((SYSCTL)); then
     log "not root: sysctls left as they are (tuning/sysctl.sh check shows what is short)"
 fi
 
-# Ports: each (source address, server address) pair has one ephemeral range. Use enough
-# sources for twice the top step, because the previous step's ports sit in TIME_WAIT.
-read -r PORT_LO PORT_HI </proc/sys/net/ipv4/ip_local_port_range
-PORTS=$((PORT_HI - PORT_LO + 1))
-NSRC=$(((2 * TOP + PORTS - 1) / PORTS + 1))
-((NSRC <= 240)) || NSRC=240
-SRC="127.0.0.2-127.0.0.$((1 + NSRC))"
-SAMPLE_SRC="127.0.0.250-127.0.0.251"
 
 # ---------------------------------------------------------------------------------------------
 # The server, sized for the top step plus the fan-out sample.

@@ -28,11 +28,11 @@ def num(row, key):
 
 
 def nice_max(v):
-    """Smallest 1/2/5 x 10^k at or above v (axis top)."""
+    """Smallest round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 x 10^k) at or above v."""
     if not v or v <= 0 or math.isnan(v):
         return 1.0
     k = 10 ** math.floor(math.log10(v))
-    for m in (1, 2, 5, 10):
+    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if m * k >= v:
             return m * k
     return 10 * k
@@ -46,13 +46,16 @@ def fmt_count(v):
     return f"{v:g}"
 
 
-def panel(out, x0, title, ylabel, xs, series, xmin, xmax):
-    """One panel: log-scale x (connections), linear y, one polyline with markers per series."""
+def panel(out, x0, title, ylabel, xs, series, xmin, xmax, log_x):
+    """One panel: x = connections (log or linear scale), linear y, a polyline per series."""
     ymax = nice_max(max((y for _, ys in series for y in ys if not math.isnan(y)), default=1))
-    lx0, lx1 = math.log10(xmin), math.log10(xmax)
+    if not log_x:
+        xmin, xmax = 0.0, nice_max(xmax)
+    lx0, lx1 = (math.log10(xmin), math.log10(xmax)) if log_x else (xmin, xmax)
 
     def px(x):
-        return x0 + (math.log10(x) - lx0) / (lx1 - lx0) * PANEL_W
+        v = math.log10(x) if log_x else x
+        return x0 + (v - lx0) / (lx1 - lx0) * PANEL_W
 
     def py(y):
         return MARGIN_T + PANEL_H - y / ymax * PANEL_H
@@ -66,23 +69,28 @@ def panel(out, x0, title, ylabel, xs, series, xmin, xmax):
         out.append(f'<line x1="{x0}" x2="{x0 + PANEL_W}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
                    'stroke="#ddd"/>')
         out.append(f'<text x="{x0 - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}</text>')
-    decade = 10 ** math.floor(lx0)
-    while decade <= xmax * 1.0001:
-        for m in (1, 2, 5):
-            x = decade * m
-            if xmin * 0.999 <= x <= xmax * 1.001:
-                out.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{MARGIN_T}" '
-                           f'y2="{MARGIN_T + PANEL_H}" stroke="#eee"/>')
-                out.append(f'<text x="{px(x):.1f}" y="{MARGIN_T + PANEL_H + 16}" '
-                           f'text-anchor="middle">{fmt_count(x)}</text>')
-        decade *= 10
+    if log_x:
+        ticks = []
+        decade = 10 ** math.floor(lx0)
+        while decade <= xmax * 1.0001:
+            ticks += [decade * m for m in (1, 2, 5) if xmin * 0.999 <= decade * m <= xmax * 1.001]
+            decade *= 10
+    else:
+        ticks = [xmax * i / 5 for i in range(6)]
+    for x in ticks:
+        out.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{MARGIN_T}" '
+                   f'y2="{MARGIN_T + PANEL_H}" stroke="#eee"/>')
+        out.append(f'<text x="{px(x):.1f}" y="{MARGIN_T + PANEL_H + 16}" '
+                   f'text-anchor="middle">{fmt_count(x)}</text>')
+    scale = "log scale" if log_x else "linear scale"
     out.append(f'<text x="{x0 + PANEL_W / 2}" y="{MARGIN_T + PANEL_H + 36}" '
-               'text-anchor="middle">connections held (log scale)</text>')
+               f'text-anchor="middle">connections held ({scale})</text>')
     out.append(f'<text transform="translate({x0 - 50},{MARGIN_T + PANEL_H / 2}) rotate(-90)" '
                f'text-anchor="middle">{escape(ylabel)}</text>')
     for i, (name, ys) in enumerate(series):
         color = COLORS[i % len(COLORS)]
-        pts = [(px(x), py(y)) for x, y in zip(xs, ys) if x > 0 and not math.isnan(y)]
+        # Negative growth (other processes freed memory meanwhile) is clamped to the axis.
+        pts = [(px(x), py(max(y, 0.0))) for x, y in zip(xs, ys) if x > 0 and not math.isnan(y)]
         if pts:
             path = " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}" '
@@ -120,9 +128,11 @@ def main(argv):
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
            'font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>']
-    panel(out, MARGIN_L, "Memory vs connections", "GiB", xs, memory, xmin, xmax)
+    # Memory grows linearly, so a linear axis shows the per-connection cost as a straight line;
+    # latency spans decades of connections, so it gets a log axis.
+    panel(out, MARGIN_L, "Memory vs connections", "GiB", xs, memory, xmin, xmax, False)
     panel(out, MARGIN_L + PANEL_W + GAP, "Fan-out latency vs connections", "ms", xs, latency,
-          xmin, xmax)
+          xmin, xmax, True)
     out.append("</svg>")
     with open(argv[2], "w") as f:
         f.write("\n".join(out) + "\n")
