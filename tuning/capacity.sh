@@ -191,7 +191,7 @@ cleanup() {
     kill_pid "$FANOUT_PID"
     kill_pid "$HOLD_PID"
     kill_pid "$SERVER_PID"
-    wait_teardown 120 $((BASE_INUSE + 500)) || true
+    wait_teardown 120 10 || true
     if ((SYSCTL_APPLIED)); then
         URINGCAST_SYSCTL_STATE="$SYSCTL_STATE" "$ROOT/tuning/sysctl.sh" revert >"$LOGS/sysctl-revert.log" 2>&1 ||
             log "sysctl revert reported problems: see $LOGS/sysctl-revert.log"
@@ -203,18 +203,26 @@ BASE_INUSE=$(sockstat_tcp inuse)
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# TCP sockets of this experiment that are not yet torn down: both ends of every connection to
+# the server's port, in any state but TIME_WAIT (which holds no socket) and LISTEN. Counted
+# with ss, because sockstat's box-wide `inuse` moves with every other process on the box.
+# Empty before the server has a port.
+PORT=""
+own_sockets() {
+    [[ -n "$PORT" ]] || { echo 0; return; }
+    { ss -Htn state all exclude time-wait exclude listening "( sport = :$PORT or dport = :$PORT )" 2>/dev/null || true; } | wc -l
+}
 # Wait (at most $1 s, and never past the deadline + 2 min) until the kernel has torn down the
-# sockets of the last step: sockstat TCP inuse at or below $2. Other processes on the box open
-# and close sockets too, so callers pass a floor with some tolerance.
+# sockets of the last step: at most $2 of our sockets left.
 wait_teardown() {
-    local limit="$1" floor="$2" t0 now inuse
+    local limit="$1" floor="$2" t0 now left
     t0=$(date +%s)
     while :; do
-        inuse=$(sockstat_tcp inuse)
-        ((inuse <= floor)) && return 0
+        left=$(own_sockets)
+        ((left <= floor)) && return 0
         now=$(date +%s)
         if ((now - t0 >= limit || now >= DEADLINE_S + 120)); then
-            log "teardown: still $inuse TCP sockets in use after $((now - t0)) s (waited for <= $floor)"
+            log "teardown: still $left sockets to port $PORT after $((now - t0)) s"
             return 1
         fi
         sleep 1
@@ -269,6 +277,7 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 [[ -n "$ADDR" ]] || die "the server did not report its address within 60 s"
+PORT="${ADDR##*:}"
 log "$(head -1 "$LOGS/server.out")"
 
 # SSE + WebSocket connections the server holds (0 when /metrics does not answer in time).
@@ -287,7 +296,7 @@ socket_slab_now() { slab_bytes "$SOCKET_CACHES"; }
 slab_now() { echo $(($(meminfo_kb Slab) * 1024)); }
 
 CSV="$OUT/capacity.csv"
-echo "target,connections_held,server_rss_bytes,kernel_tcp_bytes,cpu_percent,heartbeats_ok,fanout_p50_ms,fanout_p99_ms,fanout_max_ms,fanout_missing,fanout_messages,harness_cpu_percent,harness_rss_bytes,server_rss_delta_bytes,socket_slab_delta_bytes,slab_delta_bytes,mem_used_delta_bytes,tcp_sockets_delta,ramp_s,connect_rate,teardown_s,load_avg,result" >"$CSV"
+echo "target,connections_held,server_rss_bytes,kernel_tcp_bytes,cpu_percent,heartbeats_ok,fanout_p50_ms,fanout_p99_ms,fanout_max_ms,fanout_missing,fanout_messages,harness_cpu_percent,harness_rss_bytes,server_rss_delta_bytes,socket_slab_delta_bytes,slab_delta_bytes,mem_used_delta_bytes,tcp_sockets_delta,own_sockets,ramp_s,connect_rate,teardown_s,load_avg,result" >"$CSV"
 STEPS_JSON="$LOGS/steps.jsonl"
 : >"$STEPS_JSON"
 
@@ -348,7 +357,7 @@ for N in "${PLAN[@]}"; do
     done
     ramp_s=$(($(date +%s) - t_step))
     p50="" p99="" pmax="" missing="" srv_cpu="" msgs=""
-    rss=0 ktcp=0 sslab=0 slab=0 used=0 h_rss=0 sockets=0
+    rss=0 ktcp=0 sslab=0 slab=0 used=0 h_rss=0 sockets=0 own=0
     if [[ -z "$aborted" ]]; then
         # Memory while all N are held and quiet (before the sample adds its connections).
         sleep 2
@@ -359,6 +368,7 @@ for N in "${PLAN[@]}"; do
         slab=$(($(slab_now) - pre_slab))
         used=$((($(mem_used_kb) - pre_used_kb) * 1024))
         sockets=$(($(sockstat_tcp inuse) - pre_inuse))
+        own=$(own_sockets)
         log "step $N: $held_now held after ${ramp_s} s; fan-out: $MSG_COUNT messages at $rate/s to all, measured on $SAMPLE more subscribers"
         c0=$(cpu_ticks "$SERVER_PID")
         w0=$(date +%s%N)
@@ -388,10 +398,7 @@ for N in "${PLAN[@]}"; do
     wait "$HOLD_PID" 2>/dev/null || true
     HOLD_PID=""
     t_down=$(date +%s)
-    tol=$((500 + N / 100))
-    floor=$((pre_inuse + tol))
-    ((sockets > 0 && pre_inuse + sockets - 2 * N + tol > floor)) && floor=$((pre_inuse + sockets - 2 * N + tol))
-    wait_teardown 300 "$floor" || true
+    wait_teardown 300 $((10 + N / 10000)) || true
     teardown_s=$(($(date +%s) - t_down))
 
     # Results of the two bench runs.
@@ -421,10 +428,10 @@ for N in "${PLAN[@]}"; do
         result="fanout failed: $(jq -r '.failures | join("; ")' "$fj" 2>/dev/null || echo "no report")"
     fi
     load=$(cut -d' ' -f1 /proc/loadavg)
-    echo "$N,$held,$rss,$ktcp,$srv_cpu,$hb_ok,$p50,$p99,$pmax,$missing,$msgs,$h_cpu,$h_rss,$((rss - BASE_RSS)),$sslab,$slab,$used,$sockets,$ramp_s,$conn_rate,$teardown_s,$load,\"${result//\"/\'}\"" >>"$CSV"
+    echo "$N,$held,$rss,$ktcp,$srv_cpu,$hb_ok,$p50,$p99,$pmax,$missing,$msgs,$h_cpu,$h_rss,$((rss - BASE_RSS)),$sslab,$slab,$used,$sockets,$own,$ramp_s,$conn_rate,$teardown_s,$load,\"${result//\"/\'}\"" >>"$CSV"
     jq -nc --argjson n "$N" --argjson held "$held" --argjson rss "$rss" --argjson base_rss "$BASE_RSS" \
         --argjson ktcp "$ktcp" --argjson sslab "$sslab" --argjson slab "$slab" \
-        --argjson used "$used" --argjson sockets "$sockets" --arg cpu "$srv_cpu" \
+        --argjson used "$used" --argjson sockets "$sockets" --argjson own "$own" --arg cpu "$srv_cpu" \
         --argjson hb_ok "$hb_ok" --argjson stale "$stale" --argjson h_rss "$h_rss" \
         --argjson ramp_s "$ramp_s" --argjson teardown_s "$teardown_s" --arg rate "$rate" \
         --arg load "$load" --arg result "$result" \
@@ -433,14 +440,14 @@ for N in "${PLAN[@]}"; do
         '{target: $n, connections_held: $held, server_rss_bytes: $rss,
           server_rss_delta_bytes: ($rss - $base_rss), kernel_tcp_bytes: $ktcp,
           socket_slab_delta_bytes: $sslab, slab_delta_bytes: $slab, mem_used_delta_bytes: $used,
-          tcp_sockets_delta: $sockets, harness_rss_bytes: $h_rss,
+          tcp_sockets_delta: $sockets, own_sockets: $own, harness_rss_bytes: $h_rss,
           server_cpu_percent: (if $cpu == "" then null else ($cpu | tonumber) end),
           heartbeats_ok: $hb_ok, stale: $stale, ramp_s: $ramp_s, teardown_s: $teardown_s,
           publish_rate_per_s: ($rate | tonumber), load_avg_1m: ($load | tonumber),
           server_bytes_per_connection: (if $held > 0 then (($rss - $base_rss) / $held | floor) else null end),
           kernel_bytes_per_connection_pair: (if $held > 0 then ($slab / $held | floor) else null end),
           result: $result, hold: $hold[0], fanout: $fanout[0]}' >>"$STEPS_JSON"
-    log "step $N: $result; held $held (stale $stale), server RSS +$(((rss - BASE_RSS) >> 20)) MiB, kernel slab +$((slab >> 20)) MiB for $sockets sockets, fan-out p50 ${p50:-?} ms p99 ${p99:-?} ms, server CPU ${srv_cpu:-?} %, teardown ${teardown_s} s"
+    log "step $N: $result; held $held (stale $stale), server RSS +$(((rss - BASE_RSS) >> 20)) MiB, kernel slab +$((slab >> 20)) MiB for +$sockets sockets box-wide ($own ours), fan-out p50 ${p50:-?} ms p99 ${p99:-?} ms, server CPU ${srv_cpu:-?} %, teardown ${teardown_s} s"
     if [[ "$result" != ok ]]; then
         FAILED="step $N: $result"
         break
@@ -454,7 +461,7 @@ done
 # Stop the server, then write the JSON summary and the plot.
 kill_pid "$SERVER_PID"
 SERVER_PID=""
-wait_teardown 120 $((BASE_INUSE + 500)) || true
+wait_teardown 120 10 || true
 jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
     --arg cpus "$(nproc)" --arg mem_total_kb "$(meminfo_kb MemTotal)" --arg nofile "$(ulimit -n)" \
     --arg command "tuning/capacity.sh $(printf '%q ' "${ORIG_ARGS[@]:-}")" \
