@@ -22,6 +22,21 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Some(("doctor", m)) => {
+            let config = match uringcast::server::cli::config_from(m, std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("uringcast: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let code = uringcast::server::doctor::run(
+                &config,
+                m.get_flag("json"),
+                !m.get_flag("no_probe"),
+            );
+            std::process::exit(code);
+        }
         Some(("example-config", _)) => {
             print!("{}", uringcast::server::config::Config::example_toml())
         }

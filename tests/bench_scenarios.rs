@@ -300,9 +300,14 @@ fn connect_storm_counts_handshakes_and_refusals() {
     assert_eq!(n(&r.json, "connect_failed"), 0);
     assert!(r.json["connect_rate"].as_f64().unwrap() > 0.0);
 
-    // Nobody listens on the port of a server that has exited: every connect is refused.
-    let addr = s.addr;
     drop(s);
+    // Nobody listens on a port that is bound but not listening: every connect is refused. The
+    // port stays ours for the whole run, so no other test's server can take it meanwhile.
+    let closed = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    closed
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = closed.local_addr().unwrap().as_socket().unwrap();
     let r = bench(&[
         "connect",
         "--url",

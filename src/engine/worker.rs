@@ -30,6 +30,8 @@ use super::{CloseReason, Handler, Origin};
 
 /// Most CQEs taken from one ring per turn, so one busy ring cannot starve timers and others.
 const REAP_BATCH: usize = 512;
+/// A loop turn longer than this is logged (with its phases).
+const SLOW_TURN_MS: u128 = 1000;
 /// Period of the per-ring debug status line.
 const STATUS_LOG_MS: u64 = 5000;
 
@@ -118,20 +120,30 @@ impl<H: Handler> Worker<H> {
         loop {
             self.core.update_clock();
             if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::SeqCst) {
+                let t = std::time::Instant::now();
                 self.begin_shutdown();
+                tracing::info!(
+                    worker = self.core.worker,
+                    took_ms = t.elapsed().as_millis() as u64,
+                    "on_shutdown delivered"
+                );
             }
             if self.core.shutting_down && self.shutdown_progress() {
                 break;
             }
             self.log_status();
+            let t0 = std::time::Instant::now();
             let mut reaped = 0;
             for r in 0..self.core.rings.len() {
                 reaped += self.reap(r);
             }
+            let t_reap = t0.elapsed();
             self.deliver_due();
             self.fire_timers();
             self.deliver_due();
+            let t_callbacks = t0.elapsed();
             self.core.end_of_turn();
+            let t_end = t0.elapsed();
             let mut pending = false;
             for r in 1..self.core.rings.len() {
                 let ring = &mut self.core.rings[r];
@@ -139,14 +151,43 @@ impl<H: Handler> Worker<H> {
                 // The submit may have flushed overflowed completions into this CQ.
                 pending |= ring.has_cqes();
             }
-            if reaped > 0 || pending || self.core.has_paced_work() {
+            let busy = reaped > 0 || pending || self.core.has_paced_work();
+            if busy {
                 self.core.rings[0].submit_pending();
+            }
+            let t_total = t0.elapsed();
+            if t_total.as_millis() >= SLOW_TURN_MS {
+                // Wall time, so a starved CPU shows up here too.
+                tracing::warn!(
+                    worker = self.core.worker,
+                    total_ms = t_total.as_millis() as u64,
+                    reap_ms = t_reap.as_millis() as u64,
+                    callbacks_ms = (t_callbacks - t_reap).as_millis() as u64,
+                    end_of_turn_ms = (t_end - t_callbacks).as_millis() as u64,
+                    submit_ms = (t_total - t_end).as_millis() as u64,
+                    reaped,
+                    "slow loop turn"
+                );
+            }
+            if busy {
                 continue;
             }
             let timeout = self.wait_timeout_ms();
+            let t_wait = std::time::Instant::now();
             if let Err(e) = ring::wait(&self.core.rings[0].uring, timeout) {
                 tracing::error!(worker = self.core.worker, error = %e, "io_uring wait failed");
                 std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let waited = t_wait.elapsed();
+            let asked = timeout.map_or(u128::MAX, u128::from);
+            if waited.as_millis() >= asked.saturating_add(SLOW_TURN_MS) {
+                // The kernel ran this thread's pending task work (completions) inside the wait.
+                tracing::warn!(
+                    worker = self.core.worker,
+                    waited_ms = waited.as_millis() as u64,
+                    timeout_ms = ?timeout,
+                    "slow io_uring wait"
+                );
             }
         }
         if !self.forced_exit {
@@ -485,6 +526,8 @@ impl<H: Handler> Worker<H> {
         tracing::warn!(
             worker = self.core.worker,
             abandoned,
+            now_ms = self.core.now_ms,
+            deadline_ms = ?self.drain_deadline_ms,
             "drain deadline passed: remaining connections closed by ring teardown"
         );
     }

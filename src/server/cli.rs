@@ -1,20 +1,42 @@
 //! The command line: `uringcast serve [--config FILE] [--<key> VALUE ...]`,
-//! `uringcast example-config`. Flags are generated from the config key table, so every key is a
-//! flag (`heartbeat_interval` is `--heartbeat-interval`).
+//! `uringcast doctor [--json] [--no-probe] [serve flags]`, `uringcast example-config`. Flags are
+//! generated from the config key table, so every key is a flag (`heartbeat_interval` is
+//! `--heartbeat-interval`).
 
 use super::config::{Config, ConfigError, Source};
 use clap::{Arg, ArgAction, Command};
 
 fn serve_command() -> Command {
+    config_args(Command::new("serve").about("Run the push hub (SSE and WebSocket on io_uring)"))
+}
+
+/// `doctor` takes every `serve` flag, so it judges exactly the server those flags would start.
+fn doctor_command() -> Command {
+    config_args(Command::new("doctor").about(
+        "Print the capacity of this box, what bounds it and each fix (takes the serve flags)",
+    ))
+    .arg(
+        Arg::new("json")
+            .long("json")
+            .action(ArgAction::SetTrue)
+            .help("Print JSON for scripts"),
+    )
+    .arg(
+        Arg::new("no_probe")
+            .long("no-probe")
+            .action(ArgAction::SetTrue)
+            .help("Do not start the rings to verify io_uring and the capacity"),
+    )
+}
+
+fn config_args(cmd: Command) -> Command {
     let defaults = Config::default();
-    let mut serve = Command::new("serve")
-        .about("Run the push hub (SSE and WebSocket on io_uring)")
-        .arg(
-            Arg::new("config")
-                .long("config")
-                .value_name("FILE")
-                .help("TOML config file (see uringcast.example.toml)"),
-        );
+    let mut serve = cmd.arg(
+        Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .help("TOML config file (see uringcast.example.toml)"),
+    );
     for (key, help) in Config::KEYS {
         let default = defaults.get(key).unwrap_or_default();
         let default = if default.is_empty() {
@@ -39,12 +61,13 @@ pub fn command() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .subcommand(serve_command())
+        .subcommand(doctor_command())
         .subcommand(
             Command::new("example-config").about("Print a config file with every key and default"),
         )
 }
 
-/// Build the config for `serve` from its parsed arguments and the environment.
+/// Build the config for `serve` (or `doctor`) from its parsed arguments and the environment.
 pub fn config_from(
     matches: &clap::ArgMatches,
     env: impl IntoIterator<Item = (String, String)>,

@@ -1,0 +1,663 @@
+//! `uringcast doctor`: how many connections this box can hold right now, what bounds that
+//! number, and the fix for each bound.
+//!
+//! Split in two so the arithmetic is testable without the machine: [`Facts::read`] reads the box
+//! (`/proc`, `getrlimit`, capabilities) and, unless told not to, starts the engine's rings once
+//! with no listener to learn the real capacity and that io_uring works; [`diagnose`] is a pure
+//! function from facts and config to a [`Diagnosis`]. The doctor never listens on a port, never
+//! changes a limit or a sysctl (that is `tuning/sysctl.sh apply`), and always exits 0 once it
+//! has printed (only a bad flag exits 2).
+//!
+//! Memory figures per connection are the ones measured by the capacity experiment
+//! (`tuning/capacity.sh`, see `docs/capacity.md`); re-measure them when the engine changes.
+
+use serde::Serialize;
+use std::fmt::Write as _;
+
+use super::config::Config;
+use super::serve::engine_config;
+use crate::engine::{CloseReason, ConnId, Ctx, Engine, EngineConfig, Handler, Origin};
+
+/// Server userspace bytes per idle held connection (slab slots, timer node, subscription,
+/// per-ring tables), measured as server RSS growth / connections held by
+/// `tuning/capacity.sh` on Linux 6.18 (docs/capacity.md).
+pub const SERVER_BYTES_PER_CONNECTION: u64 = 1_300;
+/// Kernel bytes per idle TCP socket end (TCP slab, sock_inode_cache, dentry, filp), measured
+/// with /proc/slabinfo deltas (tuning/README.md).
+pub const KERNEL_BYTES_PER_SOCKET_END: u64 = 4_096;
+/// Kernel bytes of one armed multishot recv request (io_kiocb and poll entry), as measured by
+/// the team's C probe (issue 6).
+pub const KERNEL_BYTES_PER_ARMED_RECV: u64 = 900;
+/// io_uring's cap on one registered file table (IORING_MAX_FIXED_FILES).
+const IORING_MAX_FIXED_FILES: u64 = 1 << 20;
+/// The engine refuses more rings than this per worker.
+const RINGS_PER_WORKER_MAX: u64 = 255;
+/// Bit of CAP_SYS_RESOURCE in `CapEff` (linux/capability.h).
+const CAP_SYS_RESOURCE_BIT: u32 = 24;
+
+/// What the doctor reads from the box. Every field is plain data so tests can build one.
+#[derive(Clone, Debug, Serialize)]
+pub struct Facts {
+    pub nofile_soft: u64,
+    pub nofile_hard: u64,
+    pub cap_sys_resource: bool,
+    /// `fs.nr_open`: the ceiling for RLIMIT_NOFILE.
+    pub nr_open: u64,
+    /// `fs.file-max` and the files allocated now (first field of `fs.file-nr`).
+    pub file_max: u64,
+    pub files_allocated: u64,
+    /// `net.ipv4.ip_local_port_range`.
+    pub port_range: (u64, u64),
+    pub somaxconn: u64,
+    /// `net.ipv4.tcp_mem` in pages: low, pressure, high.
+    pub tcp_mem_pages: [u64; 3],
+    pub page_bytes: u64,
+    pub mem_total_bytes: u64,
+    pub mem_available_bytes: u64,
+    /// `kernel.io_uring_disabled`: 0 allowed, 1 restricted to `io_uring_group`, 2 disabled;
+    /// `None` when the key does not exist (kernels before 6.6).
+    pub io_uring_disabled: Option<u64>,
+    pub cpus: u64,
+    /// Result of starting the rings for real: `Ok(capacity)` or the engine's error message.
+    /// `None` when the probe was skipped (`--no-probe`).
+    pub probe: Option<Result<u64, String>>,
+}
+
+/// One row of the report: a limit, its value, how many connections it allows, and the fix.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Bound {
+    /// Short name (`file table`, `memory`, `fs.file-max`, ...).
+    pub name: &'static str,
+    /// The value as read, in words.
+    pub value: String,
+    /// Connections this limit allows the server; `None` when it does not cap a count (a rate,
+    /// a limit of the clients' side, or a ceiling on another limit).
+    pub connections: Option<u64>,
+    /// `ok`, `warn` (fine for holding, not for a storm or a co-located client), or `limit`
+    /// (this row is the bottleneck).
+    pub status: &'static str,
+    /// What to do to move it.
+    pub fix: String,
+}
+
+/// The engine's ring layout for a config: the same arithmetic as the engine's start-up
+/// (`engine::config::layout`), checked against a real start by `tests/doctor.rs`.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct RingLayout {
+    pub workers: u64,
+    pub rings_per_worker: u64,
+    pub files_per_ring: u64,
+    /// Connections one ring accepts (its table minus the spare slots for one accept backlog).
+    pub accept_limit: u64,
+}
+
+impl RingLayout {
+    pub fn capacity(&self) -> u64 {
+        self.workers * self.rings_per_worker * self.accept_limit
+    }
+}
+
+/// The whole answer, printed as a table or as JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct Diagnosis {
+    /// Connections the server could hold now: the smallest counting bound.
+    pub capacity: u64,
+    /// Name of the bound that sets `capacity`.
+    pub bottleneck: &'static str,
+    pub connections_max: u64,
+    pub layout: RingLayout,
+    pub server_bytes_per_connection: u64,
+    pub kernel_bytes_per_connection: u64,
+    /// Ephemeral ports per (client source address, server address) pair.
+    pub ports_per_source_address: u64,
+    /// Source addresses a load generator on this box needs to open `connections_max`.
+    pub load_generator_sources_needed: u64,
+    pub bounds: Vec<Bound>,
+    pub facts: Facts,
+}
+
+/// The ring layout the engine derives from `cfg` when RLIMIT_NOFILE is `nofile_soft` and the
+/// box has `cpus` cores (engine rule: table = files_per_ring or the soft limit, capped at 2^20;
+/// a backlog of at most table/8 plus min(16, table/4) slots stay spare).
+pub fn ring_layout(cfg: &EngineConfig, nofile_soft: u64, cpus: u64) -> RingLayout {
+    let workers = if cfg.workers == 0 {
+        cpus.max(1)
+    } else {
+        cfg.workers as u64
+    };
+    let table_cap = nofile_soft.min(IORING_MAX_FIXED_FILES);
+    let files_per_ring = if cfg.files_per_ring == 0 {
+        table_cap
+    } else {
+        u64::from(cfg.files_per_ring)
+    }
+    .max(4);
+    let backlog = u64::from(cfg.listen_backlog).clamp(1, (files_per_ring / 8).max(1));
+    let reserve = backlog + 16.min(files_per_ring / 4);
+    let accept_limit = files_per_ring - reserve.min(files_per_ring - 1);
+    let rings_per_worker = if cfg.rings_per_worker == 0 {
+        let per_worker = (cfg.connections_max as u64).div_ceil(workers).max(1);
+        per_worker.div_ceil(accept_limit)
+    } else {
+        cfg.rings_per_worker as u64
+    };
+    RingLayout {
+        workers,
+        rings_per_worker,
+        files_per_ring,
+        accept_limit,
+    }
+}
+
+/// Server-side kernel memory of one held connection: its socket end and its armed recv.
+pub fn kernel_bytes_per_connection() -> u64 {
+    KERNEL_BYTES_PER_SOCKET_END + KERNEL_BYTES_PER_ARMED_RECV
+}
+
+/// Judge `facts` for the server `config` would start. Pure: no I/O.
+pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
+    let ecfg = engine_config(config);
+    let layout = ring_layout(&ecfg, facts.nofile_soft, facts.cpus);
+    let per_conn = SERVER_BYTES_PER_CONNECTION + kernel_bytes_per_connection();
+    let mut bounds = Vec::new();
+
+    // io_uring: without it nothing is held at all.
+    let (uring_ok, uring_value, uring_fix) = match (&facts.io_uring_disabled, &facts.probe) {
+        (_, Some(Err(e))) => (false, format!("rings failed to start: {e}"), e.clone()),
+        (Some(2), _) => (
+            false,
+            "kernel.io_uring_disabled = 2 (disabled)".to_owned(),
+            "sysctl -w kernel.io_uring_disabled=0 (security policy: the administrator's call)"
+                .to_owned(),
+        ),
+        (Some(1), probe) => (
+            probe.is_some(),
+            format!(
+                "kernel.io_uring_disabled = 1 (only io_uring_group or CAP_SYS_ADMIN){}",
+                if probe.is_some() {
+                    ", rings started"
+                } else {
+                    ""
+                }
+            ),
+            "run as a member of kernel.io_uring_group, or sysctl -w kernel.io_uring_disabled=0"
+                .to_owned(),
+        ),
+        (d, probe) => (
+            true,
+            format!(
+                "kernel.io_uring_disabled = {}{}",
+                d.map_or("absent".to_owned(), |v| v.to_string()),
+                if probe.is_some() {
+                    ", rings started"
+                } else {
+                    ", not probed"
+                }
+            ),
+            "none needed".to_owned(),
+        ),
+    };
+    bounds.push(Bound {
+        name: "io_uring",
+        value: uring_value,
+        connections: (!uring_ok).then_some(0),
+        status: if uring_ok { "ok" } else { "limit" },
+        fix: uring_fix,
+    });
+
+    // The configured rings: the engine's own capacity.
+    let ring_capacity = match facts.probe {
+        Some(Ok(c)) => c,
+        _ => layout.capacity(),
+    };
+    bounds.push(Bound {
+        name: "file tables",
+        value: format!(
+            "{} workers x {} rings x {} connections per ring ({}-entry table)",
+            layout.workers, layout.rings_per_worker, layout.accept_limit, layout.files_per_ring
+        ),
+        connections: Some(ring_capacity),
+        status: "ok",
+        fix: format!(
+            "raise --connections-max (adds rings; up to {} per worker = {} connections), or \
+             raise RLIMIT_NOFILE for bigger tables",
+            RINGS_PER_WORKER_MAX,
+            layout.workers * RINGS_PER_WORKER_MAX * layout.accept_limit
+        ),
+    });
+
+    // RLIMIT_NOFILE sizes each table; it does not count direct descriptors.
+    let can_raise = if facts.nofile_soft < facts.nofile_hard {
+        format!(
+            "soft can rise to {} (`ulimit -n {}`)",
+            facts.nofile_hard, facts.nofile_hard
+        )
+    } else if facts.cap_sys_resource {
+        format!(
+            "CAP_SYS_RESOURCE held: hard can rise to fs.nr_open {}",
+            facts.nr_open
+        )
+    } else {
+        "cannot be raised here (no CAP_SYS_RESOURCE)".to_owned()
+    };
+    bounds.push(Bound {
+        name: "RLIMIT_NOFILE",
+        value: format!(
+            "soft {} / hard {}; {can_raise}",
+            facts.nofile_soft, facts.nofile_hard
+        ),
+        connections: None,
+        status: "ok",
+        fix: "sizes each ring's table only (sockets never enter the fd table); more rings work \
+              as well: tuning/ulimit.sh apply, LimitNOFILE= in the unit"
+            .to_owned(),
+    });
+
+    let files_free = facts.file_max.saturating_sub(facts.files_allocated);
+    bounds.push(Bound {
+        name: "fs.file-max",
+        value: format!(
+            "{} ({} allocated, {} free)",
+            facts.file_max, facts.files_allocated, files_free
+        ),
+        connections: Some(files_free),
+        status: "ok",
+        fix: "every socket is a struct file, direct descriptors included (x2 with a co-located \
+              load generator): tuning/sysctl.sh apply --connections N"
+            .to_owned(),
+    });
+    bounds.push(Bound {
+        name: "fs.nr_open",
+        value: facts.nr_open.to_string(),
+        connections: None,
+        status: if facts.nr_open < facts.nofile_hard {
+            "warn"
+        } else {
+            "ok"
+        },
+        fix: "ceiling for RLIMIT_NOFILE (LimitNOFILE=1048576 needs >= 1048576): \
+              tuning/sysctl.sh apply"
+            .to_owned(),
+    });
+
+    let memory_conns = facts.mem_available_bytes / per_conn;
+    bounds.push(Bound {
+        name: "memory",
+        value: format!(
+            "MemAvailable {} MiB / ({} B server + {} B kernel per connection)",
+            facts.mem_available_bytes >> 20,
+            SERVER_BYTES_PER_CONNECTION,
+            kernel_bytes_per_connection()
+        ),
+        connections: Some(memory_conns),
+        status: "ok",
+        fix: "add RAM or stop other processes; a load generator on the same box needs about \
+              as much again"
+            .to_owned(),
+    });
+
+    let tcp_high_bytes = facts.tcp_mem_pages[2] * facts.page_bytes;
+    let target = config.connections_max as u64;
+    bounds.push(Bound {
+        name: "net.ipv4.tcp_mem",
+        value: format!(
+            "{} {} {} pages (max {} MiB of TCP buffers)",
+            facts.tcp_mem_pages[0],
+            facts.tcp_mem_pages[1],
+            facts.tcp_mem_pages[2],
+            tcp_high_bytes >> 20
+        ),
+        connections: None,
+        // An idle socket holds no buffer page; a fan-out that leaves one unsent page in every
+        // socket at once needs one page per connection.
+        status: if facts.tcp_mem_pages[2] < target {
+            "warn"
+        } else {
+            "ok"
+        },
+        fix: format!(
+            "idle sockets hold no buffers; {} connections each with one page queued need \
+             tcp_mem max >= {target}: tuning/sysctl.sh apply --connections {target}",
+            facts.tcp_mem_pages[2]
+        ),
+    });
+
+    bounds.push(Bound {
+        name: "net.core.somaxconn",
+        value: format!(
+            "{} (listen backlog used: {})",
+            facts.somaxconn,
+            facts.somaxconn.min(u64::from(ecfg.listen_backlog))
+        ),
+        connections: None,
+        status: if facts.somaxconn < 4096 { "warn" } else { "ok" },
+        fix: "bounds a connect storm, not the count held: sysctl -w net.core.somaxconn=65535"
+            .to_owned(),
+    });
+
+    let ports = (facts.port_range.1 + 1).saturating_sub(facts.port_range.0);
+    let sources_needed = target.div_ceil(ports.max(1));
+    bounds.push(Bound {
+        name: "ephemeral ports",
+        value: format!(
+            "{}-{}: {ports} per (client address, server address)",
+            facts.port_range.0, facts.port_range.1
+        ),
+        connections: None,
+        status: if sources_needed > 1 { "warn" } else { "ok" },
+        fix: format!(
+            "limits the clients, not the server: a load generator here needs {sources_needed} \
+             source addresses for {target} (uringcast-bench --src 127.0.0.2-127.0.0.{}); \
+             widen with sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\"",
+            1 + sources_needed.clamp(1, 254)
+        ),
+    });
+
+    let (capacity, bottleneck) = bounds
+        .iter()
+        .filter_map(|b| b.connections.map(|c| (c, b.name)))
+        .min_by_key(|(c, _)| *c)
+        .unwrap_or((0, "none"));
+    for b in &mut bounds {
+        if b.name == bottleneck {
+            b.status = "limit";
+        }
+    }
+    Diagnosis {
+        capacity,
+        bottleneck,
+        connections_max: target,
+        layout,
+        server_bytes_per_connection: SERVER_BYTES_PER_CONNECTION,
+        kernel_bytes_per_connection: kernel_bytes_per_connection(),
+        ports_per_source_address: ports,
+        load_generator_sources_needed: sources_needed,
+        bounds,
+        facts: facts.clone(),
+    }
+}
+
+impl Diagnosis {
+    /// The human table: one row per bound, then the verdict.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let w_name = self.bounds.iter().map(|b| b.name.len()).max().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{:w_name$}  {:6}  {:>12}  value / fix",
+            "limit", "status", "connections"
+        );
+        for b in &self.bounds {
+            let conns = b.connections.map_or("-".to_owned(), |c| c.to_string());
+            let _ = writeln!(
+                out,
+                "{:w_name$}  {:6}  {:>12}  {}",
+                b.name, b.status, conns, b.value
+            );
+            let _ = writeln!(out, "{:w_name$}  {:6}  {:>12}  fix: {}", "", "", "", b.fix);
+        }
+        let _ = writeln!(
+            out,
+            "\ncapacity now: {} connections (bottleneck: {}; configured --connections-max {})",
+            self.capacity, self.bottleneck, self.connections_max
+        );
+        out
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the diagnosis serializes")
+    }
+}
+
+impl Facts {
+    /// Read the box. With `probe`, start the engine's rings once (no listener) for `config`.
+    pub fn read(config: &Config, probe: bool) -> Facts {
+        let (nofile_soft, nofile_hard) = nofile();
+        let tcp_mem: Vec<u64> = numbers(&proc("/proc/sys/net/ipv4/tcp_mem"));
+        let range: Vec<u64> = numbers(&proc("/proc/sys/net/ipv4/ip_local_port_range"));
+        let meminfo = proc("/proc/meminfo");
+        let mem = |key: &str| {
+            meminfo
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| numbers(l).first().copied())
+                .map_or(0, |kb| kb * 1024)
+        };
+        let cap_eff = proc("/proc/self/status")
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+            .unwrap_or(0);
+        // SAFETY: sysconf has no memory arguments.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Facts {
+            nofile_soft,
+            nofile_hard,
+            cap_sys_resource: cap_eff & (1 << CAP_SYS_RESOURCE_BIT) != 0,
+            nr_open: first(&proc("/proc/sys/fs/nr_open")),
+            file_max: first(&proc("/proc/sys/fs/file-max")),
+            files_allocated: first(&proc("/proc/sys/fs/file-nr")),
+            port_range: (
+                range.first().copied().unwrap_or(32768),
+                range.get(1).copied().unwrap_or(60999),
+            ),
+            somaxconn: first(&proc("/proc/sys/net/core/somaxconn")),
+            tcp_mem_pages: [0, 1, 2].map(|i| tcp_mem.get(i).copied().unwrap_or(0)),
+            page_bytes: if page > 0 { page as u64 } else { 4096 },
+            mem_total_bytes: mem("MemTotal:"),
+            mem_available_bytes: mem("MemAvailable:"),
+            io_uring_disabled: std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            probe: probe.then(|| probe_rings(config)),
+        }
+    }
+}
+
+/// Start the rings `config` asks for (no listener, no signal handling), read the engine's
+/// capacity, stop. Proves io_uring works and every table of that size registers.
+pub fn probe_rings(config: &Config) -> Result<u64, String> {
+    let cfg = EngineConfig {
+        listen: None,
+        handle_signals: false,
+        ..engine_config(config)
+    };
+    let engine: Engine<()> = Engine::start(cfg, |_| Idle).map_err(|e| e.to_string())?;
+    let capacity = engine.connections_capacity() as u64;
+    engine.handle().shutdown();
+    engine.wait().map_err(|e| e.to_string())?;
+    Ok(capacity)
+}
+
+/// The probe's handler: it never has a connection (no listener, no connect).
+struct Idle;
+
+impl Handler for Idle {
+    type Conn = ();
+    type Msg = ();
+    fn on_open(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: Origin) {}
+    fn on_data(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut (), data: &mut [u8]) -> usize {
+        data.len()
+    }
+    fn on_timer(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut ()) {}
+    fn on_close(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: (), _: CloseReason) {}
+    fn on_msg(&mut self, _: &mut Ctx<'_, Self>, _: ()) {}
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, _: &mut ()) {
+        ctx.abort(id);
+    }
+}
+
+fn nofile() -> (u64, u64) {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return (0, 0);
+    }
+    (rl.rlim_cur, rl.rlim_max)
+}
+
+fn proc(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn numbers(text: &str) -> Vec<u64> {
+    text.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+fn first(text: &str) -> u64 {
+    numbers(text).first().copied().unwrap_or(0)
+}
+
+/// `uringcast doctor [--json] [--no-probe] [serve flags]`: print and return the exit code.
+pub fn run(config: &Config, json: bool, probe: bool) -> i32 {
+    let facts = Facts::read(config, probe);
+    let d = diagnose(config, &facts);
+    let text = if json {
+        d.to_json() + "\n"
+    } else {
+        d.to_text()
+    };
+    // A closed pipe (`doctor | head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dev VM as measured on 2026-11-28: 2 cores, 24 GiB, RLIMIT_NOFILE 20000 fixed.
+    fn vm() -> Facts {
+        Facts {
+            nofile_soft: 20_000,
+            nofile_hard: 20_000,
+            cap_sys_resource: false,
+            nr_open: 1 << 20,
+            file_max: 2_466_170,
+            files_allocated: 1_227,
+            port_range: (32_768, 60_999),
+            somaxconn: 4_096,
+            tcp_mem_pages: [287_898, 383_867, 575_796],
+            page_bytes: 4_096,
+            mem_total_bytes: 24 << 30,
+            mem_available_bytes: 21 << 30,
+            io_uring_disabled: Some(0),
+            cpus: 2,
+            probe: None,
+        }
+    }
+
+    fn config(connections_max: usize) -> Config {
+        Config {
+            connections_max,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn layout_follows_the_engine_rule_for_a_million() {
+        let l = ring_layout(&engine_config(&config(1_000_000)), 20_000, 2);
+        assert_eq!(l.workers, 2);
+        assert_eq!(l.files_per_ring, 20_000);
+        assert_eq!(l.accept_limit, 20_000 - 1_024 - 16);
+        // The fewest rings reaching 500k per worker.
+        assert!(l.capacity() >= 1_000_000);
+        assert!((l.rings_per_worker - 1) * l.accept_limit < 500_000);
+    }
+
+    #[test]
+    fn ring_capacity_is_the_bottleneck_when_memory_is_plenty() {
+        let d = diagnose(&config(100_000), &vm());
+        assert_eq!(d.bottleneck, "file tables");
+        assert_eq!(d.capacity, d.layout.capacity());
+        assert!(d.capacity >= 100_000);
+        let limits: Vec<_> = d.bounds.iter().filter(|b| b.status == "limit").collect();
+        assert_eq!(limits.len(), 1, "exactly one bottleneck row");
+    }
+
+    #[test]
+    fn memory_names_itself_when_short() {
+        let mut f = vm();
+        f.mem_available_bytes = 1 << 30;
+        let d = diagnose(&config(1_000_000), &f);
+        assert_eq!(d.bottleneck, "memory");
+        let per = SERVER_BYTES_PER_CONNECTION + kernel_bytes_per_connection();
+        assert_eq!(d.capacity, (1u64 << 30) / per);
+    }
+
+    #[test]
+    fn file_max_counts_free_files() {
+        let mut f = vm();
+        f.file_max = 60_000;
+        f.files_allocated = 10_000;
+        let d = diagnose(&config(1_000_000), &f);
+        assert_eq!((d.bottleneck, d.capacity), ("fs.file-max", 50_000));
+    }
+
+    #[test]
+    fn disabled_io_uring_means_zero_with_the_sysctl_fix() {
+        let mut f = vm();
+        f.io_uring_disabled = Some(2);
+        let d = diagnose(&config(100_000), &f);
+        assert_eq!((d.bottleneck, d.capacity), ("io_uring", 0));
+        assert!(d.bounds[0].fix.contains("kernel.io_uring_disabled=0"));
+        f.io_uring_disabled = Some(0);
+        f.probe = Some(Err("io_uring is denied (EPERM)".into()));
+        assert_eq!(diagnose(&config(100_000), &f).capacity, 0);
+    }
+
+    #[test]
+    fn probe_result_overrides_the_arithmetic() {
+        let mut f = vm();
+        f.probe = Some(Ok(12_345));
+        let d = diagnose(&config(100_000), &f);
+        assert_eq!((d.bottleneck, d.capacity), ("file tables", 12_345));
+    }
+
+    #[test]
+    fn ports_tell_the_load_generator_how_many_sources() {
+        let d = diagnose(&config(1_000_000), &vm());
+        assert_eq!(d.ports_per_source_address, 60_999 - 32_768 + 1);
+        assert_eq!(d.load_generator_sources_needed, 36);
+        let row = d
+            .bounds
+            .iter()
+            .find(|b| b.name == "ephemeral ports")
+            .unwrap();
+        assert!(row.fix.contains("127.0.0.37"), "{}", row.fix);
+    }
+
+    #[test]
+    fn rlimit_row_says_whether_it_can_rise() {
+        let mut f = vm();
+        let row = |f: &Facts| {
+            diagnose(&config(1_000), f)
+                .bounds
+                .into_iter()
+                .find(|b| b.name == "RLIMIT_NOFILE")
+                .unwrap()
+                .value
+        };
+        assert!(row(&f).contains("cannot be raised"));
+        f.cap_sys_resource = true;
+        assert!(row(&f).contains("CAP_SYS_RESOURCE held"));
+        f.nofile_soft = 1_024;
+        assert!(row(&f).contains("ulimit -n 20000"));
+    }
+
+    #[test]
+    fn text_and_json_carry_the_verdict() {
+        let d = diagnose(&config(100_000), &vm());
+        let text = d.to_text();
+        assert!(text.contains(&format!("capacity now: {} connections", d.capacity)));
+        let v: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+        assert_eq!(v["capacity"].as_u64(), Some(d.capacity));
+        assert_eq!(v["bottleneck"], "file tables");
+    }
+}
