@@ -237,7 +237,10 @@ impl Worker {
             self.messages_seen = msgs;
         }
         if s.deliveries != self.deliveries_seen {
-            Live::add(&self.cfg.live.deliveries, s.deliveries - self.deliveries_seen);
+            Live::add(
+                &self.cfg.live.deliveries,
+                s.deliveries - self.deliveries_seen,
+            );
             self.deliveries_seen = s.deliveries;
         }
         let errs = s.errors.total();
