@@ -312,9 +312,9 @@ config_keys! {
     /// Messages kept per topic for Last-Event-ID replay.
     history_messages: usize = 1_000;
     /// Bytes of message data kept per topic for replay.
-    history_bytes: Bytes = Bytes(1 << 20);
+    history_bytes: Bytes = Bytes(256 << 10);
     /// Topics the server holds at once.
-    topics_max: usize = 100_000;
+    topics_max: usize = 10_000;
     /// Topics one connection may subscribe to.
     topics_per_conn_max: usize = 64;
     /// Largest published message (HTTP body or WebSocket publish data).
@@ -420,6 +420,22 @@ impl Config {
         if self.history_messages == 0 {
             return invalid("history_messages", "must be at least 1");
         }
+        // Every topic may fill its history, so this product is the history's worst case; it
+        // must fit in memory with room left for the connections themselves.
+        let worst = self.history_worst_case_bytes();
+        if let Some(total) = mem_total_bytes() {
+            if worst > total / 2 {
+                return Err(ConfigError::Invalid {
+                    key: "history_bytes",
+                    reason: format!(
+                        "topics_max x history_bytes = {} MiB could exceed half of this machine's \
+                         {} MiB of memory; lower history_bytes or topics_max",
+                        worst >> 20,
+                        total >> 20
+                    ),
+                });
+            }
+        }
         if self.topics_per_conn_max == 0 || self.topics_max == 0 {
             return invalid("topics_per_conn_max", "topic limits must be at least 1");
         }
@@ -441,6 +457,11 @@ impl Config {
         Ok(())
     }
 
+    /// Most memory the replay history can take: every topic full.
+    pub fn history_worst_case_bytes(&self) -> u64 {
+        (self.topics_max as u64).saturating_mul(self.history_bytes.0 as u64)
+    }
+
     /// The example config file: every key, its help text and its default.
     pub fn example_toml() -> String {
         let defaults = Config::default();
@@ -457,6 +478,14 @@ impl Config {
         }
         out
     }
+}
+
+/// MemTotal from /proc/meminfo, if readable.
+fn mem_total_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]
@@ -526,6 +555,13 @@ mod tests {
         c.echo_path = Some("/echo".into());
         c.tick = Millis(0);
         assert!(c.validate().unwrap_err().to_string().contains("tick"));
+        c.tick = Millis(10);
+        c.topics_max = 1 << 40;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("history_bytes") && err.contains("topics_max"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -44,6 +44,14 @@ pub fn serve(config: Config) -> Result<(), EngineError> {
             );
         }
     }
+    eprintln!(
+        "uringcast: replay history holds up to {} messages / {} KiB per topic, {} topics: \
+         at most {} MiB in all",
+        cfg.history_messages,
+        cfg.history_bytes.0 >> 10,
+        cfg.topics_max,
+        cfg.history_worst_case_bytes() >> 20
+    );
     let engine_cfg = engine_config(cfg);
     let for_workers = Arc::clone(&shared);
     let engine: Engine<WorkerMsg> = Engine::start(engine_cfg, move |_worker| {
