@@ -16,10 +16,11 @@
 # The ramp stops at the first step that loses anything (a connection not held, a silent
 # connection, a missing message), at --max, at the memory guard or at --time-limit.
 #
-# Other flags: --hold D (least held time after the ramp, 50s), --heartbeat-interval D (server,
-# 15s; a connection silent for 3 intervals + 5 s counts as lost), --sample N (1000),
+# Other flags: --hold D (least held time after the ramp, 100s), --heartbeat-interval D (server,
+# 30s; a connection silent for 3 intervals + 5 s counts as lost), --sample N (1000),
 # --messages N (3), --msg-rate R (1), --send-budget S (20000), --mem-stop-gib G (abort a step above G GiB used, 20),
-# --workers N (server), --no-sysctl, --sysctl (also with --ci, which skips it by default),
+# --ramp-rate R (new connections/s, 5000), --workers N (server), --no-sysctl, --sysctl (also
+# with --ci, which skips it by default),
 # --build release|debug.
 #
 # Writes DIR/capacity.csv, DIR/capacity.json, DIR/capacity.svg (DIR default docs/capacity, for
@@ -37,9 +38,12 @@ MAX=0
 TIME_LIMIT=5400
 OUT=""
 # Held time after the ramp at least this long (longer when the fan-out needs it).
-HOLD_S=50
-# Server heartbeat interval: at 1M connections, 15 s is 67k heartbeat sends/s on 2 cores.
-HB_INTERVAL_S=15
+HOLD_S=100
+# Server heartbeat interval: at 1M connections, 30 s is 33k heartbeat sends/s on 2 cores. At
+# 15 s the harness fell behind on a busy box (unanswered pings, see docs/capacity.md).
+HB_INTERVAL_S=30
+# New connections per second during a ramp (uringcast-bench --rate); 0 = as fast as it can.
+RAMP_RATE=5000
 SAMPLE=1000
 # Messages published per step, at most MSG_RATE per second and at most SEND_BUDGET / N per
 # second (each message is N sends; 20k sends/s is what the server got on the shared dev VM at
@@ -48,7 +52,7 @@ MSG_COUNT=3
 MSG_RATE=1
 SEND_BUDGET=20000
 # Handshake, pong and request deadlines for server and harness on a shared, loaded box.
-SLACK_S=60
+SLACK_S=120
 MEM_STOP_GIB=20
 SYSCTL=1
 BUILD=""
@@ -89,6 +93,7 @@ while (($#)); do
     --msg-rate) MSG_RATE="${2:?}"; shift 2 ;;
     --messages) MSG_COUNT="${2:?}"; shift 2 ;;
     --send-budget) SEND_BUDGET="${2:?}"; shift 2 ;;
+    --ramp-rate) RAMP_RATE="${2:?}"; shift 2 ;;
     --mem-stop-gib) MEM_STOP_GIB="${2:?}"; shift 2 ;;
     --no-sysctl) SYSCTL=0; shift ;;
     --sysctl) SYSCTL=2; shift ;;
@@ -325,7 +330,7 @@ for N in "${PLAN[@]}"; do
     hold_s=$((fan_s + drain_s + 30 + N / 20000))
     ((hold_s >= HOLD_S)) || hold_s=$HOLD_S
     # A step needs ramp + hold + teardown: at ~3k connections/s on a busy box, plus margins.
-    need=$((N / 3000 + hold_s + 30 + N / 20000))
+    need=$((N / (RAMP_RATE > 0 ? RAMP_RATE : 3000) + hold_s + 30 + N / 20000))
     if (($(left_s) < need)); then
         FAILED="step $N skipped: $(left_s) s left of --time-limit, about $need s needed"
         log "$FAILED"
@@ -342,7 +347,7 @@ for N in "${PLAN[@]}"; do
     t_step=$(date +%s)
     "$BIN/uringcast-bench" hold "${URLS[@]}" --conns "$N" --duration "${hold_s}s" \
         --heartbeat-max "${HB_MAX_S}s" --src "$SRC" --max-time "${max_time}s" --quiet \
-        --connect-timeout "${SLACK_S}s" \
+        --connect-timeout "${SLACK_S}s" --rate "$RAMP_RATE" \
         --json "$LOGS/hold-$N.json" >"$LOGS/hold-$N.txt" 2>&1 &
     HOLD_PID=$!
 
