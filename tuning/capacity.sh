@@ -263,29 +263,39 @@ fi
 
 
 # ---------------------------------------------------------------------------------------------
-# The server, sized for the top step plus the fan-out sample.
-CONNS_MAX=$((TOP + TOP / 50 + SAMPLE + 1000))
+# A fresh server per step, sized for the step plus the fan-out sample plus 1/8 spare: accept
+# spreads connections over the rings' listeners by SO_REUSEPORT hash, not evenly, and a ring
+# whose table is full stops accepting. Fresh per step also because a server that had held and
+# dropped 400k stopped accepting on most rings in the next step (docs/capacity.md).
 # Timeouts are lenient because the harness shares the cores: a WebSocket client that answers a
 # ping 10 s late (the default pong timeout) on a box busy with a million-socket ramp is slow,
 # not gone. The experiment measures holding, not the timeout policy.
-SERVER_ARGS=(serve --listen 127.0.0.1:0 --connections-max "$CONNS_MAX"
-    --heartbeat-interval "${HB_INTERVAL_S}s" --pong-timeout "${SLACK_S}s"
-    --request-timeout "${SLACK_S}s" --idle-timeout 1h)
-((WORKERS)) && SERVER_ARGS+=(--workers "$WORKERS")
-log "starting $BIN/uringcast ${SERVER_ARGS[*]}"
-"$BIN/uringcast" doctor "${SERVER_ARGS[@]:1}" >"$LOGS/doctor.txt" 2>&1 || true
-RUST_LOG=warn "$BIN/uringcast" "${SERVER_ARGS[@]}" >"$LOGS/server.out" 2>"$LOGS/server.err" &
-SERVER_PID=$!
 ADDR=""
-for _ in $(seq 1 600); do
-    ADDR=$(sed -n 's/^uringcast: listening on \([^ ]*\) .*/\1/p' "$LOGS/server.out" | head -1)
-    [[ -n "$ADDR" ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$LOGS/server.err" >&2; die "the server exited at start-up"; }
-    sleep 0.1
-done
-[[ -n "$ADDR" ]] || die "the server did not report its address within 60 s"
-PORT="${ADDR##*:}"
-log "$(head -1 "$LOGS/server.out")"
+DOCTOR_FILE=""
+SERVER_ARGS=()
+start_server() {
+    local n="$1"
+    SERVER_ARGS=(serve --listen 127.0.0.1:0 --connections-max "$((n + n / 8 + SAMPLE + 1000))"
+        --heartbeat-interval "${HB_INTERVAL_S}s" --pong-timeout "${SLACK_S}s"
+        --request-timeout "${SLACK_S}s" --idle-timeout 1h)
+    ((WORKERS)) && SERVER_ARGS+=(--workers "$WORKERS")
+    log "starting $BIN/uringcast ${SERVER_ARGS[*]}"
+    DOCTOR_FILE="$LOGS/doctor-$n.txt"
+    "$BIN/uringcast" doctor "${SERVER_ARGS[@]:1}" >"$DOCTOR_FILE" 2>&1 || true
+    RUST_LOG=warn "$BIN/uringcast" "${SERVER_ARGS[@]}" >"$LOGS/server-$n.out" 2>"$LOGS/server-$n.err" &
+    SERVER_PID=$!
+    ADDR=""
+    for _ in $(seq 1 600); do
+        ADDR=$(sed -n 's/^uringcast: listening on \([^ ]*\) .*/\1/p' "$LOGS/server-$n.out" | head -1)
+        [[ -n "$ADDR" ]] && break
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$LOGS/server-$n.err" >&2; die "the server exited at start-up"; }
+        sleep 0.1
+    done
+    [[ -n "$ADDR" ]] || die "the server did not report its address within 60 s"
+    PORT="${ADDR##*:}"
+    URLS=(--url "http://$ADDR/sse?topic={topic}" --url "ws://$ADDR/ws?topic={topic}")
+    log "$(head -1 "$LOGS/server-$n.out")"
+}
 
 # SSE + WebSocket connections the server holds (0 when /metrics does not answer in time).
 server_conns() {
@@ -293,9 +303,8 @@ server_conns() {
         awk '/^uringcast_connections\{kind="(sse|websocket)"\}/ {s += $2} END {print s + 0}'
 }
 
-BASE_RSS=$(rss_bytes "$SERVER_PID")
 BASE_USED_KB=$(mem_used_kb)
-log "baseline: server RSS $((BASE_RSS >> 20)) MiB, memory used $((BASE_USED_KB >> 20)) GiB, TCP in use $BASE_INUSE, load $(cut -d' ' -f1-3 /proc/loadavg)"
+log "baseline: memory used $((BASE_USED_KB >> 20)) GiB, TCP in use $BASE_INUSE, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Kernel readings, each a number of bytes (box-wide; steps use differences).
 kernel_tcp_now() { echo $(($(sockstat_tcp mem) * PAGE_BYTES + $(slab_bytes TCP))); }
@@ -307,7 +316,6 @@ echo "target,connections_held,server_rss_bytes,kernel_tcp_bytes,cpu_percent,hear
 STEPS_JSON="$LOGS/steps.jsonl"
 : >"$STEPS_JSON"
 
-URLS=(--url "http://$ADDR/sse?topic={topic}" --url "ws://$ADDR/ws?topic={topic}")
 BEST=0
 FAILED=""
 PER_CONN_USED_KB=0
@@ -336,6 +344,8 @@ for N in "${PLAN[@]}"; do
         log "$FAILED"
         break
     fi
+    start_server "$N"
+    BASE_RSS=$(rss_bytes "$SERVER_PID")
     max_time=$((N / 1000 + hold_s + 60))
     ((max_time <= $(left_s))) || max_time=$(left_s)
     pre_inuse=$(sockstat_tcp inuse)
@@ -407,6 +417,9 @@ for N in "${PLAN[@]}"; do
     t_down=$(date +%s)
     wait_teardown 300 $((10 + N / 10000)) || true
     teardown_s=$(($(date +%s) - t_down))
+    kill_pid "$SERVER_PID"
+    SERVER_PID=""
+    wait_teardown 120 10 || true
 
     # Results of the two bench runs.
     hj="$LOGS/hold-$N.json"
@@ -465,15 +478,12 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # ---------------------------------------------------------------------------------------------
-# Stop the server, then write the JSON summary and the plot.
-kill_pid "$SERVER_PID"
-SERVER_PID=""
-wait_teardown 120 10 || true
+# Write the JSON summary and the plot.
 jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
     --arg cpus "$(nproc)" --arg mem_total_kb "$(meminfo_kb MemTotal)" --arg nofile "$(ulimit -n)" \
     --arg command "tuning/capacity.sh $(printf '%q ' "${ORIG_ARGS[@]:-}")" \
     --arg server "${SERVER_ARGS[*]}" --argjson best "$BEST" --arg stopped "$FAILED" \
-    --arg doctor "$(cat "$LOGS/doctor.txt" 2>/dev/null)" \
+    --arg doctor "$(cat "$DOCTOR_FILE" 2>/dev/null || true)" \
     '{date: $date, machine: {kernel: $kernel, cpus: ($cpus | tonumber),
       mem_total_bytes: (($mem_total_kb | tonumber) * 1024), rlimit_nofile: ($nofile | tonumber)},
       command: $command, server: $server, highest_held_zero_loss: $best,
