@@ -52,6 +52,13 @@ impl Ring {
         let uring = IoUring::builder()
             .setup_cqsize(cfg.sq_entries * 4)
             .setup_submit_all()
+            // Completions' task work runs at our next io_uring_enter instead of interrupting
+            // the thread (TWA_SIGNAL + IPI per wake-up); TASKRUN_FLAG tells us when an enter
+            // is needed (`submit_pending` checks it). Each ring is created and driven by one
+            // thread only. See docs/decisions.md "Ring flags".
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .setup_single_issuer()
             .build(cfg.sq_entries)
             .map_err(|e| EngineError::from_setup("io_uring_setup", e))?;
         uring

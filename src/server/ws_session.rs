@@ -72,11 +72,21 @@ struct Control<'a> {
     data: Option<serde_json::Value>,
 }
 
+/// One whole unmasked server frame in an allocation of exactly its size: `Bytes::from` a Vec
+/// whose length equals its capacity takes the buffer over, while a Vec with spare capacity
+/// costs a second allocation (the shared header), i.e. one more malloc/free per echoed message.
+fn server_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut head = [0u8; ws::HEAD_BYTES_MAX];
+    let head_len = ws::fmt_head(&mut head, true, opcode, payload.len() as u64, None);
+    let mut out = Vec::with_capacity(head_len + payload.len());
+    out.extend_from_slice(&head[..head_len]);
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
 /// Frame a server text message (unmasked) from its JSON payload.
 fn text_frame(payload: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(payload.len() + ws::HEAD_BYTES_MAX);
-    ws::encode_frame(&mut out, true, OpCode::Text, payload, None);
-    Bytes::from(out)
+    server_frame(OpCode::Text, payload)
 }
 
 fn json_frame(value: &serde_json::Value) -> Bytes {
@@ -116,6 +126,12 @@ impl Worker {
         };
         match event {
             Event::Data { text, payload, fin } => {
+                if fin && ws.msg.is_empty() {
+                    // The whole message is this one frame's payload, in the input: handle it
+                    // where it lies instead of copying it into `msg` first.
+                    self.ws_message(ctx, id, conn, text, payload);
+                    return (consumed, true);
+                }
                 if ws.msg.is_empty() {
                     ws.msg_text = text;
                 }
@@ -162,9 +178,7 @@ impl Worker {
         let ws = Self::ws_of(conn);
         if ws.echo {
             let opcode = if text { OpCode::Text } else { OpCode::Binary };
-            let mut out = Vec::with_capacity(msg.len() + ws::HEAD_BYTES_MAX);
-            ws::encode_frame(&mut out, true, opcode, msg, None);
-            ctx.send(id, Bytes::from(out));
+            ctx.send(id, server_frame(opcode, msg));
             return;
         }
         if !text {
