@@ -51,11 +51,11 @@ struct TopicQuery {
 async fn echo(ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(|mut socket: WebSocket| async move {
         while let Some(Ok(msg)) = socket.recv().await {
-            match msg {
-                Message::Text(_) | Message::Binary(_) if socket.send(msg).await.is_err() => break,
-                Message::Close(_) => break,
-                // Data already echoed; tungstenite answers pings by itself.
-                _ => {}
+            // tungstenite answers pings by itself; text and binary go back as they came.
+            let close = matches!(msg, Message::Close(_));
+            let data = matches!(msg, Message::Text(_) | Message::Binary(_));
+            if close || (data && socket.send(msg).await.is_err()) {
+                break;
             }
         }
     })
