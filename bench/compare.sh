@@ -22,6 +22,7 @@ HARNESS_CPU=1
 ONLY=""
 BENCH=""
 UC_BIN=""
+PORT_BASE=""
 
 usage() {
     cat <<EOF
@@ -37,6 +38,7 @@ usage: bench/compare.sh [options]
   --harness-cpu N      core for the harness (default 1)
   --bench BIN          uringcast-bench binary (default: target/release/uringcast-bench, built here)
   --uringcast BIN      uringcast binary (default: target/release/uringcast, built here)
+  --port-base N        first server port (default: just outside net.ipv4.ip_local_port_range)
 EOF
 }
 
@@ -53,6 +55,7 @@ while (($#)); do
     --harness-cpu) HARNESS_CPU=$2; shift ;;
     --bench) BENCH=$2; shift ;;
     --uringcast) UC_BIN=$2; shift ;;
+    --port-base) PORT_BASE=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -83,7 +86,10 @@ done
 
 # Server ports outside the ephemeral range, so the harness's own connections never take them.
 read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range
-if ((EPH_HI <= 65000)); then
+if [[ -n ${PORT_BASE:-} ]]; then
+    ((PORT_BASE + 6 < EPH_LO || PORT_BASE > EPH_HI)) ||
+        echo "compare.sh: warning: --port-base $PORT_BASE is inside the ephemeral range $EPH_LO-$EPH_HI" >&2
+elif ((EPH_HI <= 65000)); then
     PORT_BASE=$((EPH_HI + 100))
 elif ((EPH_LO > 100)); then
     PORT_BASE=$((EPH_LO - 40)) # below the range; under 1024 this needs root (or CAP_NET_BIND_SERVICE)
@@ -226,10 +232,18 @@ run_one() { # cell-name peer rep args-template
     local i
     for i in $(seq 100); do port_busy "$port" || break; sleep 0.1; done
     mapfile -t cmd < <(server_cmd "$peer" "$port")
-    taskset -c "$SERVER_CPU" "${cmd[@]}" >"$WORK/$tag.server.log" 2>&1 &
-    SPID=$!
-    for i in $(seq 150); do port_open "$port" && break; kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
-    if ! port_open "$port"; then
+    local try
+    # Up to 3 starts: on a shared machine another job may hold the port for a moment.
+    for try in 1 2 3; do
+        taskset -c "$SERVER_CPU" "${cmd[@]}" >"$WORK/$tag.server.log" 2>&1 &
+        SPID=$!
+        for i in $(seq 150); do port_open "$port" && break; kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$SPID" 2>/dev/null && port_open "$port" && break
+        log "$tag: server start $try failed: $(tail -c 300 "$WORK/$tag.server.log" | tr '\n' ' ' | cut -c1-160)"
+        stop_server
+        sleep 2
+    done
+    if [[ -z $SPID ]] || ! port_open "$port"; then
         log "$tag: server did not start (see $WORK/$tag.server.log)"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$peer" "$rep" start-failed 0 0 0 0 >>"$RUNS"
         stop_server
