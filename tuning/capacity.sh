@@ -19,7 +19,7 @@
 # Other flags: --hold D (least held time after the ramp, 100s), --heartbeat-interval D (server,
 # 30s; a connection silent for 3 intervals + 5 s counts as lost), --sample N (1000),
 # --messages N (3), --msg-rate R (1), --send-budget S (20000), --mem-stop-gib G (abort a step above G GiB used, 20),
-# --ramp-rate R (new connections/s, 5000), --workers N (server), --no-sysctl, --sysctl (also
+# --proto mixed|sse|ws (mixed), --ramp-rate R (new connections/s, 5000), --workers N (server), --no-sysctl, --sysctl (also
 # with --ci, which skips it by default),
 # --build release|debug.
 #
@@ -44,6 +44,8 @@ HOLD_S=100
 HB_INTERVAL_S=30
 # New connections per second during a ramp (uringcast-bench --rate); 0 = as fast as it can.
 RAMP_RATE=5000
+# Which protocols the held connections speak: mixed (every other one SSE / WebSocket), sse, ws.
+PROTO=mixed
 SAMPLE=1000
 # Messages published per step, at most MSG_RATE per second and at most SEND_BUDGET / N per
 # second (each message is N sends; 20k sends/s is what the server got on the shared dev VM at
@@ -94,6 +96,7 @@ while (($#)); do
     --messages) MSG_COUNT="${2:?}"; shift 2 ;;
     --send-budget) SEND_BUDGET="${2:?}"; shift 2 ;;
     --ramp-rate) RAMP_RATE="${2:?}"; shift 2 ;;
+    --proto) PROTO="${2:?}"; shift 2 ;;
     --mem-stop-gib) MEM_STOP_GIB="${2:?}"; shift 2 ;;
     --no-sysctl) SYSCTL=0; shift ;;
     --sysctl) SYSCTL=2; shift ;;
@@ -118,6 +121,7 @@ done
 [[ "$MAX" =~ ^[0-9]+$ ]] || die "--max must be a number"
 [[ "$SAMPLE" =~ ^[1-9][0-9]*$ ]] || die "--sample must be >= 1"
 [[ "$MSG_COUNT" =~ ^[1-9][0-9]*$ ]] || die "--messages must be >= 1"
+[[ "$PROTO" =~ ^(mixed|sse|ws)$ ]] || die "--proto must be mixed, sse or ws"
 # A connection silent for three heartbeat intervals (+5 s) is stale: on a box where server and
 # harness share two busy cores a heartbeat can sit unread in a socket for an interval or more
 # (the harness re-arms receives a batch per loop turn), which is lateness, not loss.
@@ -293,7 +297,11 @@ start_server() {
     done
     [[ -n "$ADDR" ]] || die "the server did not report its address within 60 s"
     PORT="${ADDR##*:}"
-    URLS=(--url "http://$ADDR/sse?topic={topic}" --url "ws://$ADDR/ws?topic={topic}")
+    case "$PROTO" in
+    sse) URLS=(--url "http://$ADDR/sse?topic={topic}") ;;
+    ws) URLS=(--url "ws://$ADDR/ws?topic={topic}") ;;
+    *) URLS=(--url "http://$ADDR/sse?topic={topic}" --url "ws://$ADDR/ws?topic={topic}") ;;
+    esac
     log "$(head -1 "$LOGS/server-$n.out")"
 }
 
@@ -353,7 +361,7 @@ for N in "${PLAN[@]}"; do
     pre_sslab=$(socket_slab_now)
     pre_slab=$(slab_now)
     pre_used_kb=$(mem_used_kb)
-    log "step $N: ramping (half SSE, half WebSocket, sources $SRC, hold ${hold_s} s)"
+    log "step $N: ramping ($PROTO, sources $SRC, hold ${hold_s} s)"
     t_step=$(date +%s)
     "$BIN/uringcast-bench" hold "${URLS[@]}" --conns "$N" --duration "${hold_s}s" \
         --heartbeat-max "${HB_MAX_S}s" --src "$SRC" --max-time "${max_time}s" --quiet \

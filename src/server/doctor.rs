@@ -18,16 +18,14 @@ use super::config::Config;
 use super::serve::engine_config;
 use crate::engine::{CloseReason, ConnId, Ctx, Engine, EngineConfig, Handler, Origin};
 
-/// Server userspace bytes per idle held connection (slab slots, timer node, subscription,
-/// per-ring tables), measured as server RSS growth / connections held by
-/// `tuning/capacity.sh` on Linux 6.18 (docs/capacity.md).
-pub const SERVER_BYTES_PER_CONNECTION: u64 = 1_300;
-/// Kernel bytes per idle TCP socket end (TCP slab, sock_inode_cache, dentry, filp), measured
-/// with /proc/slabinfo deltas (tuning/README.md).
-pub const KERNEL_BYTES_PER_SOCKET_END: u64 = 4_096;
-/// Kernel bytes of one armed multishot recv request (io_kiocb and poll entry), as measured by
-/// the team's C probe (issue 6).
-pub const KERNEL_BYTES_PER_ARMED_RECV: u64 = 900;
+/// Server userspace bytes per idle held connection (slab slots, timer node, subscription),
+/// measured as server RSS growth / connections held by `tuning/capacity.sh` on Linux 6.18:
+/// 450-465 B at 200k-400k connections (docs/capacity.md); rounded up.
+pub const SERVER_BYTES_PER_CONNECTION: u64 = 480;
+/// Kernel bytes per idle TCP socket end with its armed multishot recv (TCP slab,
+/// sock_inode_cache, dentry, filp, io_uring request), measured by `tuning/capacity.sh` as
+/// `Slab:` growth / TCP sockets growth: 4.4-4.7 KB at 200k-400k connections; rounded up.
+pub const KERNEL_BYTES_PER_SOCKET_END: u64 = 4_700;
 /// io_uring's cap on one registered file table (IORING_MAX_FIXED_FILES).
 const IORING_MAX_FIXED_FILES: u64 = 1 << 20;
 /// The engine refuses more rings than this per worker.
@@ -49,6 +47,9 @@ pub struct Facts {
     /// `net.ipv4.ip_local_port_range`.
     pub port_range: (u64, u64),
     pub somaxconn: u64,
+    /// `net.netfilter.nf_conntrack_max` and `nf_conntrack_count`; `None` when conntrack is not
+    /// loaded (then it tracks nothing and bounds nothing).
+    pub conntrack: Option<(u64, u64)>,
     /// `net.ipv4.tcp_mem` in pages: low, pressure, high.
     pub tcp_mem_pages: [u64; 3],
     pub page_bytes: u64,
@@ -151,7 +152,7 @@ pub fn ring_layout(cfg: &EngineConfig, nofile_soft: u64, cpus: u64) -> RingLayou
 
 /// Server-side kernel memory of one held connection: its socket end and its armed recv.
 pub fn kernel_bytes_per_connection() -> u64 {
-    KERNEL_BYTES_PER_SOCKET_END + KERNEL_BYTES_PER_ARMED_RECV
+    KERNEL_BYTES_PER_SOCKET_END
 }
 
 /// Judge `facts` for the server `config` would start. Pure: no I/O.
@@ -280,6 +281,26 @@ pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
             .to_owned(),
     });
 
+    if let Some((max, count)) = facts.conntrack {
+        // A full table drops new SYNs: every tracked connection needs an entry. A loaded module
+        // with no rule using it in this namespace tracks nothing (count 0) and bounds nothing.
+        let tracking = count > 0;
+        bounds.push(Bound {
+            name: "nf_conntrack_max",
+            value: if tracking {
+                format!("{max} ({count} tracked now)")
+            } else {
+                format!("{max} (nothing tracked now: no conntrack rule in this namespace?)")
+            },
+            connections: tracking.then(|| max.saturating_sub(count)),
+            status: "ok",
+            fix: "conntrack is loaded and tracks every connection: sysctl -w \
+                  net.netfilter.nf_conntrack_max=N (tuning/sysctl.sh apply), or exempt the port \
+                  with a raw-table NOTRACK rule"
+                .to_owned(),
+        });
+    }
+
     let memory_conns = facts.mem_available_bytes / per_conn;
     bounds.push(Bound {
         name: "memory",
@@ -316,9 +337,9 @@ pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
             "ok"
         },
         fix: format!(
-            "idle sockets hold no buffers; {} connections each with one page queued need \
-             tcp_mem max >= {target}: tuning/sysctl.sh apply --connections {target}",
-            facts.tcp_mem_pages[2]
+            "idle sockets hold no buffers; for all {target} connections to have a page queued \
+             at once, tcp_mem max must be >= {target} pages: tuning/sysctl.sh apply \
+             --connections {target}"
         ),
     });
 
@@ -442,6 +463,14 @@ impl Facts {
                 range.get(1).copied().unwrap_or(60999),
             ),
             somaxconn: first(&proc("/proc/sys/net/core/somaxconn")),
+            conntrack: std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+                .ok()
+                .map(|max| {
+                    (
+                        first(&max),
+                        first(&proc("/proc/sys/net/netfilter/nf_conntrack_count")),
+                    )
+                }),
             tcp_mem_pages: [0, 1, 2].map(|i| tcp_mem.get(i).copied().unwrap_or(0)),
             page_bytes: if page > 0 { page as u64 } else { 4096 },
             mem_total_bytes: mem("MemTotal:"),
@@ -543,6 +572,7 @@ mod tests {
             files_allocated: 1_227,
             port_range: (32_768, 60_999),
             somaxconn: 4_096,
+            conntrack: None,
             tcp_mem_pages: [287_898, 383_867, 575_796],
             page_bytes: 4_096,
             mem_total_bytes: 24 << 30,
@@ -598,6 +628,19 @@ mod tests {
         f.files_allocated = 10_000;
         let d = diagnose(&config(1_000_000), &f);
         assert_eq!((d.bottleneck, d.capacity), ("fs.file-max", 50_000));
+    }
+
+    #[test]
+    fn conntrack_table_bounds_when_loaded() {
+        let mut f = vm();
+        f.conntrack = Some((262_144, 44));
+        let d = diagnose(&config(1_000_000), &f);
+        assert_eq!((d.bottleneck, d.capacity), ("nf_conntrack_max", 262_100));
+        f.conntrack = None;
+        assert_ne!(
+            diagnose(&config(1_000_000), &f).bottleneck,
+            "nf_conntrack_max"
+        );
     }
 
     #[test]
