@@ -66,7 +66,7 @@ fn server() {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         workers: 2,
         connections_max: n + n / 10 + 1000,
-        drain_timeout_ms: 10_000,
+        drain_timeout_ms: env_usize("HOLD_DRAIN_MS", 10_000) as u64,
         handle_signals: true,
         ..EngineConfig::default()
     };

@@ -95,6 +95,14 @@ impl Ring {
         })
     }
 
+    /// Close the ring's fd (the kernel's exit work cancels every op and closes the table's
+    /// sockets, asynchronously) and leak the provided buffers, which that work may still write.
+    pub fn close_leaking_buffers(self) {
+        let Ring { uring, bufs, .. } = self;
+        drop(uring);
+        std::mem::forget(bufs);
+    }
+
     /// Push one SQE, submitting to make room when the SQ is full.
     ///
     /// # Safety

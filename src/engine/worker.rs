@@ -35,6 +35,9 @@ const SLOW_TURN_MS: u128 = 1000;
 /// At a forced exit, file tables are unregistered (closing their sockets in this thread) only
 /// until this much time has passed; the rest close in the kernel's ring-exit work after exit.
 const FORCED_CLOSE_BUDGET_MS: u128 = 500;
+/// At a forced exit with more connections left than this, the rings are closed without a
+/// synchronous cancel (quadratic in the kernel) and the worker's memory is leaked.
+const FORCED_SYNC_CANCEL_MAX: usize = 4096;
 /// Period of the per-ring debug status line.
 const STATUS_LOG_MS: u64 = 5000;
 
@@ -523,7 +526,31 @@ impl<H: Handler> Worker<H> {
             self.core.abandon(slot, CloseReason::Shutdown);
         }
         self.deliver_due();
+        if abandoned > FORCED_SYNC_CANCEL_MAX {
+            // A cancel-any walks the ring's poll table from its start for every op it cancels,
+            // so it is quadratic: 6.4-6.8 s for ~75,000 connections per worker, all of it past
+            // the deadline. Closing a ring's fd instead cancels everything in one pass, in the
+            // kernel's asynchronous exit work, which then closes the sockets. As that work may
+            // still write into provided buffers, `wake_buf` or send memory for a while, none of
+            // it is freed: the worker's memory is leaked (the process is exiting).
+            self.leak_on_exit = true;
+            let t = std::time::Instant::now();
+            for ring in std::mem::take(&mut self.core.rings) {
+                ring.close_leaking_buffers();
+            }
+            tracing::warn!(
+                worker = self.core.worker,
+                abandoned,
+                close_ms = t.elapsed().as_millis() as u64,
+                now_ms = self.core.now_ms,
+                deadline_ms = ?self.drain_deadline_ms,
+                "drain deadline passed: rings closed, the kernel closes the remaining sockets"
+            );
+            return;
+        }
+        let t_cancel = std::time::Instant::now();
         self.cancel_everything();
+        let cancel_ms = t_cancel.elapsed().as_millis() as u64;
         // Close the sockets of as many tables as fit in `FORCED_CLOSE_BUDGET_MS`, in this
         // thread, so peers see the close by the time the process exits (left to the kernel's
         // asynchronous ring-exit work, a test client sometimes waited > 5 s for its EOF). Past
@@ -545,6 +572,7 @@ impl<H: Handler> Worker<H> {
             worker = self.core.worker,
             abandoned,
             left_to_kernel,
+            cancel_ms,
             close_ms = t.elapsed().as_millis() as u64,
             now_ms = self.core.now_ms,
             deadline_ms = ?self.drain_deadline_ms,
