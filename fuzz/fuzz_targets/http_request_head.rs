@@ -62,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
                     },
                 },
             };
-            assert!(consumed <= buf.len(), "consumed {consumed} > len {}", buf.len());
+            assert!(
+                consumed <= buf.len(),
+                "consumed {consumed} > len {}",
+                buf.len()
+            );
             pos += consumed;
             if !more {
                 break;
