@@ -45,7 +45,8 @@ pub(crate) struct Core<M> {
     /// Milliseconds since the engine started, cached once per loop turn.
     pub now_ms: u64,
     /// Messages this worker posted to itself, delivered after the current callback.
-    pub local_msgs: Vec<M>,
+    /// This worker posted to its own inbox during a callback (drained after it).
+    pub own_posted: bool,
     /// Slots whose `on_close` / `on_connect_failed` is due.
     pub closed: Vec<(u32, CloseReason)>,
     /// Slots with queued bytes and no send in flight.
@@ -86,7 +87,7 @@ impl<M> Core<M> {
             layout,
             worker,
             now_ms: 0,
-            local_msgs: Vec::new(),
+            own_posted: false,
             closed: Vec::new(),
             dirty: VecDeque::new(),
             to_close: VecDeque::new(),

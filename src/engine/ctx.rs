@@ -120,11 +120,16 @@ impl<'a, H: Handler> Ctx<'a, H> {
 
     /// Deliver `msg` to `on_msg` of worker `worker` (this one included; then after the current
     /// callback, with no syscall). Wakes of another worker are batched.
+    ///
+    /// Order: every worker's inbox is one FIFO, and a post to this worker goes into the same
+    /// FIFO as posts from other workers. So messages posted to every worker under one lock
+    /// hold each (as the hub's publish does) reach each worker in one and the same order.
     pub fn post(&mut self, worker: usize, msg: H::Msg) {
         let shared = &self.core.shared;
         EngineStats::add(&shared.stats.posted_total, 1);
         if worker == self.core.worker {
-            self.core.local_msgs.push(msg);
+            shared.inboxes[worker].post_own(msg);
+            self.core.own_posted = true;
         } else if shared.inboxes[worker].post(msg) {
             EngineStats::add(&shared.stats.wakes_total, 1);
         }

@@ -48,6 +48,17 @@ impl<M> Inbox<M> {
         true
     }
 
+    /// Queue `msg` from the worker's own thread: no wake, the worker drains its inbox after
+    /// the current callback (see `Worker::deliver_due`). Going through the same queue as
+    /// other workers' posts is what keeps one order: messages pushed under a common lock
+    /// (the hub's) are drained in the order they were pushed, whoever pushed them.
+    pub fn post_own(&self, msg: M) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
     /// Write the eventfd unconditionally (shutdown uses this).
     pub fn kick(&self) {
         let one: u64 = 1;
@@ -65,6 +76,12 @@ impl<M> Inbox<M> {
     /// Worker side, on the eventfd completion: re-enable wakes, then take everything queued.
     pub fn drain(&self, into: &mut Vec<M>) {
         self.armed.store(false, Ordering::SeqCst);
+        self.take(into);
+    }
+
+    /// Worker side, after its own `post_own`: take everything queued, wakes untouched (an
+    /// outstanding eventfd write then finds an empty or shorter queue, which is harmless).
+    pub fn take(&self, into: &mut Vec<M>) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if into.is_empty() {
             std::mem::swap(&mut *q, into);

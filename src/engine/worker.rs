@@ -351,24 +351,26 @@ impl<H: Handler> Worker<H> {
         self.conns[slot as usize] = Some(conn);
     }
 
-    /// Deliver due `on_close`s and self-posted messages until none are left.
+    /// Deliver due `on_close`s and self-posted messages until none are left. Self-posted
+    /// messages are taken from the inbox together with whatever other workers queued before
+    /// them, in queue order (see `Ctx::post`).
     fn deliver_due(&mut self) {
         loop {
             if let Some((slot, why)) = self.core.closed.pop() {
                 self.deliver_close(slot, why);
                 continue;
             }
-            if self.core.local_msgs.is_empty() {
+            if !self.core.own_posted {
                 break;
             }
-            let mut msgs = std::mem::take(&mut self.core.local_msgs);
+            self.core.own_posted = false;
+            let mut msgs = std::mem::take(&mut self.msgs);
+            self.core.shared.inboxes[self.core.worker].take(&mut msgs);
             for msg in msgs.drain(..) {
                 let mut ctx = Ctx::new(&mut self.core);
                 self.handler.on_msg(&mut ctx, msg);
             }
-            if self.core.local_msgs.is_empty() {
-                self.core.local_msgs = msgs;
-            }
+            self.msgs = msgs;
         }
     }
 
