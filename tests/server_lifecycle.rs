@@ -117,6 +117,13 @@ fn websocket_that_never_answers_pings_is_closed_at_the_pong_deadline() {
     let _ = c.read_to_end(&mut all); // until the server drops us
     let took = start.elapsed();
     assert!(count(&all, &[0x89, 0x00]) >= 1, "a ping was sent");
+    // docs/protocol.md: the server says why with a 1008 close frame before it closes.
+    let close_1008 = [0x88, 2 + b"pong timeout".len() as u8, 0x03, 0xF0];
+    assert!(
+        count(&all, &close_1008) == 1 && all.ends_with(b"pong timeout"),
+        "a 1008 \"pong timeout\" close frame ends the stream: {:x?}",
+        &all[all.len().saturating_sub(20)..]
+    );
     assert!(
         took >= Duration::from_millis(450),
         "closed before ping + pong timeout: {took:?}"

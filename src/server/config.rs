@@ -195,9 +195,9 @@ impl ConfigValue for Millis {
 /// A size in bytes: `512`, `64KiB`, `1MiB`, `16MiB`, `1GiB` (binary units; `KB`/`MB` are taken
 /// as the same binary units because that is what every operator means for buffer sizes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Bytes(pub usize);
+pub struct ByteSize(pub usize);
 
-impl ConfigValue for Bytes {
+impl ConfigValue for ByteSize {
     const EXPECTED: &'static str = "a size like 4096, 64KiB, 1MiB or 1GiB";
     fn parse_value(text: &str) -> Option<Self> {
         let text = text.trim().replace('_', "");
@@ -213,7 +213,7 @@ impl ConfigValue for Bytes {
             "GiB" | "GB" | "G" => 1 << 30,
             _ => return None,
         };
-        number.checked_mul(scale).map(Bytes)
+        number.checked_mul(scale).map(ByteSize)
     }
     fn show(&self) -> String {
         let b = self.0;
@@ -305,28 +305,28 @@ config_keys! {
     echo_path: Option<String> = None;
     /// Let WebSocket clients publish with {"op":"publish",...} messages.
     ws_publish: bool = false;
-    /// Bearer key required to publish; empty = publishing only from loopback peers.
+    /// Bearer key required to publish; empty = no key needed on a loopback listen address, publishing refused on any other.
     publish_key: Option<String> = None;
     /// WebSocket subprotocols the server accepts, in preference order.
     ws_protocols: Vec<String> = Vec::new();
     /// Messages kept per topic for Last-Event-ID replay.
     history_messages: usize = 1_000;
     /// Bytes of message data kept per topic for replay.
-    history_bytes: Bytes = Bytes(256 << 10);
+    history_bytes: ByteSize = ByteSize(256 << 10);
     /// Topics the server holds at once.
     topics_max: usize = 10_000;
     /// Topics one connection may subscribe to.
     topics_per_conn_max: usize = 64;
     /// Largest published message (HTTP body or WebSocket publish data).
-    publish_bytes_max: Bytes = Bytes(1 << 20);
+    publish_bytes_max: ByteSize = ByteSize(1 << 20);
     /// Largest WebSocket message a client may send (control messages; echo payloads).
-    ws_message_bytes_max: Bytes = Bytes(64 << 10);
+    ws_message_bytes_max: ByteSize = ByteSize(64 << 10);
     /// Bytes queued to one connection before it counts as a slow consumer and is closed.
-    queue_bytes_max: Bytes = Bytes(4 << 20);
+    queue_bytes_max: ByteSize = ByteSize(4 << 20);
     /// Longest request line (414 beyond).
-    request_line_bytes_max: Bytes = Bytes(8 << 10);
+    request_line_bytes_max: ByteSize = ByteSize(8 << 10);
     /// Largest request head (431 beyond).
-    head_bytes_max: Bytes = Bytes(16 << 10);
+    head_bytes_max: ByteSize = ByteSize(16 << 10);
     /// Most header fields in a request (431 beyond).
     headers_max: usize = 64;
     /// Timer wheel tick; timers fire with this granularity.
@@ -410,7 +410,7 @@ impl Config {
             if !path.starts_with('/') {
                 return invalid("echo_path", "must start with '/'");
             }
-            if ["/sse", "/ws", "/publish", "/healthz", "/metrics"].contains(&path.as_str()) {
+            if super::route::BUILTIN_PATHS.contains(&path.as_str()) {
                 return invalid("echo_path", "collides with a built-in route");
             }
         }
@@ -436,19 +436,25 @@ impl Config {
                 });
             }
         }
-        if self.topics_per_conn_max == 0 || self.topics_max == 0 {
-            return invalid("topics_per_conn_max", "topic limits must be at least 1");
+        if self.topics_per_conn_max == 0 {
+            return invalid("topics_per_conn_max", "must be at least 1");
         }
-        if self.head_bytes_max.0 < 256 || self.request_line_bytes_max.0 < 64 {
-            return invalid(
-                "head_bytes_max",
-                "request limits are too small to parse any request",
-            );
+        if self.topics_max == 0 {
+            return invalid("topics_max", "must be at least 1");
+        }
+        if self.head_bytes_max.0 < 256 {
+            return invalid("head_bytes_max", "must be at least 256 bytes");
+        }
+        if self.request_line_bytes_max.0 < 64 {
+            return invalid("request_line_bytes_max", "must be at least 64 bytes");
         }
         if self.request_line_bytes_max.0 > self.head_bytes_max.0 {
             return invalid("request_line_bytes_max", "must not exceed head_bytes_max");
         }
-        if self.publish_bytes_max.0 == 0 || self.ws_message_bytes_max.0 < 125 {
+        if self.publish_bytes_max.0 == 0 {
+            return invalid("publish_bytes_max", "must be at least 1 byte");
+        }
+        if self.ws_message_bytes_max.0 < 125 {
             return invalid("ws_message_bytes_max", "must be at least 125 bytes");
         }
         if self.queue_bytes_max.0 < 4096 {
@@ -504,9 +510,9 @@ mod tests {
         );
         assert_eq!(Millis::parse_value("1x"), None);
         assert_eq!(Millis::parse_value("99999999999999999999s"), None);
-        assert_eq!(Bytes::parse_value("16MiB"), Some(Bytes(16 << 20)));
-        assert_eq!(Bytes::parse_value("4096"), Some(Bytes(4096)));
-        assert_eq!(Bytes::parse_value("1TiB"), None);
+        assert_eq!(ByteSize::parse_value("16MiB"), Some(ByteSize(16 << 20)));
+        assert_eq!(ByteSize::parse_value("4096"), Some(ByteSize(4096)));
+        assert_eq!(ByteSize::parse_value("1TiB"), None);
         for ms in [1, 999, 1000, 60_000, 3_600_000, 90_000] {
             assert_eq!(Millis::parse_value(&Millis(ms).show()), Some(Millis(ms)));
         }
@@ -556,6 +562,23 @@ mod tests {
         c.tick = Millis(0);
         assert!(c.validate().unwrap_err().to_string().contains("tick"));
         c.tick = Millis(10);
+        // Each refusal names the key that is wrong, not a neighbour.
+        for (key, value) in [
+            ("topics_max", "0"),
+            ("topics_per_conn_max", "0"),
+            ("publish_bytes_max", "0"),
+            ("ws_message_bytes_max", "100"),
+            ("head_bytes_max", "100"),
+            ("request_line_bytes_max", "10"),
+        ] {
+            let mut bad = c.clone();
+            bad.set(key, value, Source::Flag).unwrap();
+            let err = bad.validate().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{key}={value}: {err}"
+            );
+        }
         c.topics_max = 1 << 40;
         let err = c.validate().unwrap_err().to_string();
         assert!(

@@ -62,20 +62,85 @@ pub enum ConnKind {
 /// A counter family from another layer: (name, help, [(labels, value)]).
 pub type Family<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
 
+/// The server's plain counters. Each has one name and one help text, in [`Counter::ALL`]'s
+/// table; code counts with [`Metrics::inc`] / [`Metrics::add`], never by field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    Published,
+    Delivered,
+    Replayed,
+    Resets,
+    Dropped,
+    HttpErrors,
+    Heartbeats,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 7] = [
+        Counter::Published,
+        Counter::Delivered,
+        Counter::Replayed,
+        Counter::Resets,
+        Counter::Dropped,
+        Counter::HttpErrors,
+        Counter::Heartbeats,
+    ];
+
+    /// (Prometheus name, help text).
+    pub fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Counter::Published => ("uringcast_published_total", "Messages published."),
+            Counter::Delivered => (
+                "uringcast_delivered_total",
+                "Messages queued to subscribers.",
+            ),
+            Counter::Replayed => (
+                "uringcast_replayed_total",
+                "Messages replayed after Last-Event-ID.",
+            ),
+            Counter::Resets => (
+                "uringcast_resets_total",
+                "Reset notices sent because history no longer reached back.",
+            ),
+            Counter::Dropped => (
+                "uringcast_dropped_total",
+                "Deliveries dropped because a slow consumer was closed.",
+            ),
+            Counter::HttpErrors => (
+                "uringcast_http_errors_total",
+                "Requests answered with a 4xx or 5xx status.",
+            ),
+            Counter::Heartbeats => (
+                "uringcast_heartbeats_total",
+                "SSE heartbeat comments and WebSocket pings sent.",
+            ),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    pub connections: [AtomicU64; 3],
-    pub published_total: AtomicU64,
-    pub delivered_total: AtomicU64,
-    pub replayed_total: AtomicU64,
-    pub resets_total: AtomicU64,
-    pub dropped_total: AtomicU64,
-    pub closed_total: [AtomicU64; CloseKind::ALL.len()],
-    pub http_errors_total: AtomicU64,
-    pub heartbeats_total: AtomicU64,
+    connections: [AtomicU64; 3],
+    counters: [AtomicU64; Counter::ALL.len()],
+    closed_total: [AtomicU64; CloseKind::ALL.len()],
 }
 
 impl Metrics {
+    pub fn inc(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    pub fn add(&self, c: Counter, n: u64) {
+        if n != 0 {
+            self.counters[c as usize].fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counters[c as usize].load(Relaxed)
+    }
+
     pub fn conn_opened(&self, kind: ConnKind) {
         self.connections[kind as usize].fetch_add(1, Relaxed);
     }
@@ -107,46 +172,11 @@ impl Metrics {
             let v = self.connections[kind as usize].load(Relaxed);
             let _ = writeln!(out, "uringcast_connections{{kind=\"{label}\"}} {v}");
         }
-        for (name, help, value) in [
-            (
-                "uringcast_published_total",
-                "Messages published.",
-                &self.published_total,
-            ),
-            (
-                "uringcast_delivered_total",
-                "Messages queued to subscribers.",
-                &self.delivered_total,
-            ),
-            (
-                "uringcast_replayed_total",
-                "Messages replayed after Last-Event-ID.",
-                &self.replayed_total,
-            ),
-            (
-                "uringcast_resets_total",
-                "Reset notices sent because history no longer reached back.",
-                &self.resets_total,
-            ),
-            (
-                "uringcast_dropped_total",
-                "Deliveries dropped because a slow consumer was closed.",
-                &self.dropped_total,
-            ),
-            (
-                "uringcast_http_errors_total",
-                "Requests answered with a 4xx or 5xx status.",
-                &self.http_errors_total,
-            ),
-            (
-                "uringcast_heartbeats_total",
-                "SSE heartbeat comments and WebSocket pings sent.",
-                &self.heartbeats_total,
-            ),
-        ] {
+        for c in Counter::ALL {
+            let (name, help) = c.describe();
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+            let _ = writeln!(out, "{name} {}", self.get(c));
         }
         let _ = writeln!(
             out,

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::config::Config;
-use super::handler::{Shared, Worker, WorkerMsg};
+use super::dispatch::Dispatcher;
+use super::shared::{Shared, WorkerMsg};
 use crate::engine::{Engine, EngineConfig, EngineError};
 
 /// The engine's share of the config: sizes, timeouts and the listen address.
@@ -32,8 +33,8 @@ pub fn serve(config: Config) -> Result<(), EngineError> {
     if cfg.publish_key.is_none() {
         if shared.keyless_publish_allowed {
             eprintln!(
-                "uringcast: no publish_key set: publishing is open to loopback peers only \
-                 (listening on {})",
+                "uringcast: no publish_key set: anyone who can reach {} may publish (a loopback \
+                 listen address, so only this host or a proxy on it)",
                 cfg.listen
             );
         } else {
@@ -55,7 +56,7 @@ pub fn serve(config: Config) -> Result<(), EngineError> {
     let engine_cfg = engine_config(cfg);
     let for_workers = Arc::clone(&shared);
     let engine: Engine<WorkerMsg> = Engine::start(engine_cfg, move |_worker| {
-        Worker::new(Arc::clone(&for_workers))
+        Dispatcher::new(Arc::clone(&for_workers))
     })?;
     let addr = engine
         .local_addr()

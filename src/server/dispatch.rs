@@ -1,0 +1,233 @@
+//! The per-worker [`Dispatcher`]: the engine's [`Handler`] for the server. It owns the loop
+//! that turns received bytes into steps of a connection's state, the one place that decides
+//! whether to read more, and routes each request head once (see `route`). What a step does
+//! lives in the state's own module (`publish`, `sse`, `ws`, `subscribe`), which never imports
+//! this file.
+//!
+//! It never touches the ring: bytes come from the engine and leave as shared buffers through
+//! `Out`. The HTTP and WebSocket rules live in `proto`, topics and replay in `hub`.
+//!
+//! Timer use: each connection has one engine timer, and its meaning follows the state:
+//! - HTTP: the request deadline (`request_timeout` from the connection's open or the previous
+//!   response), so a half-sent head (slowloris) or an idle keep-alive connection is closed.
+//! - SSE and WebSocket: see `sse` and `ws`.
+
+use std::sync::Arc;
+
+use super::conn::{Conn, State};
+use super::metrics::{render_engine, CloseKind, ConnKind};
+use super::out::{Out, TEXT};
+use super::route::Route;
+use super::shared::{Shared, Sub, WorkerMsg};
+use super::subscribe::Subscriptions;
+use super::{publish, sse, ws};
+use crate::engine::{CloseReason, ConnId, Ctx, EngineStats, Handler, Origin};
+use crate::proto::http1::{BodyKind, HttpError, RequestHead, Version};
+use crate::proto::Progress;
+
+/// The server's handler on one worker.
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    subs: Subscriptions,
+}
+
+impl Dispatcher {
+    pub fn new(shared: Arc<Shared>) -> Dispatcher {
+        let per_conn = shared.config.topics_per_conn_max;
+        Dispatcher {
+            shared,
+            subs: Subscriptions::new(per_conn),
+        }
+    }
+}
+
+/// One step of an HTTP connection: a request head, or a piece of a publish body. Returns the
+/// bytes consumed and whether another step may make progress.
+fn http_step(
+    out: &mut Out<'_, '_, Dispatcher>,
+    subs: &mut Subscriptions,
+    state: &mut State,
+    input: &[u8],
+) -> (usize, bool) {
+    let State::Http(http) = state else {
+        unreachable!("http_step on a non-HTTP connection")
+    };
+    out.http10_keep_alive = http.http10_keep_alive;
+    if http.publish.is_some() {
+        return publish::body_step(out, &mut http.publish, input);
+    }
+    match http.decoder.decode(&out.shared.http_limits, input) {
+        Ok(Progress {
+            consumed,
+            event: None,
+        }) => (consumed, false),
+        Ok(Progress {
+            consumed,
+            event: Some(head),
+        }) => {
+            http.decoder.reset();
+            route(out, subs, state, &head);
+            (consumed, true)
+        }
+        Err(e) => {
+            out.http_error(&e);
+            (input.len(), false)
+        }
+    }
+}
+
+/// Answer one request head: the route decides, the state's module acts, and the connection
+/// changes state on an SSE or WebSocket start.
+fn route(
+    out: &mut Out<'_, '_, Dispatcher>,
+    subs: &mut Subscriptions,
+    state: &mut State,
+    head: &RequestHead,
+) {
+    let State::Http(http) = state else {
+        unreachable!("route on a non-HTTP connection")
+    };
+    http.http10_keep_alive = head.version() == Version::Http10 && head.keep_alive();
+    out.http10_keep_alive = http.http10_keep_alive;
+    let shared = out.shared;
+    let route = Route::of(
+        head.method(),
+        head.path(),
+        shared.config.echo_path.as_deref(),
+    );
+    let close = !head.keep_alive() || (!route.reads_body() && head.body() != BodyKind::None);
+    match route {
+        Route::NotFound => out.respond(404, TEXT, b"not found\n", close),
+        Route::MethodNotAllowed { allow } => out.http_error(&HttpError::MethodNotAllowed { allow }),
+        Route::Healthz => out.respond(200, TEXT, b"ok\n", close),
+        Route::Metrics => {
+            let text = render_metrics(shared, out.ctx.stats());
+            let fields = [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")];
+            out.respond(200, &fields, text.as_bytes(), close)
+        }
+        Route::Publish => http.publish = publish::begin(out, head),
+        Route::Sse => {
+            if let Some(stream) = sse::start(out, subs, head) {
+                shared.metrics.conn_changed(ConnKind::Http, ConnKind::Sse);
+                *state = State::Sse(stream);
+            }
+        }
+        Route::Ws | Route::Echo => {
+            if let Some(session) = ws::upgrade(out, subs, head, route == Route::Echo) {
+                shared
+                    .metrics
+                    .conn_changed(ConnKind::Http, ConnKind::WebSocket);
+                *state = State::Ws(session);
+            }
+        }
+    }
+}
+
+fn render_metrics(shared: &Shared, stats: &EngineStats) -> String {
+    let hub = shared.hub();
+    let (topics, held) = (hub.topic_count() as u64, hub.held_bytes() as u64);
+    drop(hub);
+    let mut text = shared.metrics.render(&[]);
+    text.push_str(&render_engine(stats));
+    text.push_str(&format!(
+        "# HELP uringcast_topics Topics holding history.\n# TYPE uringcast_topics gauge\n\
+         uringcast_topics {topics}\n\
+         # HELP uringcast_history_bytes Bytes held for replay.\n\
+         # TYPE uringcast_history_bytes gauge\nuringcast_history_bytes {held}\n"
+    ));
+    text
+}
+
+impl Handler for Dispatcher {
+    type Conn = Conn;
+    type Msg = WorkerMsg;
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, _origin: Origin) -> Conn {
+        self.shared.metrics.conn_opened(ConnKind::Http);
+        ctx.set_timer(id, ctx.now_ms() + self.shared.config.request_timeout.0);
+        Conn::new()
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        conn: &mut Conn,
+        data: &mut [u8],
+    ) -> usize {
+        let Conn { state, closing } = conn;
+        let mut out = Out::new(ctx, id, &self.shared, closing);
+        let mut pos = 0;
+        // Steps run until one says it needs more bytes, even on empty input: a decoder may
+        // have an outcome pending that needs no new bytes (the WebSocket decoder reports an
+        // invalid UTF-8 tail on the call after it delivered the valid prefix). Two steps in a
+        // row that consume nothing end the loop, whatever they claim.
+        let mut idle_steps = 0;
+        while out.closing.is_none() && idle_steps < 2 {
+            let (consumed, more) = match state {
+                State::Http(_) => http_step(&mut out, &mut self.subs, state, &data[pos..]),
+                // An SSE client has nothing more to say; what it sends is read and dropped so
+                // that it cannot fill the leftover buffer.
+                State::Sse(_) => (data.len() - pos, false),
+                State::Ws(session) => ws::step(&mut out, &mut self.subs, session, &mut data[pos..]),
+            };
+            debug_assert!(consumed <= data.len() - pos);
+            pos += consumed;
+            idle_steps = if consumed == 0 { idle_steps + 1 } else { 0 };
+            if !more {
+                break;
+            }
+        }
+        if out.closing.is_some() {
+            // Input after the server decided to close is discarded, never buffered.
+            return data.len();
+        }
+        pos
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
+        let Conn { state, closing } = conn;
+        let mut out = Out::new(ctx, id, &self.shared, closing);
+        match state {
+            State::Http(_) => out.http_error(&HttpError::RequestTimeout),
+            State::Sse(stream) => sse::on_timer(&mut out, stream),
+            State::Ws(session) => ws::on_timer(&mut out, session),
+        }
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, id: ConnId, mut conn: Conn, why: CloseReason) {
+        let kind = conn.state.kind();
+        match &mut conn.state {
+            State::Http(_) => {}
+            State::Sse(s) => self
+                .subs
+                .unsubscribe_all(&mut s.topics, Sub { id, ws: false }),
+            State::Ws(w) => self
+                .subs
+                .unsubscribe_all(&mut w.topics, Sub { id, ws: true }),
+        }
+        let decided = self.subs.take_close_reason(id).or(conn.closing);
+        let close_kind = match (decided, why) {
+            (Some(k), _) => k,
+            (None, CloseReason::PeerClosed) => CloseKind::PeerClosed,
+            (None, CloseReason::Shutdown) => CloseKind::Shutdown,
+            (None, CloseReason::LeftoverOverflow) => CloseKind::ProtocolError,
+            (None, _) => CloseKind::IoError,
+        };
+        self.shared.metrics.conn_closed(kind, close_kind);
+    }
+
+    fn on_msg(&mut self, ctx: &mut Ctx<'_, Self>, msg: WorkerMsg) {
+        let WorkerMsg::Deliver(msg) = msg;
+        self.subs.deliver(&self.shared, ctx, &msg);
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
+        let Conn { state, closing } = conn;
+        let mut out = Out::new(ctx, id, &self.shared, closing);
+        match state {
+            State::Ws(_) => ws::on_shutdown(&mut out),
+            _ => out.close(CloseKind::Shutdown),
+        }
+    }
+}

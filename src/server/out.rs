@@ -1,0 +1,119 @@
+//! `Out`: one connection's way out, during one engine callback. Every byte the server queues
+//! to a connection — responses, error replies, SSE events, WebSocket frames, goodbyes — goes
+//! through [`Out::send`], and every decision to end a connection through [`Out::close`] or
+//! [`Out::abort`], which record why (for `uringcast_closed_total`).
+//!
+//! Never here: parsing, routing, hub access. `Out` is generic over the engine handler so that
+//! the behaviour modules (`sse`, `ws`, `publish`, `subscribe`) never name the dispatcher and so
+//! never import back up.
+
+use bytes::Bytes;
+
+use super::metrics::{CloseKind, Counter};
+use super::shared::Shared;
+use crate::engine::{ConnId, Ctx, Handler};
+use crate::proto::http1::{self, HttpError};
+use crate::proto::ws::ControlFrame;
+
+pub(super) const TEXT: &[(&str, &str)] = &[("Content-Type", "text/plain; charset=utf-8")];
+pub(super) const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
+
+/// A connection's output side for the length of one callback.
+pub(super) struct Out<'a, 'c, H: Handler> {
+    pub ctx: &'a mut Ctx<'c, H>,
+    pub id: ConnId,
+    pub shared: &'a Shared,
+    /// Why the server is closing this connection, once it decided to; `Some` also tells the
+    /// dispatcher to stop reading it.
+    pub closing: &'a mut Option<CloseKind>,
+    /// The request being answered is HTTP/1.0 with `Connection: keep-alive`.
+    pub http10_keep_alive: bool,
+}
+
+impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
+    pub fn new(
+        ctx: &'a mut Ctx<'c, H>,
+        id: ConnId,
+        shared: &'a Shared,
+        closing: &'a mut Option<CloseKind>,
+    ) -> Self {
+        Out {
+            ctx,
+            id,
+            shared,
+            closing,
+            http10_keep_alive: false,
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.ctx.now_ms()
+    }
+
+    pub fn set_timer(&mut self, deadline_ms: u64) {
+        self.ctx.set_timer(self.id, deadline_ms);
+    }
+
+    /// Queue `buf` (a shared handle, not copied). False if the connection is gone or closing.
+    pub fn send(&mut self, buf: Bytes) -> bool {
+        self.ctx.send(self.id, buf)
+    }
+
+    /// Close after what is queued has been sent.
+    pub fn close(&mut self, why: CloseKind) {
+        self.closing.get_or_insert(why);
+        self.ctx.close(self.id);
+    }
+
+    /// Queue a WebSocket close frame, then close.
+    pub fn ws_close(&mut self, code: u16, reason: &str, why: CloseKind) {
+        let frame = ControlFrame::close(Some(code), reason, None);
+        self.send(Bytes::copy_from_slice(frame.as_bytes()));
+        self.close(why);
+    }
+
+    /// Answer with the status and text that `e` maps to; close if the error says so.
+    pub fn http_error(&mut self, e: &HttpError) {
+        self.shared.metrics.inc(Counter::HttpErrors);
+        let mut buf = Vec::with_capacity(256);
+        http1::write_error_response(&mut buf, e);
+        self.send(Bytes::from(buf));
+        if e.closes_connection() {
+            let why = match e {
+                HttpError::RequestTimeout => CloseKind::RequestTimeout,
+                _ => CloseKind::ProtocolError,
+            };
+            self.close(why);
+        }
+    }
+
+    /// A plain response with a small body. `close` ends the connection after it; otherwise
+    /// the next request must arrive within `request_timeout`.
+    pub fn respond(&mut self, status: u16, fields: &[(&str, &str)], body: &[u8], close: bool) {
+        if status >= 400 {
+            self.shared.metrics.inc(Counter::HttpErrors);
+        }
+        let mut buf = Vec::with_capacity(192 + body.len());
+        // HTTP/1.0 closes by default; a 1.0 client that asked to keep the connection is told
+        // it was kept (RFC 9112 §9.3).
+        if self.http10_keep_alive && !close {
+            let mut with = fields.to_vec();
+            with.push(("Connection", "keep-alive"));
+            http1::write_response(&mut buf, status, &with, body, close);
+        } else {
+            http1::write_response(&mut buf, status, fields, body, close);
+        }
+        self.send(Bytes::from(buf));
+        if close {
+            self.close(CloseKind::Done);
+        } else {
+            let deadline = self.now_ms() + self.shared.config.request_timeout.0;
+            self.set_timer(deadline);
+        }
+    }
+
+    /// A plain-text error answer that ends the connection.
+    pub fn refuse(&mut self, status: u16, text: &str) {
+        self.respond(status, TEXT, text.as_bytes(), true);
+    }
+}

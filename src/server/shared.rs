@@ -1,0 +1,72 @@
+//! What all workers share: the validated config, the hub behind its one lock, the counters,
+//! and the message one worker posts to another. Never here: connection state, I/O.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::config::Config;
+use super::metrics::Metrics;
+use crate::engine::ConnId;
+use crate::hub::{self, Message, Topics};
+use crate::proto::http1::HttpLimits;
+
+/// State shared by all workers. Only `hub` is locked, and only on publish and subscribe.
+pub struct Shared {
+    pub config: Config,
+    pub http_limits: HttpLimits,
+    hub: Mutex<Topics>,
+    pub metrics: Metrics,
+    /// Without a `publish_key`, publishing needs no key when the server listens on a loopback
+    /// address. Multishot accept into a direct descriptor reports no peer address, so this is
+    /// decided by the listen address, not by each peer: on a loopback listener every peer is
+    /// local, and so is a reverse proxy forwarding to it.
+    pub keyless_publish_allowed: bool,
+    /// `Access-Control-Allow-Origin` for SSE and publish answers, so browser pages served from
+    /// another origin can subscribe.
+    pub allow_origin: String,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Shared {
+        let http_limits = HttpLimits {
+            request_line_bytes_max: config.request_line_bytes_max.0,
+            head_bytes_max: config.head_bytes_max.0,
+            headers_max: config.headers_max,
+            body_bytes_max: config.publish_bytes_max.0 as u64,
+            ..HttpLimits::default()
+        };
+        let hub_limits = hub::HubLimits {
+            history_messages: config.history_messages,
+            history_bytes: config.history_bytes.0,
+            topics_max: config.topics_max,
+            data_bytes_max: config.publish_bytes_max.0,
+            ..hub::HubLimits::default()
+        };
+        Shared {
+            keyless_publish_allowed: config.listen.ip().is_loopback(),
+            allow_origin: "*".to_owned(),
+            http_limits,
+            hub: Mutex::new(Topics::new(hub_limits)),
+            metrics: Metrics::default(),
+            config,
+        }
+    }
+
+    /// The hub lock. A panic while holding it cannot leave `Topics` half-updated in a way that
+    /// breaks later calls (publish appends last), so a poisoned lock is still used.
+    pub fn hub(&self) -> MutexGuard<'_, Topics> {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A message from one worker to another (or to itself).
+pub enum WorkerMsg {
+    /// A published message, for this worker's local subscribers of its topic.
+    Deliver(Arc<Message>),
+}
+
+/// A subscriber in a worker's [`hub::LocalIndex`]: the connection and which wire form it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sub {
+    pub id: ConnId,
+    pub ws: bool,
+}

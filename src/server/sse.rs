@@ -1,0 +1,119 @@
+//! An SSE stream: the request (`?topic=` list, `Last-Event-ID` header or `lastEventId` query),
+//! the subscription with its replay, the response head and `retry:` hint, heartbeat comments,
+//! and the optional stream lifetime. SSE responses are close-delimited: the stream ends when
+//! the server closes the connection.
+//!
+//! Timer: the next heartbeat comment, or the end of `sse_stream_lifetime` if sooner.
+
+use bytes::Bytes;
+
+use super::metrics::{CloseKind, Counter};
+use super::out::Out;
+use super::shared::Sub;
+use super::subscribe::{send_replay, Subscriptions};
+use crate::engine::Handler;
+use crate::hub::{ConnTopics, HubError};
+use crate::proto::http1::{self, RequestHead};
+
+/// Payload of every SSE heartbeat: a comment line, ignored by clients, that keeps proxies and
+/// NATs from timing out an idle stream.
+static HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
+
+pub(super) struct SseStream {
+    pub topics: ConnTopics,
+    /// `now_ms` at which the server ends the stream; `u64::MAX` = never.
+    end_ms: u64,
+}
+
+/// Answer `GET /sse`: subscribe, queue the head, the replay, and arm the heartbeat. `None`
+/// when the request was refused (the answer is queued and the connection is closing).
+pub(super) fn start<H: Handler>(
+    out: &mut Out<'_, '_, H>,
+    subs: &mut Subscriptions,
+    head: &RequestHead,
+) -> Option<SseStream> {
+    let shared = out.shared;
+    let cfg = &shared.config;
+    let mut topics: Vec<String> = Vec::new();
+    let mut resume = None;
+    for (k, v) in http1::query_pairs(head.query().unwrap_or("")) {
+        match &*k {
+            "topic" if !topics.iter().any(|t| *t == v) => topics.push(v.into_owned()),
+            "lastEventId" => resume = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    // The header is what a browser sends on reconnect, so it wins over the query value that
+    // stays in the original URL.
+    if let Some(h) = head.header("last-event-id") {
+        resume = Some(String::from_utf8_lossy(h).into_owned());
+    }
+    if topics.is_empty() {
+        out.refuse(400, "missing ?topic=\n");
+        return None;
+    }
+    if topics.len() > cfg.topics_per_conn_max {
+        let e = HubError::TooManyTopics {
+            limit: cfg.topics_per_conn_max,
+        };
+        out.refuse(400, &format!("{e}\n"));
+        return None;
+    }
+    let resume = match resume.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                out.refuse(400, "Last-Event-ID must be a message id (a number)\n");
+                return None;
+            }
+        },
+    };
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut conn_topics = ConnTopics::new();
+    let sub = Sub {
+        id: out.id,
+        ws: false,
+    };
+    let replay = match subs.subscribe(shared, sub, &mut conn_topics, &names, resume) {
+        Ok(r) => r,
+        Err(e) => {
+            out.refuse(e.status(), &format!("{e}\n"));
+            return None;
+        }
+    };
+    let mut buf = Vec::with_capacity(192);
+    let origin = shared.allow_origin.as_str();
+    http1::write_sse_response_head(&mut buf, &[("Access-Control-Allow-Origin", origin)]);
+    crate::proto::sse::write_retry(&mut buf, cfg.sse_retry.0);
+    crate::proto::sse::write_end(&mut buf);
+    out.send(Bytes::from(buf));
+    if let Some(replay) = replay {
+        send_replay(out, false, &replay);
+    }
+    let lifetime = cfg.sse_stream_lifetime.0;
+    let now = out.now_ms();
+    let end_ms = if lifetime == 0 {
+        u64::MAX
+    } else {
+        now + lifetime
+    };
+    let next = (now + cfg.heartbeat_interval.0).min(end_ms);
+    out.set_timer(next);
+    Some(SseStream {
+        topics: conn_topics,
+        end_ms,
+    })
+}
+
+/// The stream's timer: end it (the browser reconnects with Last-Event-ID) or send a heartbeat.
+pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, sse: &SseStream) {
+    let now = out.now_ms();
+    if now >= sse.end_ms {
+        return out.close(CloseKind::Done);
+    }
+    out.send(HEARTBEAT.clone());
+    out.shared.metrics.inc(Counter::Heartbeats);
+    let next = (now + out.shared.config.heartbeat_interval.0).min(sse.end_ms);
+    out.set_timer(next);
+}

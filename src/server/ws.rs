@@ -1,0 +1,355 @@
+//! A WebSocket session: the upgrade (`?topic=` subscriptions at upgrade time), frames in
+//! through `proto::ws::Decoder`, control messages (subscribe, unsubscribe, publish), the echo
+//! route, pings with a pong deadline, the idle cut and the close handshake.
+//!
+//! Messages are assembled only while one is arriving and only up to `ws_message_bytes_max`
+//! (the decoder refuses a longer one with 1009 from its frame header, before any payload), and
+//! the buffer is given back once the message is handled, so an idle WebSocket holds none.
+//!
+//! Timer: the next ping; while a ping is unanswered, the pong deadline if sooner.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::metrics::{CloseKind, Counter};
+use super::out::Out;
+use super::publish;
+use super::shared::{Sub, WorkerMsg};
+use super::subscribe::{send_replay, Subscriptions};
+use crate::engine::Handler;
+use crate::hub::ConnTopics;
+use crate::proto::http1::{self, RequestHead, Version};
+use crate::proto::ws::{self, ControlFrame, Decoder, Event, OpCode, WsLimits};
+use crate::proto::{Progress, Role};
+
+/// A buffer that large is dropped after use rather than kept for the next message.
+const MSG_BUF_KEEP_BYTES: usize = 4096;
+
+// RFC 6455 §7.4.1 close codes this file sends.
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
+const CLOSE_POLICY_VIOLATION: u16 = 1008;
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+static PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
+
+pub(super) struct WsSession {
+    decoder: Decoder,
+    pub topics: ConnTopics,
+    /// The message being assembled (text or binary per `msg_text`).
+    msg: Vec<u8>,
+    msg_text: bool,
+    echo: bool,
+    /// When the next ping goes out. Pings go out every `heartbeat_interval` whether or not the
+    /// last one was answered, so NATs and proxies see traffic at that rate.
+    next_ping_ms: u64,
+    /// Set when a ping goes out with none outstanding, cleared by any pong: a peer that stays
+    /// silent past it is closed (`pong_timeout` after the first unanswered ping).
+    pong_deadline_ms: Option<u64>,
+    /// Since when the connection has had no subscription (for `idle_timeout`).
+    idle_since_ms: u64,
+}
+
+/// A control message from a client. Unknown fields are ignored so clients may add their own.
+#[derive(Deserialize)]
+struct Control<'a> {
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow, default)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+}
+
+/// One whole unmasked server frame in an allocation of exactly its size: `Bytes::from` a Vec
+/// whose length equals its capacity takes the buffer over, while a Vec with spare capacity
+/// costs a second allocation (the shared header), i.e. one more malloc/free per echoed message.
+fn server_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut head = [0u8; ws::HEAD_BYTES_MAX];
+    let head_len = ws::fmt_head(&mut head, true, opcode, payload.len() as u64, None);
+    let mut out = Vec::with_capacity(head_len + payload.len());
+    out.extend_from_slice(&head[..head_len]);
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+fn json_frame(value: &serde_json::Value) -> Bytes {
+    server_frame(OpCode::Text, value.to_string().as_bytes())
+}
+
+/// Answer the upgrade of `GET /ws` (or the echo path): handshake, `?topic=` subscriptions,
+/// the 101, the first ping timer. `None` when refused (the answer is queued, closing).
+pub(super) fn upgrade<H: Handler>(
+    out: &mut Out<'_, '_, H>,
+    subs: &mut Subscriptions,
+    head: &RequestHead,
+    echo: bool,
+) -> Option<Box<WsSession>> {
+    let shared = out.shared;
+    let cfg = &shared.config;
+    let minor = match head.version() {
+        Version::Http10 => 0,
+        Version::Http11 => 1,
+    };
+    let protocols: Vec<&str> = cfg.ws_protocols.iter().map(String::as_str).collect();
+    let fields = head.headers().map(|f| (f.name, f.value));
+    let accepted = match ws::server_handshake(head.method(), minor, fields, &protocols) {
+        Ok(a) => a,
+        Err(e) => {
+            let mut buf = Vec::with_capacity(256);
+            e.write_response(&mut buf);
+            out.send(Bytes::from(buf));
+            out.close(CloseKind::ProtocolError);
+            return None;
+        }
+    };
+    let mut topics: Vec<String> = Vec::new();
+    if !echo {
+        for (k, v) in http1::query_pairs(head.query().unwrap_or("")) {
+            if k == "topic" && !topics.iter().any(|t| *t == v) {
+                topics.push(v.into_owned());
+            }
+        }
+    }
+    let now = out.now_ms();
+    let mut session = Box::new(WsSession {
+        decoder: Decoder::new(
+            Role::Server,
+            WsLimits {
+                message_bytes_max: cfg.ws_message_bytes_max.0 as u64,
+            },
+        ),
+        topics: ConnTopics::new(),
+        msg: Vec::new(),
+        msg_text: false,
+        echo,
+        next_ping_ms: now + cfg.heartbeat_interval.0,
+        pong_deadline_ms: None,
+        idle_since_ms: now,
+    });
+    if !topics.is_empty() {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let sub = Sub {
+            id: out.id,
+            ws: true,
+        };
+        if let Err(e) = subs.subscribe(shared, sub, &mut session.topics, &names, None) {
+            out.refuse(e.status(), &format!("{e}\n"));
+            return None;
+        }
+    }
+    let mut buf = Vec::with_capacity(256);
+    accepted.write_response(&mut buf);
+    out.send(Bytes::from(buf));
+    out.set_timer(session.next_ping_ms);
+    Some(session)
+}
+
+/// One decoder step. Returns the bytes consumed and whether another step may progress.
+pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
+    out: &mut Out<'_, '_, H>,
+    subs: &mut Subscriptions,
+    ws: &mut WsSession,
+    input: &mut [u8],
+) -> (usize, bool) {
+    let len = input.len();
+    let (consumed, event) = match ws.decoder.decode(input) {
+        Ok(Progress { consumed, event }) => (consumed, event),
+        Err(e) => {
+            out.send(Bytes::copy_from_slice(e.close_frame(None).as_bytes()));
+            out.close(CloseKind::ProtocolError);
+            return (len, false);
+        }
+    };
+    let Some(event) = event else {
+        return (consumed, false);
+    };
+    match event {
+        Event::Data { text, payload, fin } => {
+            if fin && ws.msg.is_empty() {
+                // The whole message is this one frame's payload, in the input: handle it where
+                // it lies instead of copying it into `msg` first.
+                on_message(out, subs, ws, text, payload);
+                return (consumed, true);
+            }
+            if ws.msg.is_empty() {
+                ws.msg_text = text;
+            }
+            ws.msg.extend_from_slice(payload);
+            if fin {
+                let msg = std::mem::take(&mut ws.msg);
+                let text = ws.msg_text;
+                on_message(out, subs, ws, text, &msg);
+                if msg.capacity() <= MSG_BUF_KEEP_BYTES && ws.msg.is_empty() {
+                    let mut msg = msg;
+                    msg.clear();
+                    ws.msg = msg;
+                }
+            }
+        }
+        Event::Ping(payload) => {
+            let pong = ControlFrame::new(OpCode::Pong, payload, None);
+            out.send(Bytes::copy_from_slice(pong.as_bytes()));
+        }
+        Event::Pong(_) => {
+            if ws.pong_deadline_ms.take().is_some() {
+                out.set_timer(ws.next_ping_ms);
+            }
+        }
+        Event::Close { code, .. } => {
+            let reply = ws::close_reply(code, None);
+            out.send(Bytes::copy_from_slice(reply.as_bytes()));
+            out.close(CloseKind::PeerClosed);
+            return (len, false);
+        }
+    }
+    (consumed, true)
+}
+
+fn on_message<H: Handler<Msg = WorkerMsg>>(
+    out: &mut Out<'_, '_, H>,
+    subs: &mut Subscriptions,
+    ws: &mut WsSession,
+    text: bool,
+    msg: &[u8],
+) {
+    if ws.echo {
+        let opcode = if text { OpCode::Text } else { OpCode::Binary };
+        out.send(server_frame(opcode, msg));
+        return;
+    }
+    if !text {
+        let reason = "binary messages are not supported";
+        return out.ws_close(CLOSE_UNSUPPORTED_DATA, reason, CloseKind::ProtocolError);
+    }
+    let control: Control = match serde_json::from_slice(msg) {
+        Ok(c) => c,
+        Err(e) => return send_error(out, None, &format!("bad control message: {e}")),
+    };
+    let topic = control.topic.as_deref();
+    match (&*control.op, topic) {
+        ("subscribe", Some(topic)) => subscribe(out, subs, ws, topic, control.since),
+        ("unsubscribe", Some(topic)) => {
+            let sub = Sub {
+                id: out.id,
+                ws: true,
+            };
+            let removed = subs.unsubscribe(&mut ws.topics, sub, topic);
+            if ws.topics.is_empty() && removed {
+                ws.idle_since_ms = out.now_ms();
+            }
+            let ack = serde_json::json!({"op": "unsubscribed", "topic": topic});
+            out.send(json_frame(&ack));
+        }
+        ("publish", Some(topic)) => {
+            let data = match &control.data {
+                Some(serde_json::Value::String(s)) => Cow::Borrowed(s.as_str()),
+                Some(other) => Cow::Owned(other.to_string()),
+                None => Cow::Borrowed(""),
+            };
+            let event = control.event.as_deref();
+            match publish::from_ws(out.shared, out.ctx, topic, event, &data) {
+                Ok(msg_id) => {
+                    let ack = serde_json::json!({"op": "published", "topic": topic, "id": msg_id});
+                    out.send(json_frame(&ack));
+                }
+                Err(e) => send_error(out, Some(topic), &e),
+            }
+        }
+        ("subscribe" | "unsubscribe" | "publish", None) => {
+            send_error(out, None, "this op needs a \"topic\"")
+        }
+        (op, _) => {
+            let e = format!("unknown op {op:?} (subscribe, unsubscribe, publish)");
+            send_error(out, topic, &e)
+        }
+    }
+}
+
+fn send_error<H: Handler>(out: &mut Out<'_, '_, H>, topic: Option<&str>, error: &str) {
+    let msg = match topic {
+        Some(t) => serde_json::json!({"op": "error", "error": error, "topic": t}),
+        None => serde_json::json!({"op": "error", "error": error}),
+    };
+    out.send(json_frame(&msg));
+}
+
+fn subscribe<H: Handler>(
+    out: &mut Out<'_, '_, H>,
+    subs: &mut Subscriptions,
+    ws: &mut WsSession,
+    topic: &str,
+    since: Option<u64>,
+) {
+    let ack = serde_json::json!({"op": "subscribed", "topic": topic});
+    if ws.topics.contains(topic) {
+        // Already in force: a second replay would deliver messages twice.
+        out.send(json_frame(&ack));
+        return;
+    }
+    let sub = Sub {
+        id: out.id,
+        ws: true,
+    };
+    match subs.subscribe(out.shared, sub, &mut ws.topics, &[topic], since) {
+        Ok(replay) => {
+            out.send(json_frame(&ack));
+            if let Some(replay) = replay {
+                send_replay(out, true, &replay);
+            }
+        }
+        Err(e) => send_error(out, Some(topic), &e.to_string()),
+    }
+}
+
+/// The session's timer: the pong deadline, the idle cut, or the next ping.
+pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession) {
+    let cfg = &out.shared.config;
+    let (interval, pong_timeout, idle_timeout) = (
+        cfg.heartbeat_interval.0,
+        cfg.pong_timeout.0,
+        cfg.idle_timeout.0,
+    );
+    let now = out.now_ms();
+    if ws.pong_deadline_ms.is_some_and(|d| now >= d) {
+        // The peer is gone or stuck: say why (1008), and the close is bounded by the engine's
+        // close-flush timeout rather than waiting for the peer's reply.
+        return out.ws_close(
+            CLOSE_POLICY_VIOLATION,
+            "pong timeout",
+            CloseKind::PongTimeout,
+        );
+    }
+    if !ws.echo && ws.topics.is_empty() && now.saturating_sub(ws.idle_since_ms) >= idle_timeout {
+        return out.ws_close(
+            CLOSE_NORMAL,
+            "idle: no subscription",
+            CloseKind::IdleTimeout,
+        );
+    }
+    if now >= ws.next_ping_ms {
+        out.send(PING.clone());
+        out.shared.metrics.inc(Counter::Heartbeats);
+        ws.next_ping_ms = now + interval;
+        ws.pong_deadline_ms.get_or_insert(now + pong_timeout);
+    }
+    let next = ws
+        .pong_deadline_ms
+        .map_or(ws.next_ping_ms, |d| d.min(ws.next_ping_ms));
+    out.set_timer(next);
+}
+
+/// Graceful shutdown: 1001 "Going Away", then close.
+pub(super) fn on_shutdown<H: Handler>(out: &mut Out<'_, '_, H>) {
+    out.ws_close(
+        CLOSE_GOING_AWAY,
+        "server shutting down",
+        CloseKind::Shutdown,
+    );
+}
