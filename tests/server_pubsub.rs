@@ -65,11 +65,15 @@ fn sse_and_ws_subscribers_on_all_workers_get_every_message_in_order() {
         for i in 0..n {
             ids.push(publish(s.addr, "room", &format!("line {i}\nsecond")));
         }
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+        assert!(
+            ids.windows(2)
+                .all(|w| common::seq(&w[0]) < common::seq(&w[1])),
+            "ids increase: {ids:?}"
+        );
         for c in &mut sses {
             for (i, id) in ids.iter().enumerate() {
                 let ev = c.next_event().expect("event");
-                assert_eq!(ev.id.as_deref(), Some(id.to_string().as_str()));
+                assert_eq!(ev.id.as_deref(), Some(id.as_str()));
                 assert_eq!(ev.data, format!("line {i}\nsecond"));
             }
         }
@@ -77,7 +81,7 @@ fn sse_and_ws_subscribers_on_all_workers_get_every_message_in_order() {
             for (i, id) in ids.iter().enumerate() {
                 let v = ws_next(ws).await;
                 assert_eq!(v["topic"], "room");
-                assert_eq!(v["id"].as_u64(), Some(*id));
+                assert_eq!(v["id"].as_str(), Some(id.as_str()));
                 assert_eq!(v["data"], format!("line {i}\nsecond"));
             }
         }
@@ -165,17 +169,17 @@ fn sse_resume_replays_exactly_what_was_missed_while_publishing_continues() {
     let s = Server::start(&["--workers", "2"]);
     let mut c = SseClient::connect(s.addr, "/sse?topic=r", "");
     let first = publish(s.addr, "r", "m0");
-    assert_eq!(c.next_event().unwrap().id, Some(first.to_string()));
+    assert_eq!(c.next_event().unwrap().id, Some(first.clone()));
     drop(c);
     // Publish while disconnected, and keep publishing from another thread during the resume.
-    let missed: Vec<u64> = (1..20)
+    let missed: Vec<String> = (1..20)
         .map(|i| publish(s.addr, "r", &format!("m{i}")))
         .collect();
     let addr = s.addr;
     let racer = std::thread::spawn(move || {
         (20..60)
             .map(|i| publish(addr, "r", &format!("m{i}")))
-            .collect::<Vec<u64>>()
+            .collect::<Vec<String>>()
     });
     let mut c = SseClient::connect(
         s.addr,
@@ -183,11 +187,11 @@ fn sse_resume_replays_exactly_what_was_missed_while_publishing_continues() {
         &format!("Last-Event-ID: {first}\r\n"),
     );
     let raced = racer.join().unwrap();
-    let expected: Vec<u64> = missed.into_iter().chain(raced).collect();
+    let expected: Vec<String> = missed.into_iter().chain(raced).collect();
     for (i, id) in expected.iter().enumerate() {
         let ev = c.next_event().expect("event");
         assert_eq!(ev.event, None, "no reset expected");
-        assert_eq!(ev.id, Some(id.to_string()), "position {i}");
+        assert_eq!(ev.id.as_ref(), Some(id), "position {i}");
         assert_eq!(ev.data, format!("m{}", i + 1));
     }
     // Nothing more: no duplicates after the switch from replay to live.
@@ -198,7 +202,7 @@ fn sse_resume_replays_exactly_what_was_missed_while_publishing_continues() {
 #[test]
 fn resume_beyond_history_gets_reset_then_what_is_held() {
     let s = Server::start(&["--history-messages", "5"]);
-    let ids: Vec<u64> = (0..12)
+    let ids: Vec<String> = (0..12)
         .map(|i| publish(s.addr, "h", &format!("v{i}")))
         .collect();
     let mut c = SseClient::connect(
@@ -209,26 +213,26 @@ fn resume_beyond_history_gets_reset_then_what_is_held() {
     let reset = c.next_event().unwrap();
     assert_eq!(reset.event.as_deref(), Some("reset"));
     let v: serde_json::Value = serde_json::from_str(&reset.data).unwrap();
-    assert_eq!(v["oldest"].as_u64(), Some(ids[7]));
-    assert_eq!(v["requested"].as_u64(), Some(ids[1]));
+    assert_eq!(v["oldest"].as_str(), Some(ids[7].as_str()));
+    assert_eq!(v["requested"].as_str(), Some(ids[1].as_str()));
     for id in &ids[7..] {
-        assert_eq!(c.next_event().unwrap().id, Some(id.to_string()));
+        assert_eq!(c.next_event().unwrap().id.as_ref(), Some(id));
     }
     // The query form works as well (polyfills), and a current id gets no reset.
     let mut q = SseClient::connect(s.addr, &format!("/sse?topic=h&lastEventId={}", ids[9]), "");
-    assert_eq!(q.next_event().unwrap().id, Some(ids[10].to_string()));
+    assert_eq!(q.next_event().unwrap().id.as_ref(), Some(&ids[10]));
 
     // WebSocket subscribe with "since" has the same semantics.
     rt().block_on(async {
         let mut ws = ws_connect(&s.ws_url("/ws")).await;
-        let sub = format!(r#"{{"op":"subscribe","topic":"h","since":{}}}"#, ids[1]);
+        let sub = format!(r#"{{"op":"subscribe","topic":"h","since":"{}"}}"#, ids[1]);
         ws.send(WsMsg::Text(sub)).await.unwrap();
         assert_eq!(ws_next(&mut ws).await["op"], "subscribed");
         let reset = ws_next(&mut ws).await;
         assert_eq!(reset["op"], "reset");
-        assert_eq!(reset["oldest"].as_u64(), Some(ids[7]));
+        assert_eq!(reset["oldest"].as_str(), Some(ids[7].as_str()));
         for id in &ids[7..] {
-            assert_eq!(ws_next(&mut ws).await["id"].as_u64(), Some(*id));
+            assert_eq!(ws_next(&mut ws).await["id"].as_str(), Some(id.as_str()));
         }
     });
 }

@@ -5,11 +5,12 @@
 //! nothing is re-encoded per subscriber. Each buffer is sized exactly before it is written, so
 //! `Bytes::from(Vec)` takes it over without a copy or a second allocation.
 //!
-//! Byte layouts (`N` = id, `E` = event name, `T` = topic, `D` = data):
+//! Byte layouts (`I` = id in its wire form `epoch-seq`, see [`super::id`], `E` = event name,
+//! `T` = topic, `D` = data):
 //!
 //! ```text
-//! sse: id: N\n  [event: E\n]  data: D-line\n ...  \n
-//! ws:  0x81 | len7 [len16 | len64] | {"topic":"T","id":N[,"event":"E"],"data":"D"}
+//! sse: id: I\n  [event: E\n]  data: D-line\n ...  \n
+//! ws:  0x81 | len7 [len16 | len64] | {"topic":"T","id":"I"[,"event":"E"],"data":"D"}
 //! ```
 //!
 //! Also here: the reset notices sent when a replay finds a gap. Never here: sockets, clocks,
@@ -19,13 +20,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::proto::sse::{self, digits, push_u64, Id, OutEvent};
+use super::id::EventId;
+use crate::proto::sse::{self, Id, OutEvent};
 
 /// One published message, shared by every subscriber and the replay history.
 #[derive(Debug)]
 pub struct Message {
-    /// Server-wide, strictly increasing; also the SSE `id:` and the WS `"id"`.
+    /// Sequence number: server-wide, strictly increasing within one epoch. The wire id (SSE
+    /// `id:`, WS `"id"`) is [`Message::event_id`].
     pub id: u64,
+    pub epoch: u64,
     pub topic: Arc<str>,
     pub event: Option<Box<str>>,
     /// The whole SSE event, blank line included.
@@ -37,9 +41,12 @@ pub struct Message {
 impl Message {
     /// Encodes both wire forms. Inputs are validated by `Topics::publish` (event name without
     /// CR/LF/NUL), which is why the SSE encoder cannot fail here.
-    pub(crate) fn encode(id: u64, topic: Arc<str>, event: Option<&str>, data: &str) -> Message {
+    pub(crate) fn encode(id: EventId, topic: Arc<str>, event: Option<&str>, data: &str) -> Message {
+        let mut id_text = Vec::with_capacity(id.len());
+        id.write(&mut id_text);
+        let id_text = std::str::from_utf8(&id_text).expect("ASCII digits and '-'");
         let ev = OutEvent {
-            id: Some(Id::Num(id)),
+            id: Some(Id::Str(id_text)),
             event,
             retry_ms: None,
             data,
@@ -61,11 +68,19 @@ impl Message {
         );
 
         Message {
-            id,
+            id: id.seq,
+            epoch: id.epoch,
             topic,
             event: event.map(Box::from),
             sse: Bytes::from(sse_buf),
             ws: Bytes::from(ws_buf),
+        }
+    }
+
+    pub fn event_id(&self) -> EventId {
+        EventId {
+            epoch: self.epoch,
+            seq: self.id,
         }
     }
 
@@ -76,9 +91,9 @@ impl Message {
 }
 
 /// SSE notice sent before replayed events when the history no longer reaches back:
-/// `event: reset\ndata: {"oldest":N,"requested":M}\n\n`. It has no `id:`, so the client's
-/// last event ID stays where the replayed events put it.
-pub fn sse_reset(oldest: u64, requested: u64) -> Bytes {
+/// `event: reset\ndata: {"oldest":"I","requested":"R"}\n\n`, `R` being what the client sent.
+/// It has no `id:`, so the client's last event ID stays where the replayed events put it.
+pub fn sse_reset(oldest: EventId, requested: &str) -> Bytes {
     let mut json = Vec::with_capacity(64);
     push_reset_json(&mut json, None, oldest, requested);
     let json = std::str::from_utf8(&json).expect("JSON built from ASCII");
@@ -89,9 +104,9 @@ pub fn sse_reset(oldest: u64, requested: u64) -> Bytes {
     Bytes::from(out)
 }
 
-/// WebSocket text frame `{"op":"reset","topic":"T","oldest":N,"requested":M}`, one per topic
-/// whose history no longer reaches back.
-pub fn ws_reset(topic: &str, oldest: u64, requested: u64) -> Bytes {
+/// WebSocket text frame `{"op":"reset","topic":"T","oldest":"I","requested":"R"}`, one per
+/// topic whose history no longer reaches back.
+pub fn ws_reset(topic: &str, oldest: EventId, requested: &str) -> Bytes {
     let mut json = Vec::with_capacity(64 + topic.len());
     push_reset_json(&mut json, Some(topic), oldest, requested);
     let mut head = [0u8; WS_HEAD_BYTES_MAX];
@@ -102,7 +117,7 @@ pub fn ws_reset(topic: &str, oldest: u64, requested: u64) -> Bytes {
     Bytes::from(out)
 }
 
-fn push_reset_json(out: &mut Vec<u8>, topic: Option<&str>, oldest: u64, requested: u64) {
+fn push_reset_json(out: &mut Vec<u8>, topic: Option<&str>, oldest: EventId, requested: &str) {
     if let Some(topic) = topic {
         out.extend_from_slice(br#"{"op":"reset","topic":"#);
         push_json_str(out, topic);
@@ -110,9 +125,11 @@ fn push_reset_json(out: &mut Vec<u8>, topic: Option<&str>, oldest: u64, requeste
     } else {
         out.extend_from_slice(br#"{"oldest":"#);
     }
-    push_u64(out, oldest);
+    out.push(b'"');
+    oldest.write(out);
+    out.push(b'"');
     out.extend_from_slice(br#","requested":"#);
-    push_u64(out, requested);
+    push_json_str(out, requested);
     out.push(b'}');
 }
 
@@ -140,8 +157,8 @@ fn ws_text_head(payload_len: usize, head: &mut [u8; WS_HEAD_BYTES_MAX]) -> usize
     }
 }
 
-fn ws_payload_len(topic: &str, id: u64, event: Option<&str>, data: &str) -> usize {
-    let mut n = r#"{"topic":,"id":,"data":}"#.len() + json_str_len(topic) + digits(id);
+fn ws_payload_len(topic: &str, id: EventId, event: Option<&str>, data: &str) -> usize {
+    let mut n = r#"{"topic":,"id":"","data":}"#.len() + json_str_len(topic) + id.len();
     n += json_str_len(data);
     if let Some(e) = event {
         n += r#","event":"#.len() + json_str_len(e);
@@ -149,11 +166,12 @@ fn ws_payload_len(topic: &str, id: u64, event: Option<&str>, data: &str) -> usiz
     n
 }
 
-fn push_ws_payload(out: &mut Vec<u8>, topic: &str, id: u64, event: Option<&str>, data: &str) {
+fn push_ws_payload(out: &mut Vec<u8>, topic: &str, id: EventId, event: Option<&str>, data: &str) {
     out.extend_from_slice(br#"{"topic":"#);
     push_json_str(out, topic);
-    out.extend_from_slice(br#","id":"#);
-    push_u64(out, id);
+    out.extend_from_slice(br#","id":""#);
+    id.write(out);
+    out.push(b'"');
     if let Some(e) = event {
         out.extend_from_slice(br#","event":"#);
         push_json_str(out, e);
@@ -234,6 +252,11 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    /// Epoch 9 keeps the expected bytes short.
+    fn id(seq: u64) -> EventId {
+        EventId { epoch: 9, seq }
+    }
+
     /// Splits a server frame into (opcode byte, payload) per RFC 6455 §5.2, checking the length.
     fn unframe(frame: &[u8]) -> (u8, &[u8]) {
         assert_eq!(frame[1] & 0x80, 0, "server frames are not masked (§5.1)");
@@ -255,35 +278,35 @@ mod tests {
 
     #[test]
     fn sse_bytes_are_one_whole_event() {
-        let m = Message::encode(7, "t".into(), Some("price"), "a\nb");
-        assert_eq!(&m.sse[..], b"id: 7\nevent: price\ndata: a\ndata: b\n\n");
-        let m = Message::encode(8, "t".into(), None, "");
-        assert_eq!(&m.sse[..], b"id: 8\ndata:\n\n");
+        let m = Message::encode(id(7), "t".into(), Some("price"), "a\nb");
+        assert_eq!(&m.sse[..], b"id: 9-7\nevent: price\ndata: a\ndata: b\n\n");
+        let m = Message::encode(id(8), "t".into(), None, "");
+        assert_eq!(&m.sse[..], b"id: 9-8\ndata:\n\n");
         assert_eq!(m.held_bytes(), m.sse.len() + m.ws.len());
     }
 
     #[test]
     fn ws_frame_is_fin_text_with_json_payload_rfc6455_5_2() {
-        let m = Message::encode(42, "room.1".into(), Some("msg"), "hi \"x\"\n\u{1}é");
+        let m = Message::encode(id(42), "room.1".into(), Some("msg"), "hi \"x\"\n\u{1}é");
         let (op, payload) = unframe(&m.ws);
         assert_eq!(op, 0x81);
         let v: Value = serde_json::from_slice(payload).unwrap();
         assert_eq!(v["topic"], "room.1");
-        assert_eq!(v["id"], 42, "id is a JSON number");
+        assert_eq!(v["id"], "9-42", "id is a JSON string in wire form");
         assert_eq!(v["event"], "msg");
         assert_eq!(v["data"], "hi \"x\"\n\u{1}é");
-        let m = Message::encode(1, "t".into(), None, "d");
+        let m = Message::encode(id(1), "t".into(), None, "d");
         let v: Value = serde_json::from_slice(unframe(&m.ws).1).unwrap();
         assert!(v.get("event").is_none(), "absent event is omitted");
     }
 
     #[test]
     fn ws_length_forms_at_each_boundary_rfc6455_5_2() {
-        // Payload overhead for topic "t", id 1, no event: {"topic":"t","id":1,"data":""} = 30.
-        let overhead = Message::encode(1, "t".into(), None, "").ws.len() - 2;
+        // Payload overhead for topic "t", id 9-1, no event: {"topic":"t","id":"9-1","data":""}.
+        let overhead = Message::encode(id(1), "t".into(), None, "").ws.len() - 2;
         for (payload_len, head_len) in [(125, 2), (126, 4), (65535, 4), (65536, 10), (70000, 10)] {
             let data = "x".repeat(payload_len - overhead);
-            let m = Message::encode(1, "t".into(), None, &data);
+            let m = Message::encode(id(1), "t".into(), None, &data);
             assert_eq!(m.ws.len(), head_len + payload_len, "payload {payload_len}");
             let (_, payload) = unframe(&m.ws);
             assert_eq!(payload.len(), payload_len);
@@ -307,25 +330,25 @@ mod tests {
     #[test]
     fn reset_notices_wire_form() {
         assert_eq!(
-            &sse_reset(5, 2)[..],
-            b"event: reset\ndata: {\"oldest\":5,\"requested\":2}\n\n"
+            &sse_reset(id(5), "8-2")[..],
+            b"event: reset\ndata: {\"oldest\":\"9-5\",\"requested\":\"8-2\"}\n\n"
         );
-        let f = ws_reset("a.b", 5, 2);
+        let f = ws_reset("a.b", id(5), "9-2");
         let (op, payload) = unframe(&f);
         assert_eq!(op, 0x81);
         let v: Value = serde_json::from_slice(payload).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"op":"reset","topic":"a.b","oldest":5,"requested":2})
+            serde_json::json!({"op":"reset","topic":"a.b","oldest":"9-5","requested":"9-2"})
         );
     }
 
     #[test]
     fn buffers_are_exactly_sized_so_bytes_takes_them_without_copy() {
-        let m = Message::encode(123456, "t".into(), Some("e"), "x\r\ny");
+        let m = Message::encode(id(123456), "t".into(), Some("e"), "x\r\ny");
         let mut out = Vec::new();
         let ev = OutEvent {
-            id: Some(Id::Num(123456)),
+            id: Some(Id::Str("9-123456")),
             event: Some("e"),
             retry_ms: None,
             data: "x\r\ny",
@@ -334,7 +357,7 @@ mod tests {
         assert_eq!(&m.sse[..], &out[..]);
         assert_eq!(
             m.ws.len(),
-            2 + ws_payload_len("t", 123456, Some("e"), "x\r\ny")
+            2 + ws_payload_len("t", id(123456), Some("e"), "x\r\ny")
         );
     }
 }

@@ -46,6 +46,7 @@
 //! connection: `topics_per_conn_max` (enforced by `LocalIndex::subscribe`). Queue bytes per
 //! connection: `queue_bytes_max` (via [`admit`]).
 
+pub mod id;
 mod local;
 mod message;
 mod policy;
@@ -56,6 +57,7 @@ mod model_tests;
 #[cfg(test)]
 mod topics_tests;
 
+pub use id::{parse_resume, BadEventId, EventId, Resume};
 pub use local::{ConnTopics, LocalIndex, Subscribed};
 pub use message::{sse_reset, ws_reset, Message};
 pub use policy::{admit, Admit, SlowConsumerPolicy};

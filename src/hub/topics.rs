@@ -19,6 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::id::EventId;
 use super::message::Message;
 use super::{validate_event, validate_topic, HubError, HubLimits};
 
@@ -118,6 +119,8 @@ pub struct TopicGap {
 #[derive(Debug)]
 pub struct Topics {
     limits: HubLimits,
+    /// This server lifetime's epoch, the first half of every wire id (see [`super::id`]).
+    epoch: u64,
     /// The id the next publish gets; ids start at 1 so that 0 means "nothing seen yet".
     next_id: u64,
     topics: HashMap<Arc<str>, Topic>,
@@ -131,14 +134,32 @@ pub struct Topics {
 }
 
 impl Topics {
+    /// Topics of epoch 0 (tests); a server uses [`Topics::with_epoch`].
     pub fn new(limits: HubLimits) -> Topics {
+        Topics::with_epoch(limits, 0)
+    }
+
+    pub fn with_epoch(limits: HubLimits, epoch: u64) -> Topics {
         Topics {
             limits,
+            epoch,
             next_id: 1,
             topics: HashMap::new(),
             empty_topics: 0,
             forgotten_max: 0,
             held_bytes_total: 0,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The wire id of sequence number `seq` in this epoch.
+    pub fn event_id(&self, seq: u64) -> EventId {
+        EventId {
+            epoch: self.epoch,
+            seq,
         }
     }
 
@@ -192,7 +213,15 @@ impl Topics {
             .expect("present or just inserted");
         let id = self.next_id;
         self.next_id += 1;
-        let msg = Arc::new(Message::encode(id, Arc::clone(&state.name), event, data));
+        let msg = Arc::new(Message::encode(
+            EventId {
+                epoch: self.epoch,
+                seq: id,
+            },
+            Arc::clone(&state.name),
+            event,
+            data,
+        ));
         let was_empty = state.history.is_empty();
         let freed = state.push(Arc::clone(&msg), &self.limits);
         let is_empty = state.history.is_empty();

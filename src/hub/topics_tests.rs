@@ -76,7 +76,13 @@ fn history_bounded_by_message_count() {
 #[test]
 fn history_bytes_accounting_is_exact_at_the_boundary() {
     // All messages on "a" with 10-byte data have the same encoded size for one-digit ids.
-    let m = Message::encode(1, "a".into(), None, "0123456789").held_bytes();
+    let m = Message::encode(
+        crate::hub::EventId { epoch: 0, seq: 1 },
+        "a".into(),
+        None,
+        "0123456789",
+    )
+    .held_bytes();
     for (budget, held) in [(3 * m, 3), (3 * m - 1, 2), (m, 1), (m - 1, 0)] {
         let mut t = Topics::new(limits(100, budget));
         for _ in 0..5 {

@@ -14,7 +14,7 @@ use super::metrics::Counter;
 use super::out::{Out, JSON, TEXT};
 use super::shared::{Shared, WorkerMsg};
 use crate::engine::{Ctx, Handler};
-use crate::hub::HubError;
+use crate::hub::{EventId, HubError};
 use crate::proto::http1::{self, BodyDecoder, BodyEvent, RequestHead};
 use crate::proto::Progress;
 
@@ -34,7 +34,7 @@ pub(super) fn publish<H: Handler<Msg = WorkerMsg>>(
     topic: &str,
     event: Option<&str>,
     data: &str,
-) -> Result<u64, HubError> {
+) -> Result<EventId, HubError> {
     let mut hub = shared.hub();
     let msg = hub.publish(topic, event, data)?;
     for w in 0..ctx.workers() {
@@ -42,7 +42,7 @@ pub(super) fn publish<H: Handler<Msg = WorkerMsg>>(
     }
     drop(hub);
     shared.metrics.inc(Counter::Published);
-    Ok(msg.id)
+    Ok(msg.event_id())
 }
 
 /// `POST /publish` head: authorise, parse the query, set up the body decoder. Returns the
@@ -157,7 +157,7 @@ fn finish<H: Handler<Msg = WorkerMsg>>(out: &mut Out<'_, '_, H>, p: PendingPubli
     };
     match publish(out.shared, out.ctx, &p.topic, p.event.as_deref(), data) {
         Ok(msg_id) => {
-            let body = format!("{{\"id\":{msg_id}}}");
+            let body = format!("{{\"id\":\"{msg_id}\"}}");
             out.respond(200, JSON, body.as_bytes(), p.close)
         }
         Err(e) => {
@@ -198,7 +198,7 @@ pub(super) fn from_ws<H: Handler<Msg = WorkerMsg>>(
     topic: &str,
     event: Option<&str>,
     data: &str,
-) -> Result<u64, String> {
+) -> Result<EventId, String> {
     if !shared.config.ws_publish {
         return Err("publishing over WebSocket is off (server flag --ws-publish)".to_owned());
     }

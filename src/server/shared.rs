@@ -15,6 +15,9 @@ pub struct Shared {
     pub http_limits: HttpLimits,
     hub: Mutex<Topics>,
     pub metrics: Metrics,
+    /// This lifetime's epoch, the first half of every wire id (the hub's, copied so that
+    /// formatting an id needs no lock).
+    pub epoch: u64,
     /// Without a `publish_key`, publishing needs no key when the server listens on a loopback
     /// address. Multishot accept into a direct descriptor reports no peer address, so this is
     /// decided by the listen address, not by each peer: on a loopback listener every peer is
@@ -41,11 +44,13 @@ impl Shared {
             data_bytes_max: config.publish_bytes_max.0,
             ..hub::HubLimits::default()
         };
+        let epoch = epoch_now();
         Shared {
             keyless_publish_allowed: config.listen.ip().is_loopback(),
             allow_origin: "*".to_owned(),
             http_limits,
-            hub: Mutex::new(Topics::new(hub_limits)),
+            hub: Mutex::new(Topics::with_epoch(hub_limits, epoch)),
+            epoch,
             metrics: Metrics::default(),
             config,
         }
@@ -56,6 +61,14 @@ impl Shared {
     pub fn hub(&self) -> MutexGuard<'_, Topics> {
         self.hub.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// This lifetime's epoch: the start time in milliseconds since the Unix epoch (see
+/// `hub::id`). A clock before 1970 would give 0, still a valid epoch.
+fn epoch_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A message from one worker to another (or to itself).

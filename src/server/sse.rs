@@ -12,7 +12,7 @@ use super::out::Out;
 use super::shared::Sub;
 use super::subscribe::{send_replay, Subscriptions};
 use crate::engine::Handler;
-use crate::hub::{ConnTopics, HubError};
+use crate::hub::{parse_resume, ConnTopics, HubError};
 use crate::proto::http1::{self, RequestHead};
 
 /// Payload of every SSE heartbeat: a comment line, ignored by clients, that keeps proxies and
@@ -59,15 +59,13 @@ pub(super) fn start<H: Handler>(
         out.refuse(400, &format!("{e}\n"));
         return None;
     }
-    let resume = match resume.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(s) => match s.parse::<u64>() {
-            Ok(n) => Some(n),
-            Err(_) => {
-                out.refuse(400, "Last-Event-ID must be a message id (a number)\n");
-                return None;
-            }
-        },
+    let requested = resume.as_deref().map_or("", str::trim);
+    let resume = match parse_resume(requested, shared.epoch) {
+        Ok(r) => r,
+        Err(e) => {
+            out.refuse(400, &format!("bad Last-Event-ID: {e}\n"));
+            return None;
+        }
     };
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut conn_topics = ConnTopics::new();
@@ -89,7 +87,7 @@ pub(super) fn start<H: Handler>(
     crate::proto::sse::write_end(&mut buf);
     out.send(Bytes::from(buf));
     if let Some(replay) = replay {
-        send_replay(out, false, &replay);
+        send_replay(out, false, &replay, requested);
     }
     let lifetime = cfg.sse_stream_lifetime.0;
     let now = out.now_ms();

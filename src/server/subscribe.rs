@@ -12,7 +12,7 @@ use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::shared::{Shared, Sub};
 use crate::engine::{ConnId, Ctx, Handler};
-use crate::hub::{self, ConnTopics, HubError, LocalIndex, Message, Replay};
+use crate::hub::{self, ConnTopics, HubError, LocalIndex, Message, Replay, Resume};
 use crate::proto::ws::ControlFrame;
 
 /// One worker's subscriptions.
@@ -32,19 +32,25 @@ impl Subscriptions {
     }
 
     /// Subscribe `sub` to `topics` and return what it must be sent before live messages: the
-    /// replay after `resume_after` (if given). All or nothing for this call's topics; earlier
-    /// subscriptions of the connection stay in force on error.
+    /// replay after `resume` (if given). An id of another lifetime replays everything held,
+    /// behind a reset notice (`Topics::replay` treats an id past `last_id` that way). All or
+    /// nothing for this call's topics; earlier subscriptions of the connection stay in force
+    /// on error.
     pub fn subscribe(
         &mut self,
         shared: &Shared,
         sub: Sub,
         conn_topics: &mut ConnTopics,
         topics: &[&str],
-        resume_after: Option<u64>,
+        resume: Option<Resume>,
     ) -> Result<Option<Replay>, HubError> {
         let hub = shared.hub();
-        let (replay, watermark) = match resume_after {
-            Some(after) => {
+        let (replay, watermark) = match resume {
+            Some(resume) => {
+                let after = match resume {
+                    Resume::After(n) => n,
+                    Resume::Foreign => u64::MAX,
+                };
                 let r = hub.replay(topics, after);
                 let w = r.last_id();
                 (Some(r), w)
@@ -123,21 +129,25 @@ impl Subscriptions {
 const SLOW_CONSUMER_CLOSE_CODE: u16 = 1013;
 
 /// Queue a replay: the reset notice(s) on a gap, then the held events, in the subscriber's wire
-/// form.
-pub(super) fn send_replay<H: Handler>(out: &mut Out<'_, '_, H>, ws: bool, replay: &Replay) {
+/// form. `requested` is the resume point as the client sent it, echoed in the notice.
+pub(super) fn send_replay<H: Handler>(
+    out: &mut Out<'_, '_, H>,
+    ws: bool,
+    replay: &Replay,
+    requested: &str,
+) {
     if let Replay::Gap {
-        gaps,
-        oldest_held,
-        requested,
-        ..
+        gaps, oldest_held, ..
     } = replay
     {
+        let epoch = out.shared.epoch;
+        let id = |seq| hub::EventId { epoch, seq };
         if ws {
             for gap in gaps {
-                out.send(hub::ws_reset(&gap.topic, gap.oldest_held, *requested));
+                out.send(hub::ws_reset(&gap.topic, id(gap.oldest_held), requested));
             }
         } else {
-            out.send(hub::sse_reset(*oldest_held, *requested));
+            out.send(hub::sse_reset(id(*oldest_held), requested));
         }
         out.shared.metrics.inc(Counter::Resets);
     }

@@ -19,7 +19,7 @@ use super::publish;
 use super::shared::{Sub, WorkerMsg};
 use super::subscribe::{send_replay, Subscriptions};
 use crate::engine::Handler;
-use crate::hub::ConnTopics;
+use crate::hub::{parse_resume, BadEventId, ConnTopics};
 use crate::proto::http1::{self, RequestHead, Version};
 use crate::proto::ws::{self, ControlFrame, Decoder, Event, OpCode, WsLimits};
 use crate::proto::{Progress, Role};
@@ -59,8 +59,9 @@ struct Control<'a> {
     op: Cow<'a, str>,
     #[serde(borrow, default)]
     topic: Option<Cow<'a, str>>,
+    /// A message id (`"E-N"`); a number is an id from before epochs (another lifetime).
     #[serde(default)]
-    since: Option<u64>,
+    since: Option<serde_json::Value>,
     #[serde(borrow, default)]
     event: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -234,7 +235,17 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
     };
     let topic = control.topic.as_deref();
     match (&*control.op, topic) {
-        ("subscribe", Some(topic)) => subscribe(out, subs, ws, topic, control.since),
+        ("subscribe", Some(topic)) => {
+            let since = match &control.since {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                Some(_) => {
+                    return send_error(out, Some(topic), &format!("bad since: {BadEventId}"))
+                }
+            };
+            subscribe(out, subs, ws, topic, &since)
+        }
         ("unsubscribe", Some(topic)) => {
             let sub = Sub {
                 id: out.id,
@@ -256,7 +267,8 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
             let event = control.event.as_deref();
             match publish::from_ws(out.shared, out.ctx, topic, event, &data) {
                 Ok(msg_id) => {
-                    let ack = serde_json::json!({"op": "published", "topic": topic, "id": msg_id});
+                    let id = msg_id.to_string();
+                    let ack = serde_json::json!({"op": "published", "topic": topic, "id": id});
                     out.send(json_frame(&ack));
                 }
                 Err(e) => send_error(out, Some(topic), &e),
@@ -285,8 +297,12 @@ fn subscribe<H: Handler>(
     subs: &mut Subscriptions,
     ws: &mut WsSession,
     topic: &str,
-    since: Option<u64>,
+    since: &str,
 ) {
+    let resume = match parse_resume(since, out.shared.epoch) {
+        Ok(r) => r,
+        Err(e) => return send_error(out, Some(topic), &format!("bad since: {e}")),
+    };
     let ack = serde_json::json!({"op": "subscribed", "topic": topic});
     if ws.topics.contains(topic) {
         // Already in force: a second replay would deliver messages twice.
@@ -297,11 +313,11 @@ fn subscribe<H: Handler>(
         id: out.id,
         ws: true,
     };
-    match subs.subscribe(out.shared, sub, &mut ws.topics, &[topic], since) {
+    match subs.subscribe(out.shared, sub, &mut ws.topics, &[topic], resume) {
         Ok(replay) => {
             out.send(json_frame(&ack));
             if let Some(replay) = replay {
-                send_replay(out, true, &replay);
+                send_replay(out, true, &replay, since.trim());
             }
         }
         Err(e) => send_error(out, Some(topic), &e.to_string()),

@@ -127,8 +127,8 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
-/// Publish `data` to `topic` from loopback; returns the assigned id.
-pub fn publish(addr: SocketAddr, topic: &str, data: &str) -> u64 {
+/// Publish `data` to `topic` from loopback; returns the assigned id (`E-N`).
+pub fn publish(addr: SocketAddr, topic: &str, data: &str) -> String {
     let req = format!(
         "POST /publish?topic={topic} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{data}",
         data.len()
@@ -141,7 +141,13 @@ pub fn publish(addr: SocketAddr, topic: &str, data: &str) -> u64 {
         String::from_utf8_lossy(&body)
     );
     let v: serde_json::Value = serde_json::from_slice(&body).expect("publish answer is JSON");
-    v["id"].as_u64().expect("id")
+    v["id"].as_str().expect("id is a string").to_owned()
+}
+
+/// The sequence part of a wire id `E-N`, for order checks within one server lifetime.
+pub fn seq(id: &str) -> u64 {
+    let (_, n) = id.split_once('-').expect("id is epoch-sequence");
+    n.parse().expect("numeric sequence")
 }
 
 /// A parsed SSE event as a test client sees it.
