@@ -4,16 +4,18 @@
 //! a server close answered (§5.5.1).
 //!
 //! Three modes: a subscriber (deliveries carry the envelope), an echo client (M messages in
-//! flight, each checked byte for byte when it returns), and a publisher. A message split across
-//! reads is gathered into a buffer that exists only while it is incomplete. No socket, no clock.
+//! flight, each checked byte for byte when it returns), and a publisher. Messages are put
+//! together by the same `MessageAssembler` the server uses: a message in one frame is read
+//! where it lies, one split across frames or reads is copied into a small reused buffer.
+//! No socket, no clock.
 
 use super::{header_refs, mask_key, Env, Io, Outcome, Subscription};
 use crate::echo;
 use crate::stats::ErrorKind;
 use uringcast::proto::http1::ResponseDecoder;
 use uringcast::proto::ws::{
-    client_key, client_request, close_reply, encode_frame, validate_server_response, ControlFrame,
-    Decoder, Event, OpCode, WsLimits,
+    client_key, client_request, close_code, close_reply, encode_frame, validate_server_response,
+    ControlFrame, Decoder, Event, MessageAssembler, OpCode, WsLimits,
 };
 use uringcast::proto::Role;
 
@@ -48,8 +50,8 @@ pub enum Mode {
 pub struct WsClient {
     phase: Phase,
     pub mode: Mode,
-    /// The incomplete message being gathered (empty when none).
-    partial: Vec<u8>,
+    /// Gathers messages that arrive in more than one piece.
+    assembler: MessageAssembler,
     /// Subscribed by message: ready only once a message containing the ack marker arrives.
     awaiting_ack: bool,
 }
@@ -71,7 +73,7 @@ impl WsClient {
                 key: [0; 24],
             },
             mode,
-            partial: Vec::new(),
+            assembler: MessageAssembler::new(),
             awaiting_ack: false,
         }
     }
@@ -154,26 +156,18 @@ impl WsClient {
                                 o.consumed += consumed;
                                 return o;
                             }
-                            Some(Event::Data { payload, fin, .. }) => {
-                                let mut whole = None;
-                                let msg: Option<&[u8]> = if fin && self.partial.is_empty() {
-                                    Some(payload)
-                                } else {
-                                    self.partial.extend_from_slice(payload);
-                                    if fin {
-                                        whole = Some(std::mem::take(&mut self.partial));
-                                    }
-                                    whole.as_deref()
-                                };
-                                if let Some(m) = msg {
+                            Some(Event::Data { text, payload, fin }) => {
+                                if let Some(m) = self.assembler.push(text, payload, fin) {
                                     if self.awaiting_ack {
-                                        if find(m, env.ws_subscribed_marker.as_bytes()) {
+                                        let marker = env.ws_subscribed_marker.as_bytes();
+                                        if find(m.payload(), marker) {
                                             self.awaiting_ack = false;
                                             o.ready = true;
                                         }
                                     } else {
-                                        message(&mut self.mode, env, io, m);
+                                        message(&mut self.mode, env, io, m.payload());
                                     }
+                                    self.assembler.recycle(m);
                                 }
                             }
                             Some(Event::Ping(p)) => {
@@ -217,10 +211,10 @@ impl WsClient {
         send_text(io, body, false);
     }
 
-    /// Append a normal close (1000) to `io.out`.
+    /// Append a normal close to `io.out`.
     pub fn goodbye(&mut self, io: &mut Io) {
         if self.is_open() {
-            let f = ControlFrame::close(Some(1000), "", Some(mask_key()));
+            let f = ControlFrame::close(Some(close_code::NORMAL), "", Some(mask_key()));
             io.out.extend_from_slice(f.as_bytes());
             self.phase = Phase::Closed;
         }
@@ -462,7 +456,8 @@ mod tests {
         io.out.clear();
         c.request(&e, &mut io, "h", "/ws");
         let req = std::mem::take(&mut io.out);
-        let mut bytes = answer(&req, &[(OpCode::Close, &[0x03, 0xE9])]);
+        let going_away = close_code::GOING_AWAY.to_be_bytes();
+        let mut bytes = answer(&req, &[(OpCode::Close, &going_away)]);
         let r = c.on_data(&e, &mut io, &mut bytes);
         assert_eq!(r.fatal, Some(ErrorKind::WsClosedByPeer));
         assert_eq!(r.consumed, bytes.len());
