@@ -353,6 +353,32 @@ mod tests {
         }
     }
 
+    /// RFC 6455 §5.4: a delivery split over a text frame and a continuation, with a ping
+    /// between them (§5.5), counts once, whole, at every read size.
+    #[test]
+    fn fragmented_delivery_is_assembled() {
+        let e = env();
+        let mut m = br#"{"topic":"t0","id":1,"data":""#.to_vec();
+        e.template.encode(1, 0, "t0", 0, &mut m);
+        m.extend_from_slice(br#""}"#);
+        let (first, second) = m.split_at(m.len() / 2);
+        for chunk in [1, 5, 4096] {
+            let mut c = WsClient::new(Mode::Sub(Subscription::new(0)));
+            let mut io = Io::default();
+            c.request(&e, &mut io, "h:1", "/ws?topic=t0");
+            let req = std::mem::take(&mut io.out);
+            let mut bytes = answer(&req, &[]);
+            encode_frame(&mut bytes, false, OpCode::Text, first, None);
+            encode_frame(&mut bytes, true, OpCode::Ping, b"", None);
+            encode_frame(&mut bytes, true, OpCode::Continuation, second, None);
+            let (ready, fatal) = feed(|io, d| c.on_data(&e, io, d), &mut io, &bytes, chunk);
+            assert!(ready && fatal.is_none(), "chunk {chunk}: {fatal:?}");
+            assert_eq!(io.stats.deliveries, 1, "chunk {chunk}");
+            assert_eq!(io.stats.errors.total(), 0, "{:?}", io.stats.errors);
+            assert!(!c.assembler.is_assembling());
+        }
+    }
+
     /// Subscribe by message: ready only once the server's ack arrives, so publishing cannot
     /// start before the subscription is in force.
     #[test]
