@@ -221,6 +221,31 @@ mod tests {
         assert!(!a.is_assembling());
     }
 
+    /// A message borrows the input, never the assembler, so a caller can hand its whole
+    /// connection state (which owns the assembler) to the message handler, then recycle.
+    #[test]
+    fn message_outlives_the_borrow_of_the_assembler() {
+        struct Conn {
+            assembler: MessageAssembler,
+            handled: Vec<Vec<u8>>,
+        }
+        fn handle(conn: &mut Conn, payload: &[u8]) {
+            conn.handled.push(payload.to_vec());
+        }
+        let mut conn = Conn {
+            assembler: MessageAssembler::new(),
+            handled: Vec::new(),
+        };
+        let input = [b"ab".as_slice(), b"c", b"one"];
+        for (piece, fin) in input.iter().zip([false, true, true]) {
+            if let Some(m) = conn.assembler.push(true, piece, fin) {
+                handle(&mut conn, m.payload());
+                conn.assembler.recycle(m);
+            }
+        }
+        assert_eq!(conn.handled, [b"abc".to_vec(), b"one".to_vec()]);
+    }
+
     /// Every cut of one message into pieces gives back the same bytes.
     #[test]
     fn every_split_gives_the_same_message() {
