@@ -3,10 +3,11 @@
 //! validation.
 //!
 //! What it never does: read or write a socket, look at a clock, draw random numbers (the client
-//! role's mask keys and handshake nonce come in as arguments), or buffer payload. The decoder
-//! hands out slices of the caller's receive buffer, unmasked in place, as they arrive; its own
-//! state between calls is a few dozen bytes (see [`Decoder`]), so an idle connection costs
-//! almost nothing. No extension is negotiated, so RSV1-3 are always a protocol error.
+//! role's mask keys and handshake nonce come in as arguments), or buffer payload on its own.
+//! The decoder hands out slices of the caller's receive buffer, unmasked in place, as they
+//! arrive; its own state between calls is a few dozen bytes (see [`Decoder`]), so an idle
+//! connection costs almost nothing. The one copy of payload is [`MessageAssembler`]'s, for a
+//! message that arrives in more than one piece, when the caller passes the pieces to it. No extension is negotiated, so RSV1-3 are always a protocol error.
 //!
 //! Call order for a connection:
 //! 1. Server: [`server_handshake`] on the parsed request, then [`Accepted::write_response`].
