@@ -4,7 +4,7 @@
 #
 # The server runs alone on one core (taskset), the harness on another with one engine worker,
 # so figures are per server core. Each run starts a fresh server and is bounded in time; the
-# servers of one cell alternate within each repetition. See docs/bench.md ("Comparing with peers").
+# servers of one cell alternate within each repetition. See bench/README.md ("Comparing with peers").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -2,7 +2,8 @@
 //!
 //! Each benchmark runs one batch of 1,000,000 operations per iteration, so
 //! `time per iteration / 1e6` is the cost per operation (criterion's `thrpt` line shows the
-//! same as elements per second). Deadlines are spread uniformly over 5 minutes of 10 ms ticks,
+//! same as elements per second). Deadlines are spread uniformly over 5 minutes of 10 ms ticks
+//! (the server's default `tick`; the engine's own default is 20 ms),
 //! the range of idle, heartbeat and ping timeouts; keys are touched in a shuffled order so that
 //! node accesses miss the cache as they would under real traffic.
 //!

@@ -29,8 +29,9 @@ fn nofile_soft() -> u64 {
     rl.rlim_cur
 }
 
-/// The doctor's copy of the layout rule agrees with the engine for several shapes, including
-/// ones where the backlog clamp and the spare-slot rule bite (tiny tables).
+/// The layout the doctor reports (the engine's rule, `EngineConfig::ring_layout`) has the
+/// capacity of the engine started for real, for several shapes, including ones where the
+/// backlog clamp and the spare-slot rule bite (tiny tables).
 #[test]
 fn layout_matches_the_engine_started_for_real() {
     let shapes = [

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uringcast::proto::ws::close_code;
 
 const WS_UPGRADE: &str =
     "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -238,7 +239,7 @@ fn sigterm_sends_close_1001_and_exits_zero() {
             .unwrap();
         match msg {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
-                assert_eq!(u16::from(f.code), 1001)
+                assert_eq!(u16::from(f.code), close_code::GOING_AWAY)
             }
             other => panic!("expected close 1001, got {other:?}"),
         }

@@ -6,6 +6,7 @@ use common::{publish, Server, SseClient};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
+use uringcast::proto::ws::close_code;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -130,7 +131,7 @@ fn ws_control_messages_subscribe_publish_and_errors() {
             .unwrap();
         assert_eq!(ws_next(&mut a).await["op"], "unsubscribed");
 
-        // Binary messages are refused with close 1003.
+        // Binary messages are refused with close 1003 (unsupported data).
         b.send(WsMsg::Binary(vec![1, 2, 3])).await.unwrap();
         loop {
             match tokio::time::timeout(Duration::from_secs(5), b.next())
@@ -138,7 +139,7 @@ fn ws_control_messages_subscribe_publish_and_errors() {
                 .unwrap()
             {
                 Some(Ok(WsMsg::Close(Some(f)))) => {
-                    assert_eq!(u16::from(f.code), 1003);
+                    assert_eq!(u16::from(f.code), close_code::UNSUPPORTED_DATA);
                     break;
                 }
                 Some(Ok(WsMsg::Ping(_))) => continue,

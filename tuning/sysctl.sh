@@ -23,13 +23,16 @@ set -euo pipefail
 STATE_FILE="${URINGCAST_SYSCTL_STATE:-/var/lib/uringcast-tuning/sysctl.saved}"
 CONNECTIONS=1000000
 ENDS=2
-# Kernel memory for one idle TCP socket end, measured on the dev VM (Linux 6.18, 2026-11-28) with
-# 8000 idle loopback connections (16000 ends) and /proc/slabinfo deltas: TCP 2417 B,
-# sock_inode_cache 849 B, dentry 197 B, filp 197 B per end; all caches 3.9-4.0 KB, meminfo Slab
-# 4.0-4.15 KB. The team's earlier figure was ~3.8 KB. Use one page, slightly conservative.
-SOCKET_END_BYTES=4096
-# Server memory per idle connection (DESIGN.md target: slab slot + timer node + subscriptions).
-APP_BYTES_PER_CONNECTION=512
+# Kernel memory for one idle TCP socket end with its armed multishot recv (TCP slab,
+# sock_inode_cache, dentry, filp, io_uring request): 4.4-4.7 KB as `Slab:` growth / TCP sockets
+# growth at 200k-400k connections, measured by tuning/capacity.sh (docs/capacity.md); the same
+# figure as KERNEL_BYTES_PER_SOCKET_END in src/server/doctor.rs. Change both together.
+SOCKET_END_BYTES=4700
+# Userspace memory per idle connection end: uringcast's RSS growth / connections held, 450-465 B
+# at 200k-400k connections, rounded up (SERVER_BYTES_PER_CONNECTION in src/server/doctor.rs,
+# docs/capacity.md). A co-located uringcast-bench end costs about 540 B, so with --ends 2 this
+# undercounts by ~60 B per connection, well inside the reserve below.
+APP_BYTES_PER_CONNECTION=480
 
 usage() {
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2

@@ -1,5 +1,6 @@
 //! The transport: uringcast's io_uring engine in the client role, driving the sans-IO client
-//! machines of `client`. One `Worker` (the engine `Handler`) per engine worker thread.
+//! machines of `client`. One `LoadDriver` (the engine `Handler`) per engine worker thread: it
+//! drives that thread's share of the connections and load.
 //!
 //! The orchestrator (`run`) talks to workers only through `Cmd` messages and reads the shared
 //! `Live` counters; each worker owns its connections (a slab parallel to the engine's) and its
@@ -119,8 +120,9 @@ struct Client {
     role: Role,
 }
 
-/// The engine handler of one worker.
-pub struct Worker {
+/// The engine handler of one engine worker thread: its connections, their client machines
+/// and its `Stats`. Not called `Worker`, which names the engine's thread.
+pub struct LoadDriver {
     cfg: Arc<RunCfg>,
     io: Io,
     conns: Slab<Client>,
@@ -136,9 +138,9 @@ pub struct Worker {
     errors_seen: u64,
 }
 
-impl Worker {
-    pub fn new(cfg: Arc<RunCfg>) -> Worker {
-        Worker {
+impl LoadDriver {
+    pub fn new(cfg: Arc<RunCfg>) -> LoadDriver {
+        LoadDriver {
             cfg,
             io: Io::default(),
             conns: Slab::new(),
@@ -405,7 +407,7 @@ impl Worker {
     }
 }
 
-impl Handler for Worker {
+impl Handler for LoadDriver {
     type Conn = u32;
     type Msg = Cmd;
 
@@ -687,7 +689,7 @@ impl Handler for Worker {
     }
 }
 
-impl Worker {
+impl LoadDriver {
     fn flush_counters(&mut self) {
         let errs = self.io.stats.errors.total();
         if errs != self.errors_seen {

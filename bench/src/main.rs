@@ -1,4 +1,4 @@
-//! `uringcast-bench`: load generator for SSE and WebSocket servers (see docs/bench.md).
+//! `uringcast-bench`: load generator for SSE and WebSocket servers (see bench/README.md).
 //!
 //! Built on uringcast's own `proto` (client role) and io_uring `engine`, so one process holds
 //! 100k+ connections. Scenarios: `hold`, `fanout`, `echo`, `connect`. Every run is bounded in

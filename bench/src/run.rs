@@ -7,7 +7,7 @@
 
 use crate::cli::Scenario;
 use crate::client::{split_headers, Env};
-use crate::driver::{Cmd, Kind, PublishCfg, RunCfg, Worker};
+use crate::driver::{Cmd, Kind, LoadDriver, PublishCfg, RunCfg};
 use crate::envelope::{Template, DEFAULT_TEMPLATE};
 use crate::plan::{Plan, SysLimits};
 use crate::report::{Progress, Report};
@@ -163,7 +163,7 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         .map_or(0, |d| d.as_secs());
     let _ = now_ns(); // fix the harness clock's origin before any connection exists
     let cfg_w = Arc::clone(&cfg);
-    let engine = Engine::start(engine_cfg, move |_w| Worker::new(Arc::clone(&cfg_w)))
+    let engine = Engine::start(engine_cfg, move |_w| LoadDriver::new(Arc::clone(&cfg_w)))
         .map_err(|e| SetupError(format!("engine: {e}")))?;
     let handle = engine.handle();
     let workers = handle.workers();

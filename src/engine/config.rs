@@ -1,7 +1,8 @@
 //! Engine configuration: every size and limit the engine uses, validated once at start-up.
 //!
 //! Never reads flags or files itself (the server layer does); it only checks consistency and
-//! derives the ring layout (`rings_per_worker`, `accept_limit`) in one place.
+//! derives the ring layout (`rings_per_worker`, `accept_limit`) in one place:
+//! [`EngineConfig::ring_layout`], which start-up and `uringcast doctor` both call.
 
 use std::net::SocketAddr;
 
@@ -67,6 +68,78 @@ impl Default for EngineConfig {
     }
 }
 
+/// How the engine lays out its rings and tables for one config on one machine; see
+/// [`EngineConfig::ring_layout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingLayout {
+    pub workers: usize,
+    pub rings_per_worker: usize,
+    /// Entries in each ring's registered file table.
+    pub files_per_ring: u32,
+    /// Accepted + connecting sockets a ring may hold before its accept is cancelled: the table
+    /// minus `backlog + min(16, table / 4)` spare slots (at least one slot stays usable).
+    pub accept_limit: u32,
+    /// The listen backlog actually used: `listen_backlog` clamped to `1..=max(1, table / 8)`.
+    pub backlog: u32,
+    /// Memory of one ring's provided buffers: `buf_ring_entries * buf_bytes`.
+    pub buf_ring_bytes: usize,
+}
+
+impl RingLayout {
+    /// Start-up refuses more rings per worker than this (a ring's index is a `u8`).
+    pub const RINGS_PER_WORKER_MAX: usize = 255;
+
+    /// Connections the process can hold: every ring full.
+    pub fn capacity(&self) -> usize {
+        self.workers * self.rings_per_worker * self.accept_limit as usize
+    }
+}
+
+impl EngineConfig {
+    /// The layout start-up derives from this config on a machine whose RLIMIT_NOFILE soft
+    /// limit is `nofile_soft` and which has `cpus` online CPUs. Pure arithmetic, so the doctor
+    /// can ask about any machine; it does not check the config, start-up does that and refuses
+    /// what this would compute for a bad one (a table over the limit or under 4 entries, more
+    /// than 256 workers or 255 rings per worker).
+    pub fn ring_layout(&self, nofile_soft: u64, cpus: usize) -> RingLayout {
+        let workers = if self.workers == 0 {
+            cpus.max(1)
+        } else {
+            self.workers
+        };
+        let files_per_ring = if self.files_per_ring == 0 {
+            file_table_cap(nofile_soft)
+        } else {
+            self.files_per_ring
+        };
+        // Keep the backlog well under the table so that a full backlog drained in one multishot
+        // run still fits in the spare slots (accepting into a full table loses the connection).
+        let backlog = self.listen_backlog.clamp(1, (files_per_ring / 8).max(1));
+        let reserve = backlog + 16.min(files_per_ring / 4);
+        let accept_limit = files_per_ring - reserve.min(files_per_ring.saturating_sub(1));
+        let rings_per_worker = if self.rings_per_worker == 0 {
+            let per_worker = self.connections_max.div_ceil(workers).max(1);
+            per_worker.div_ceil(accept_limit.max(1) as usize)
+        } else {
+            self.rings_per_worker
+        };
+        RingLayout {
+            workers,
+            rings_per_worker,
+            files_per_ring,
+            accept_limit,
+            backlog,
+            buf_ring_bytes: usize::from(self.buf_ring_entries) * self.buf_bytes as usize,
+        }
+    }
+}
+
+/// The largest registered file table the kernel accepts: not over RLIMIT_NOFILE (else EMFILE)
+/// nor over 1 << 20 (IORING_MAX_FIXED_FILES).
+fn file_table_cap(nofile_soft: u64) -> u32 {
+    nofile_soft.min(1 << 20) as u32
+}
+
 /// The config with every derived value filled in; what workers actually use.
 #[derive(Clone, Debug)]
 pub(crate) struct Layout {
@@ -100,44 +173,22 @@ fn nofile_limit() -> u64 {
 
 pub(crate) fn layout(cfg: &EngineConfig) -> Result<Layout, EngineError> {
     let bad = |what: &'static str| Err(EngineError::Config(what));
-    let workers = if cfg.workers == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        cfg.workers
-    };
-    if workers > 256 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let nofile = nofile_limit();
+    let ring = cfg.ring_layout(nofile, cpus);
+    if ring.workers > 256 {
         return bad("workers must be <= 256");
     }
-    let nofile = nofile_limit();
-    // The kernel refuses a registered file table larger than RLIMIT_NOFILE (EMFILE) and larger
-    // than 1 << 20 (IORING_MAX_FIXED_FILES).
-    let cap = nofile.min(1 << 20) as u32;
-    let files_per_ring = if cfg.files_per_ring == 0 {
-        cap
-    } else {
-        cfg.files_per_ring
-    };
-    if files_per_ring > cap {
+    if ring.files_per_ring > file_table_cap(nofile) {
         return Err(EngineError::FileTable {
-            files_per_ring,
+            files_per_ring: ring.files_per_ring,
             nofile,
         });
     }
-    if files_per_ring < 4 {
+    if ring.files_per_ring < 4 {
         return bad("files_per_ring must be >= 4");
     }
-    // Keep the backlog well under the table so that a full backlog drained in one multishot run
-    // still fits in the spare slots (accepting into a full table loses the connection).
-    let backlog = cfg.listen_backlog.clamp(1, (files_per_ring / 8).max(1));
-    let reserve = backlog + 16.min(files_per_ring / 4);
-    let accept_limit = files_per_ring - reserve.min(files_per_ring - 1);
-    let rings_per_worker = if cfg.rings_per_worker == 0 {
-        let per_worker = cfg.connections_max.div_ceil(workers).max(1);
-        per_worker.div_ceil(accept_limit as usize)
-    } else {
-        cfg.rings_per_worker
-    };
-    if rings_per_worker > 255 {
+    if ring.rings_per_worker > RingLayout::RINGS_PER_WORKER_MAX {
         return bad("rings_per_worker must be <= 255");
     }
     if !cfg.buf_ring_entries.is_power_of_two() || cfg.buf_ring_entries > 32768 {
@@ -154,11 +205,11 @@ pub(crate) fn layout(cfg: &EngineConfig) -> Result<Layout, EngineError> {
     }
     Ok(Layout {
         cfg: cfg.clone(),
-        workers,
-        rings_per_worker,
-        files_per_ring,
-        accept_limit,
-        backlog,
+        workers: ring.workers,
+        rings_per_worker: ring.rings_per_worker,
+        files_per_ring: ring.files_per_ring,
+        accept_limit: ring.accept_limit,
+        backlog: ring.backlog,
     })
 }
 
@@ -198,6 +249,29 @@ mod tests {
         let l = layout(&cfg).unwrap();
         assert_eq!(l.backlog, 2);
         assert_eq!(l.accept_limit, 16 - 2 - 4);
+    }
+
+    /// The pure rule gives what start-up uses, and survives a machine that reports no files.
+    #[test]
+    fn ring_layout_is_what_start_up_uses() {
+        let cfg = EngineConfig {
+            workers: 3,
+            files_per_ring: 64,
+            connections_max: 1_000,
+            ..EngineConfig::default()
+        };
+        let l = layout(&cfg).unwrap();
+        let r = cfg.ring_layout(nofile_limit(), 7);
+        assert_eq!(
+            (l.workers, l.rings_per_worker, l.files_per_ring),
+            (r.workers, r.rings_per_worker, r.files_per_ring)
+        );
+        assert_eq!((l.accept_limit, l.backlog), (r.accept_limit, r.backlog));
+        assert_eq!(l.connections_capacity(), r.capacity());
+        assert_eq!(r.buf_ring_bytes, 256 * 4096);
+        let derived = EngineConfig::default().ring_layout(0, 0);
+        assert_eq!((derived.workers, derived.files_per_ring), (1, 0));
+        assert_eq!(derived.capacity(), 0);
     }
 
     #[test]

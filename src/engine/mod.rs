@@ -37,7 +37,7 @@ pub mod user_data;
 pub mod wheel;
 mod worker;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, RingLayout};
 pub use ctx::Ctx;
 pub use error::EngineError;
 pub use inbox::EngineHandle;

@@ -8,29 +8,31 @@
 //! per-key array, so there are no pointers, no `unsafe` and no allocation per timer.
 //!
 //! This module is sans-IO: it never reads a clock, never sleeps and never spawns. Time is a
-//! tick count handed in by the caller (the engine uses 10 ms ticks).
+//! tick count handed in by the caller. The engine's tick is `EngineConfig::tick_ms`: 20 ms by
+//! default; the server sets it from its `tick` key (10 ms by default, which halves every time
+//! below).
 //!
 //! # Levels
-//! Six levels of 64 slots; level `n` slots are `64^n` ticks wide. At 10 ms per tick:
+//! Six levels of 64 slots; level `n` slots are `64^n` ticks wide. At 20 ms per tick:
 //!
 //! | level | slot width (ticks) | slot width | level range (ticks) | level range |
 //! |-------|--------------------|------------|---------------------|-------------|
-//! | 0     | 1                  | 10 ms      | 64                  | 640 ms      |
-//! | 1     | 64                 | 640 ms     | 4 096               | 40.96 s     |
-//! | 2     | 4 096              | 40.96 s    | 262 144             | 43.7 min    |
-//! | 3     | 262 144            | 43.7 min   | 16 777 216          | 46.6 h      |
-//! | 4     | 16 777 216         | 46.6 h     | 2^30                | 124.3 days  |
-//! | 5     | 2^30               | 124.3 days | 2^36                | 21.8 years  |
+//! | 0     | 1                  | 20 ms      | 64                  | 1.28 s      |
+//! | 1     | 64                 | 1.28 s     | 4 096               | 81.92 s     |
+//! | 2     | 4 096              | 81.92 s    | 262 144             | 87.4 min    |
+//! | 3     | 262 144            | 87.4 min   | 16 777 216          | 93.2 h      |
+//! | 4     | 16 777 216         | 93.2 h     | 2^30                | 248.6 days  |
+//! | 5     | 2^30               | 248.6 days | 2^36                | 43.6 years  |
 //!
 //! A timer sits at the level of the highest 6-bit digit in which its deadline differs from the
 //! current tick. When a level-n slot starts, its timers are re-inserted from that tick, which
 //! lands each of them at a lower level (a "cascade"), until level 0 fires them on their tick.
 //!
 //! # Deadlines beyond the range
-//! A deadline more than [`MAX_DELAY_TICKS`] (2^36 - 1, 21.8 years of 10 ms ticks) after `now()`
+//! A deadline more than [`MAX_DELAY_TICKS`] (2^36 - 1, 43.6 years of 20 ms ticks) after `now()`
 //! is clamped to `now() + MAX_DELAY_TICKS`; [`Wheel::deadline`] then reports the clamped value.
-//! All ticks (deadlines and `now_tick`) are also clamped to `TICK_LIMIT` (2^62, about 1.5e9
-//! years of 10 ms ticks) so that slot arithmetic can never overflow.
+//! All ticks (deadlines and `now_tick`) are also clamped to `TICK_LIMIT` (2^62, about 2.9e9
+//! years of 20 ms ticks) so that slot arithmetic can never overflow.
 //!
 //! # Registered vs true deadline
 //! Each node keeps its TRUE deadline plus the slot where it is REGISTERED. Moving a timer later
@@ -55,7 +57,7 @@ use level::{Expiration, Level, Node, LOC_DISARMED, LOC_PENDING, NIL};
 const BITS_PER_LEVEL: u32 = 6;
 /// Slots per level: `2^BITS_PER_LEVEL` = 64, so a level's occupancy fits one `u64`.
 const SLOTS_PER_LEVEL: usize = 1 << BITS_PER_LEVEL;
-/// Levels: 6 levels of 6 bits cover 2^36 ticks (21.8 years of 10 ms ticks).
+/// Levels: 6 levels of 6 bits cover 2^36 ticks (43.6 years of 20 ms ticks).
 const NUM_LEVELS: usize = 6;
 /// Longest delay the wheel represents: `64^6 - 1` ticks. Later deadlines are clamped to this.
 pub const MAX_DELAY_TICKS: u64 = (1 << (BITS_PER_LEVEL as usize * NUM_LEVELS)) - 1;

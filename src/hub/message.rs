@@ -22,6 +22,7 @@ use bytes::Bytes;
 
 use super::id::EventId;
 use crate::proto::sse::{self, Id, OutEvent};
+use crate::proto::ws::{fmt_head, OpCode, HEAD_BYTES_MAX};
 
 /// One published message, shared by every subscriber and the replay history.
 #[derive(Debug)]
@@ -56,8 +57,8 @@ impl Message {
         sse::encode(&mut sse_buf, &ev).expect("event name validated by publish");
 
         let payload_len = ws_payload_len(&topic, id, event, data);
-        let mut head = [0u8; WS_HEAD_BYTES_MAX];
-        let head_len = ws_text_head(payload_len, &mut head);
+        let mut head = [0u8; HEAD_BYTES_MAX];
+        let head_len = fmt_head(&mut head, true, OpCode::Text, payload_len as u64, None);
         let mut ws_buf = Vec::with_capacity(head_len + payload_len);
         ws_buf.extend_from_slice(&head[..head_len]);
         push_ws_payload(&mut ws_buf, &topic, id, event, data);
@@ -109,8 +110,8 @@ pub fn sse_reset(oldest: EventId, requested: &str) -> Bytes {
 pub fn ws_reset(topic: &str, oldest: EventId, requested: &str) -> Bytes {
     let mut json = Vec::with_capacity(64 + topic.len());
     push_reset_json(&mut json, Some(topic), oldest, requested);
-    let mut head = [0u8; WS_HEAD_BYTES_MAX];
-    let head_len = ws_text_head(json.len(), &mut head);
+    let mut head = [0u8; HEAD_BYTES_MAX];
+    let head_len = fmt_head(&mut head, true, OpCode::Text, json.len() as u64, None);
     let mut out = Vec::with_capacity(head_len + json.len());
     out.extend_from_slice(&head[..head_len]);
     out.extend_from_slice(&json);
@@ -131,30 +132,6 @@ fn push_reset_json(out: &mut Vec<u8>, topic: Option<&str>, oldest: EventId, requ
     out.extend_from_slice(br#","requested":"#);
     push_json_str(out, requested);
     out.push(b'}');
-}
-
-/// Largest server frame header: 2 bytes plus a 64-bit length, no mask (RFC 6455 §5.2).
-const WS_HEAD_BYTES_MAX: usize = 10;
-
-/// Writes an unmasked FIN + text (0x81) frame header for `payload_len` and returns its length
-/// (RFC 6455 §5.2: 7-bit length up to 125, 126 + 16-bit up to 65535, else 127 + 64-bit).
-///
-/// TEMPORARY: replace with `proto::ws::fmt_head` once the ws branch is merged; it is kept
-/// private and tiny so that swap touches two call sites only.
-fn ws_text_head(payload_len: usize, head: &mut [u8; WS_HEAD_BYTES_MAX]) -> usize {
-    head[0] = 0x80 | 0x1; // FIN, opcode 1 = text
-    if payload_len <= 125 {
-        head[1] = payload_len as u8;
-        2
-    } else if payload_len <= usize::from(u16::MAX) {
-        head[1] = 126;
-        head[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
-        4
-    } else {
-        head[1] = 127;
-        head[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
-        10
-    }
 }
 
 fn ws_payload_len(topic: &str, id: EventId, event: Option<&str>, data: &str) -> usize {
@@ -311,6 +288,28 @@ mod tests {
             let (_, payload) = unframe(&m.ws);
             assert_eq!(payload.len(), payload_len);
         }
+    }
+
+    /// The header bytes themselves at each length form: FIN + text, no mask, shortest length
+    /// encoding (RFC 6455 §5.2).
+    #[test]
+    fn ws_header_bytes_rfc6455_5_2() {
+        let overhead = Message::encode(id(1), "t".into(), None, "").ws.len() - 2;
+        let table: [(usize, &[u8]); 5] = [
+            (40, &[0x81, 40]),
+            (125, &[0x81, 125]),
+            (126, &[0x81, 126, 0, 126]),
+            (65535, &[0x81, 126, 0xff, 0xff]),
+            (65536, &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ];
+        for (payload_len, head) in table {
+            let data = "x".repeat(payload_len - overhead);
+            let m = Message::encode(id(1), "t".into(), None, &data);
+            assert_eq!(&m.ws[..head.len()], head, "payload {payload_len}");
+            assert_eq!(&m.ws[head.len()..head.len() + 9], br#"{"topic":"#);
+        }
+        let f = ws_reset("a", id(1), "9-0");
+        assert_eq!(&f[..2], &[0x81, (f.len() - 2) as u8]);
     }
 
     #[test]

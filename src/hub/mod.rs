@@ -9,7 +9,7 @@
 //!   bounded per-topic history, and answers [`Topics::replay`].
 //! - [`LocalIndex`] (one per worker, unshared): topic -> local subscribers, each with a
 //!   watermark id; [`ConnTopics`] is the per-connection half, stored with the connection.
-//! - [`SlowConsumerPolicy`] and [`admit`]: whether a message may join a send queue.
+//! - [`admit`]: whether a message may join a send queue, or the slow consumer is closed.
 //! - [`sse_reset`] and [`ws_reset`]: the notices sent when a replay finds a gap.
 //!
 //! # Replay-then-live contract (no gap, no duplicate)
@@ -60,7 +60,7 @@ mod topics_tests;
 pub use id::{parse_resume, BadEventId, EventId, Resume};
 pub use local::{ConnTopics, LocalIndex, Subscribed};
 pub use message::{sse_reset, ws_reset, Message};
-pub use policy::{admit, Admit, SlowConsumerPolicy};
+pub use policy::{admit, Admit};
 pub use topics::{Replay, TopicGap, Topics};
 
 use std::fmt;

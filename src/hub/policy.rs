@@ -2,35 +2,8 @@
 //!
 //! A subscriber that reads slower than messages arrive would otherwise make the server hold an
 //! unbounded queue of `Bytes` handles for it (each handle keeps a whole message alive). The
-//! engine asks [`admit`] before queueing each message; the answer is a value, and the engine
+//! server asks [`admit`] before queueing each message; the answer is a value, and the server
 //! acts on it and counts it. Never here: queues, sockets, clocks.
-
-/// How the server treats a subscriber whose queued bytes would pass `queue_bytes_max`.
-/// Only one policy exists today; the enum is where a second one (drop-oldest with a reset
-/// notice, say) would go, each variant documenting its outcome on the wire.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SlowConsumerPolicy {
-    /// Close the connection and count it (`slow_consumer_disconnects_total`). WebSocket: a
-    /// close frame with [`SlowConsumerPolicy::WS_CLOSE_CODE`] (1013 "Try Again Later", RFC 6455
-    /// §7.4.1 registry) queued after what is already queued, then the socket closes. SSE: the
-    /// response body ends (chunked terminator), and the browser reconnects after `retry:` with
-    /// its `Last-Event-ID`, so replay fills in what it missed or reports a gap.
-    #[default]
-    Disconnect,
-}
-
-impl SlowConsumerPolicy {
-    /// The close code a WebSocket slow consumer gets: 1013 "Try Again Later".
-    pub const WS_CLOSE_CODE: u16 = 1013;
-
-    /// What to do with the next message for a connection (see [`admit`]).
-    pub fn admit(self, queued_bytes: usize, msg_bytes: usize, queue_bytes_max: usize) -> Admit {
-        match self {
-            SlowConsumerPolicy::Disconnect => admit(queued_bytes, msg_bytes, queue_bytes_max),
-        }
-    }
-}
 
 /// The decision for one message.
 #[must_use]
@@ -38,7 +11,15 @@ impl SlowConsumerPolicy {
 pub enum Admit {
     /// Queue it.
     Send,
-    /// Do not queue it; close the connection as the policy says.
+    /// Do not queue it; close the connection and count it
+    /// (`uringcast_closed_total{reason="slow_consumer"}`).
+    /// WebSocket: a close frame with 1013 ([`close_code::TRY_AGAIN_LATER`]) is queued after
+    /// what is already queued, then the connection closes once that is flushed. SSE: the
+    /// connection is closed at once and its queue dropped; the response has no length, so
+    /// closing is what ends it, and the browser reconnects after `retry:` with its
+    /// `Last-Event-ID`, so replay fills in what it missed or reports a gap.
+    ///
+    /// [`close_code::TRY_AGAIN_LATER`]: crate::proto::ws::close_code::TRY_AGAIN_LATER
     Disconnect,
 }
 
@@ -76,7 +57,6 @@ mod tests {
                 want,
                 "admit({queued}, {msg}, {max})"
             );
-            assert_eq!(SlowConsumerPolicy::Disconnect.admit(queued, msg, max), want);
         }
     }
 
@@ -94,10 +74,5 @@ mod tests {
             assert!(queued <= max.max(300));
         }
         assert!(queued > 0);
-    }
-
-    #[test]
-    fn close_code_is_try_again_later_rfc6455_7_4_1() {
-        assert_eq!(SlowConsumerPolicy::WS_CLOSE_CODE, 1013);
     }
 }

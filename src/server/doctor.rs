@@ -26,10 +26,8 @@ pub const SERVER_BYTES_PER_CONNECTION: u64 = 480;
 /// sock_inode_cache, dentry, filp, io_uring request), measured by `tuning/capacity.sh` as
 /// `Slab:` growth / TCP sockets growth: 4.4-4.7 KB at 200k-400k connections; rounded up.
 pub const KERNEL_BYTES_PER_SOCKET_END: u64 = 4_700;
-/// io_uring's cap on one registered file table (IORING_MAX_FIXED_FILES).
-const IORING_MAX_FIXED_FILES: u64 = 1 << 20;
 /// The engine refuses more rings than this per worker.
-const RINGS_PER_WORKER_MAX: u64 = 255;
+const RINGS_PER_WORKER_MAX: u64 = crate::engine::RingLayout::RINGS_PER_WORKER_MAX as u64;
 /// Bit of CAP_SYS_RESOURCE in `CapEff` (linux/capability.h).
 const CAP_SYS_RESOURCE_BIT: u32 = 24;
 
@@ -81,8 +79,8 @@ pub struct Bound {
     pub fix: String,
 }
 
-/// The engine's ring layout for a config: the same arithmetic as the engine's start-up
-/// (`engine::config::layout`), checked against a real start by `tests/doctor.rs`.
+/// The engine's ring layout for a config, as the report prints it: the engine's own answer
+/// ([`EngineConfig::ring_layout`]), checked against a real start by `tests/doctor.rs`.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 pub struct RingLayout {
     pub workers: u64,
@@ -95,6 +93,17 @@ pub struct RingLayout {
 impl RingLayout {
     pub fn capacity(&self) -> u64 {
         self.workers * self.rings_per_worker * self.accept_limit
+    }
+}
+
+impl From<crate::engine::RingLayout> for RingLayout {
+    fn from(l: crate::engine::RingLayout) -> RingLayout {
+        RingLayout {
+            workers: l.workers as u64,
+            rings_per_worker: l.rings_per_worker as u64,
+            files_per_ring: u64::from(l.files_per_ring),
+            accept_limit: u64::from(l.accept_limit),
+        }
     }
 }
 
@@ -118,36 +127,10 @@ pub struct Diagnosis {
 }
 
 /// The ring layout the engine derives from `cfg` when RLIMIT_NOFILE is `nofile_soft` and the
-/// box has `cpus` cores (engine rule: table = files_per_ring or the soft limit, capped at 2^20;
-/// a backlog of at most table/8 plus min(16, table/4) slots stay spare).
+/// box has `cpus` cores.
 pub fn ring_layout(cfg: &EngineConfig, nofile_soft: u64, cpus: u64) -> RingLayout {
-    let workers = if cfg.workers == 0 {
-        cpus.max(1)
-    } else {
-        cfg.workers as u64
-    };
-    let table_cap = nofile_soft.min(IORING_MAX_FIXED_FILES);
-    let files_per_ring = if cfg.files_per_ring == 0 {
-        table_cap
-    } else {
-        u64::from(cfg.files_per_ring)
-    }
-    .max(4);
-    let backlog = u64::from(cfg.listen_backlog).clamp(1, (files_per_ring / 8).max(1));
-    let reserve = backlog + 16.min(files_per_ring / 4);
-    let accept_limit = files_per_ring - reserve.min(files_per_ring - 1);
-    let rings_per_worker = if cfg.rings_per_worker == 0 {
-        let per_worker = (cfg.connections_max as u64).div_ceil(workers).max(1);
-        per_worker.div_ceil(accept_limit)
-    } else {
-        cfg.rings_per_worker as u64
-    };
-    RingLayout {
-        workers,
-        rings_per_worker,
-        files_per_ring,
-        accept_limit,
-    }
+    let cpus = usize::try_from(cpus).unwrap_or(usize::MAX);
+    cfg.ring_layout(nofile_soft, cpus).into()
 }
 
 /// Server-side kernel memory of one held connection: its socket end and its armed recv.

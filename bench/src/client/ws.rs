@@ -4,16 +4,18 @@
 //! a server close answered (§5.5.1).
 //!
 //! Three modes: a subscriber (deliveries carry the envelope), an echo client (M messages in
-//! flight, each checked byte for byte when it returns), and a publisher. A message split across
-//! reads is gathered into a buffer that exists only while it is incomplete. No socket, no clock.
+//! flight, each checked byte for byte when it returns), and a publisher. Messages are put
+//! together by the same `MessageAssembler` the server uses: a message in one frame is read
+//! where it lies, one split across frames or reads is copied into a small reused buffer.
+//! No socket, no clock.
 
 use super::{header_refs, mask_key, Env, Io, Outcome, Subscription};
 use crate::echo;
 use crate::stats::ErrorKind;
 use uringcast::proto::http1::ResponseDecoder;
 use uringcast::proto::ws::{
-    client_key, client_request, close_reply, encode_frame, validate_server_response, ControlFrame,
-    Decoder, Event, OpCode, WsLimits,
+    client_key, client_request, close_code, close_reply, encode_frame, validate_server_response,
+    ControlFrame, Decoder, Event, MessageAssembler, OpCode, WsLimits,
 };
 use uringcast::proto::Role;
 
@@ -48,8 +50,8 @@ pub enum Mode {
 pub struct WsClient {
     phase: Phase,
     pub mode: Mode,
-    /// The incomplete message being gathered (empty when none).
-    partial: Vec<u8>,
+    /// Gathers messages that arrive in more than one piece.
+    assembler: MessageAssembler,
     /// Subscribed by message: ready only once a message containing the ack marker arrives.
     awaiting_ack: bool,
 }
@@ -71,7 +73,7 @@ impl WsClient {
                 key: [0; 24],
             },
             mode,
-            partial: Vec::new(),
+            assembler: MessageAssembler::new(),
             awaiting_ack: false,
         }
     }
@@ -154,26 +156,18 @@ impl WsClient {
                                 o.consumed += consumed;
                                 return o;
                             }
-                            Some(Event::Data { payload, fin, .. }) => {
-                                let mut whole = None;
-                                let msg: Option<&[u8]> = if fin && self.partial.is_empty() {
-                                    Some(payload)
-                                } else {
-                                    self.partial.extend_from_slice(payload);
-                                    if fin {
-                                        whole = Some(std::mem::take(&mut self.partial));
-                                    }
-                                    whole.as_deref()
-                                };
-                                if let Some(m) = msg {
+                            Some(Event::Data { text, payload, fin }) => {
+                                if let Some(m) = self.assembler.push(text, payload, fin) {
                                     if self.awaiting_ack {
-                                        if find(m, env.ws_subscribed_marker.as_bytes()) {
+                                        let marker = env.ws_subscribed_marker.as_bytes();
+                                        if find(m.payload(), marker) {
                                             self.awaiting_ack = false;
                                             o.ready = true;
                                         }
                                     } else {
-                                        message(&mut self.mode, env, io, m);
+                                        message(&mut self.mode, env, io, m.payload());
                                     }
+                                    self.assembler.recycle(m);
                                 }
                             }
                             Some(Event::Ping(p)) => {
@@ -217,10 +211,10 @@ impl WsClient {
         send_text(io, body, false);
     }
 
-    /// Append a normal close (1000) to `io.out`.
+    /// Append a normal close to `io.out`.
     pub fn goodbye(&mut self, io: &mut Io) {
         if self.is_open() {
-            let f = ControlFrame::close(Some(1000), "", Some(mask_key()));
+            let f = ControlFrame::close(Some(close_code::NORMAL), "", Some(mask_key()));
             io.out.extend_from_slice(f.as_bytes());
             self.phase = Phase::Closed;
         }
@@ -359,6 +353,32 @@ mod tests {
         }
     }
 
+    /// RFC 6455 §5.4: a delivery split over a text frame and a continuation, with a ping
+    /// between them (§5.5), counts once, whole, at every read size.
+    #[test]
+    fn fragmented_delivery_is_assembled() {
+        let e = env();
+        let mut m = br#"{"topic":"t0","id":1,"data":""#.to_vec();
+        e.template.encode(1, 0, "t0", 0, &mut m);
+        m.extend_from_slice(br#""}"#);
+        let (first, second) = m.split_at(m.len() / 2);
+        for chunk in [1, 5, 4096] {
+            let mut c = WsClient::new(Mode::Sub(Subscription::new(0)));
+            let mut io = Io::default();
+            c.request(&e, &mut io, "h:1", "/ws?topic=t0");
+            let req = std::mem::take(&mut io.out);
+            let mut bytes = answer(&req, &[]);
+            encode_frame(&mut bytes, false, OpCode::Text, first, None);
+            encode_frame(&mut bytes, true, OpCode::Ping, b"", None);
+            encode_frame(&mut bytes, true, OpCode::Continuation, second, None);
+            let (ready, fatal) = feed(|io, d| c.on_data(&e, io, d), &mut io, &bytes, chunk);
+            assert!(ready && fatal.is_none(), "chunk {chunk}: {fatal:?}");
+            assert_eq!(io.stats.deliveries, 1, "chunk {chunk}");
+            assert_eq!(io.stats.errors.total(), 0, "{:?}", io.stats.errors);
+            assert!(!c.assembler.is_assembling());
+        }
+    }
+
     /// Subscribe by message: ready only once the server's ack arrives, so publishing cannot
     /// start before the subscription is in force.
     #[test]
@@ -462,7 +482,8 @@ mod tests {
         io.out.clear();
         c.request(&e, &mut io, "h", "/ws");
         let req = std::mem::take(&mut io.out);
-        let mut bytes = answer(&req, &[(OpCode::Close, &[0x03, 0xE9])]);
+        let going_away = close_code::GOING_AWAY.to_be_bytes();
+        let mut bytes = answer(&req, &[(OpCode::Close, &going_away)]);
         let r = c.on_data(&e, &mut io, &mut bytes);
         assert_eq!(r.fatal, Some(ErrorKind::WsClosedByPeer));
         assert_eq!(r.consumed, bytes.len());

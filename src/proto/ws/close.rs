@@ -8,13 +8,53 @@ use super::encode::fmt_head;
 use super::mask::apply_mask;
 use super::{OpCode, CONTROL_PAYLOAD_BYTES_MAX};
 
+/// Close codes by name, as `u16` because that is how every close API here takes and reports
+/// them (`close_payload`, `ControlFrame::close`, `Event::Close`, `WsError::close_code`). The
+/// meanings are RFC 6455 §7.4.1's; 1012-1014 come from the IANA registry it set up (§11.7).
+/// 1004 is reserved, and 1005, 1006 and 1015 only report a missing code, an abnormal closure
+/// and a TLS failure to an API: they never travel on the wire, so they have no constant here.
+pub mod close_code {
+    /// 1000: the purpose for which the connection was established has been fulfilled.
+    pub const NORMAL: u16 = 1000;
+    /// 1001: the endpoint is going away, such as a server going down or a browser leaving
+    /// the page.
+    pub const GOING_AWAY: u16 = 1001;
+    /// 1002: the endpoint is terminating the connection due to a protocol error.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// 1003: the endpoint received a type of data it cannot accept (e.g. binary data from an
+    /// endpoint that only understands text).
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// 1007: the endpoint received data within a message that was not consistent with the
+    /// type of the message (e.g. non-UTF-8 data within a text message).
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// 1008: the endpoint received a message that violates its policy; a generic code when no
+    /// more suitable one (1003, 1009) applies.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// 1009: the endpoint received a message too big for it to process.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// 1010: the client expected the server to negotiate one or more extensions that it did
+    /// not return in the handshake.
+    pub const MANDATORY_EXTENSION: u16 = 1010;
+    /// 1011: the server encountered an unexpected condition that prevented it from fulfilling
+    /// the request.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// 1012 (IANA): the service is restarting.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// 1013 (IANA): try again later; the server is overloaded or, here, the client reads
+    /// slower than messages arrive.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// 1014 (IANA): a gateway or proxy received an invalid response from the upstream server.
+    pub const BAD_GATEWAY: u16 = 1014;
+}
+
 /// Whether `code` may appear in a close frame on the wire (RFC 6455 §7.4.1, §7.4.2):
 /// 1000-1003 and 1007-1011 are defined, 1012-1014 are registered with IANA since (service
 /// restart, try again later, bad gateway: browsers send and accept them, and the server uses
 /// 1013 for slow consumers), 3000-4999 are for libraries and applications. 1004 is reserved,
 /// 1005, 1006 and 1015 are for reporting only and never sent.
 pub const fn is_valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    use close_code::{BAD_GATEWAY, INVALID_PAYLOAD, NORMAL, UNSUPPORTED_DATA};
+    matches!(code, NORMAL..=UNSUPPORTED_DATA | INVALID_PAYLOAD..=BAD_GATEWAY | 3000..=4999)
 }
 
 /// Build a close payload: `code` big-endian, then `reason` cut at a char boundary to fit 123
@@ -109,14 +149,39 @@ mod tests {
         }
     }
 
+    /// The names stand for the numbers of RFC 6455 §7.4.1 and the IANA registry, and every
+    /// named code may be sent.
+    #[test]
+    fn named_codes_7_4_1() {
+        use close_code::*;
+        let table = [
+            (NORMAL, 1000),
+            (GOING_AWAY, 1001),
+            (PROTOCOL_ERROR, 1002),
+            (UNSUPPORTED_DATA, 1003),
+            (INVALID_PAYLOAD, 1007),
+            (POLICY_VIOLATION, 1008),
+            (MESSAGE_TOO_BIG, 1009),
+            (MANDATORY_EXTENSION, 1010),
+            (INTERNAL_ERROR, 1011),
+            (SERVICE_RESTART, 1012),
+            (TRY_AGAIN_LATER, 1013),
+            (BAD_GATEWAY, 1014),
+        ];
+        for (named, number) in table {
+            assert_eq!(named, number);
+            assert!(is_valid_close_code(named), "{named}");
+        }
+    }
+
     /// RFC 6455 §5.5.1: the payload is the code big-endian then the reason; the reason is cut
     /// at a char boundary so the payload stays within 125 bytes and stays UTF-8.
     #[test]
     fn close_payload_5_5_1() {
-        let (buf, len) = close_payload(1001, "bye");
+        let (buf, len) = close_payload(close_code::GOING_AWAY, "bye");
         assert_eq!(&buf[..len], b"\x03\xe9bye");
         let long = "é".repeat(100); // 200 bytes
-        let (buf, len) = close_payload(1000, &long);
+        let (buf, len) = close_payload(close_code::NORMAL, &long);
         assert_eq!(len, 2 + 122); // 123 would split an "é"
         assert!(std::str::from_utf8(&buf[2..len]).is_ok());
     }
@@ -126,11 +191,11 @@ mod tests {
     #[test]
     fn close_reply_5_5_1() {
         assert_eq!(
-            close_reply(Some(1001), None).as_bytes(),
+            close_reply(Some(close_code::GOING_AWAY), None).as_bytes(),
             b"\x88\x02\x03\xe9"
         );
         assert_eq!(close_reply(None, None).as_bytes(), b"\x88\x00");
-        let masked = close_reply(Some(1000), Some([1, 2, 3, 4]));
+        let masked = close_reply(Some(close_code::NORMAL), Some([1, 2, 3, 4]));
         assert_eq!(
             masked.as_bytes(),
             &[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2]

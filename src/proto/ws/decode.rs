@@ -304,6 +304,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::ws::close_code;
 
     const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
@@ -412,7 +413,10 @@ mod tests {
             run(Role::Client, 100, &raw(0x81, b"hi", true)).1,
             Some(WsError::MaskedFrame)
         );
-        assert_eq!(WsError::UnmaskedFrame.close_code(), 1002);
+        assert_eq!(
+            WsError::UnmaskedFrame.close_code(),
+            close_code::PROTOCOL_ERROR
+        );
     }
 
     /// RFC 6455 §5.2: 16- and 64-bit lengths (non-minimal accepted), 64-bit top bit rejected.
@@ -453,7 +457,10 @@ mod tests {
                 "{op}"
             );
         }
-        assert_eq!(WsError::ReservedBits.close_code(), 1002);
+        assert_eq!(
+            WsError::ReservedBits.close_code(),
+            close_code::PROTOCOL_ERROR
+        );
     }
 
     /// RFC 6455 §5.4: fragments reassemble, control frames may be interleaved, continuation
@@ -530,7 +537,7 @@ mod tests {
         );
         assert_eq!(
             server(&raw(0x88, b"\x03\xe8bye", true)).0,
-            vec![Ev::Close(Some(1000), "bye".into())]
+            vec![Ev::Close(Some(close_code::NORMAL), "bye".into())]
         );
         assert_eq!(err(&raw(0x88, b"\x03", true)), Some(WsError::CloseTooShort));
         for bad in [999u16, 1004, 1005, 1006, 1015, 2000, 5000] {
@@ -579,7 +586,10 @@ mod tests {
         assert_eq!(e, Some(WsError::InvalidUtf8));
         // Binary messages are not checked.
         assert_eq!(server(&raw(0x82, b"\xff", true)).1, None);
-        assert_eq!(WsError::InvalidUtf8.close_code(), 1007);
+        assert_eq!(
+            WsError::InvalidUtf8.close_code(),
+            close_code::INVALID_PAYLOAD
+        );
     }
 
     /// Message size limit: checked on the header, before any payload, across fragments.
@@ -602,7 +612,10 @@ mod tests {
             run(Role::Server, 1 << 20, &head).1,
             Some(WsError::MessageTooBig)
         );
-        assert_eq!(WsError::MessageTooBig.close_code(), 1009);
+        assert_eq!(
+            WsError::MessageTooBig.close_code(),
+            close_code::MESSAGE_TOO_BIG
+        );
     }
 
     /// Streaming: a frame's payload arrives in pieces, each unmasked at its offset; header bytes

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::close::ControlFrame;
+use super::close::{close_code, ControlFrame};
 
 /// A protocol violation by the peer. After one, the decoder refuses further input; the caller
 /// sends [`WsError::close_frame`] and closes the connection.
@@ -45,8 +45,8 @@ impl WsError {
     /// 1007 invalid payload data, 1009 message too big.
     pub const fn close_code(self) -> u16 {
         match self {
-            WsError::InvalidUtf8 => 1007,
-            WsError::MessageTooBig => 1009,
+            WsError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            WsError::MessageTooBig => close_code::MESSAGE_TOO_BIG,
             WsError::ReservedBits
             | WsError::UnknownOpcode
             | WsError::UnmaskedFrame
@@ -57,7 +57,7 @@ impl WsError {
             | WsError::ContinuationWithoutStart
             | WsError::MessageInterleaved
             | WsError::CloseTooShort
-            | WsError::InvalidCloseCode => 1002,
+            | WsError::InvalidCloseCode => close_code::PROTOCOL_ERROR,
         }
     }
 
@@ -120,7 +120,15 @@ mod tests {
         ];
         for e in all {
             let code = e.close_code();
-            assert!(matches!(code, 1002 | 1007 | 1009), "{e:?}");
+            assert!(
+                matches!(
+                    code,
+                    close_code::PROTOCOL_ERROR
+                        | close_code::INVALID_PAYLOAD
+                        | close_code::MESSAGE_TOO_BIG
+                ),
+                "{e:?}"
+            );
             let frame = e.close_frame(None);
             let bytes = frame.as_bytes();
             assert_eq!(bytes[0], 0x88);
@@ -128,8 +136,17 @@ mod tests {
             assert_eq!(u16::from_be_bytes([bytes[2], bytes[3]]), code);
             assert_eq!(&bytes[4..], e.reason().as_bytes());
         }
-        assert_eq!(WsError::InvalidUtf8.close_code(), 1007);
-        assert_eq!(WsError::MessageTooBig.close_code(), 1009);
-        assert_eq!(WsError::UnmaskedFrame.close_code(), 1002);
+        assert_eq!(
+            WsError::InvalidUtf8.close_code(),
+            close_code::INVALID_PAYLOAD
+        );
+        assert_eq!(
+            WsError::MessageTooBig.close_code(),
+            close_code::MESSAGE_TOO_BIG
+        );
+        assert_eq!(
+            WsError::UnmaskedFrame.close_code(),
+            close_code::PROTOCOL_ERROR
+        );
     }
 }

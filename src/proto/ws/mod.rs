@@ -1,18 +1,21 @@
 //! RFC 6455 WebSocket for both roles, sans-IO: the opening handshake, a streaming frame decoder,
-//! a header-only frame encoder, close codes and incremental UTF-8 validation.
+//! a message assembler, a header-only frame encoder, close codes and incremental UTF-8
+//! validation.
 //!
 //! What it never does: read or write a socket, look at a clock, draw random numbers (the client
-//! role's mask keys and handshake nonce come in as arguments), or buffer payload. The decoder
-//! hands out slices of the caller's receive buffer, unmasked in place, as they arrive; its own
-//! state between calls is a few dozen bytes (see [`Decoder`]), so an idle connection costs
-//! almost nothing. No extension is negotiated, so RSV1-3 are always a protocol error.
+//! role's mask keys and handshake nonce come in as arguments), or buffer payload on its own.
+//! The decoder hands out slices of the caller's receive buffer, unmasked in place, as they
+//! arrive; its own state between calls is a few dozen bytes (see [`Decoder`]), so an idle
+//! connection costs almost nothing. The one copy of payload is [`MessageAssembler`]'s, for a
+//! message that arrives in more than one piece, when the caller passes the pieces to it. No extension is negotiated, so RSV1-3 are always a protocol error.
 //!
 //! Call order for a connection:
 //! 1. Server: [`server_handshake`] on the parsed request, then [`Accepted::write_response`].
 //!    Client: [`client_request`], then [`validate_server_response`] on the answer.
 //! 2. [`Decoder::decode`] on the receive buffer until it reports `event: None`; drop `consumed`
 //!    bytes from the front after every call and keep the rest (at most `14 + 125` bytes: a
-//!    partial header or a partial control frame) for the next call.
+//!    partial header or a partial control frame) for the next call. Pass each
+//!    [`Event::Data`] to [`MessageAssembler::push`] to get whole messages.
 //! 3. Frames out: [`fmt_head`] once per payload (fan-out shares the payload bytes), or
 //!    [`encode_frame`] which also masks for the client role.
 //! 4. On [`Event::Close`] answer with [`close_reply`]; on a [`WsError`] send
@@ -46,6 +49,7 @@
 //! assert_eq!(message, b"Hello");
 //! ```
 
+mod assemble;
 mod close;
 mod decode;
 mod encode;
@@ -58,7 +62,8 @@ mod utf8;
 #[cfg(test)]
 mod proptests;
 
-pub use close::{close_payload, close_reply, is_valid_close_code, ControlFrame};
+pub use assemble::{Assembled, MessageAssembler};
+pub use close::{close_code, close_payload, close_reply, is_valid_close_code, ControlFrame};
 pub use decode::{Decoder, Event};
 pub use encode::{encode_frame, fmt_head, HEAD_BYTES_MAX};
 pub use error::WsError;

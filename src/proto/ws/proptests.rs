@@ -222,7 +222,7 @@ proptest! {
     fn round_trip(
         role in role(),
         items in prop::collection::vec(item(), 0..6),
-        close in prop::option::of(prop_oneof![Just(1000u16), Just(1001), 3000..5000u16]),
+        close in prop::option::of(prop_oneof![Just(close_code::NORMAL), Just(close_code::GOING_AWAY), 3000..5000u16]),
         seed in any::<u64>(),
     ) {
         let (stream, want) = encode(role, &items, close, seed);
