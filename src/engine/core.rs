@@ -14,8 +14,7 @@ use slab::Slab;
 use super::config::Layout;
 use super::inbox::Shared;
 use super::ring::{Ring, BGID};
-use super::send::SendMem;
-use super::slab::{flag, OpMem, Slot, State};
+use super::slab::{flag, OpMem, SendMem, Slot, State};
 use super::stats::EngineStats;
 use super::user_data::{OpKind, UserData};
 use super::wheel::Wheel;
@@ -302,7 +301,7 @@ impl<M> Core<M> {
             return;
         }
         let s = self.slots.remove(slot as usize);
-        if let Some(super::slab::OpMem::Send(mem)) = s.mem {
+        if let Some(OpMem::Send(mem)) = s.mem {
             self.recycle_send_mem(mem);
         }
         let g = &mut self.gens[slot as usize];

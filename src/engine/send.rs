@@ -9,34 +9,13 @@
 use io_uring::{opcode, types};
 
 use super::core::Core;
-use super::slab::{flag, OpMem, State};
+use super::slab::{flag, OpMem, SendMem, State, IOV_MAX_SEND};
 use super::stats::EngineStats;
 use super::user_data::OpKind;
 use super::CloseReason;
 
-/// Most queued buffers gathered into one `SendMsg`.
-pub(crate) const IOV_MAX_SEND: usize = 16;
 /// Spare `SendMem` blocks kept per worker (the rest are freed).
 const SEND_POOL_MAX: usize = 1024;
-
-/// The iovec array and msghdr of one sendmsg in flight.
-pub(crate) struct SendMem {
-    iov: [libc::iovec; IOV_MAX_SEND],
-    msg: libc::msghdr,
-}
-
-impl SendMem {
-    fn new() -> Box<SendMem> {
-        Box::new(SendMem {
-            iov: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; IOV_MAX_SEND],
-            // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
-            msg: unsafe { std::mem::zeroed() },
-        })
-    }
-}
 
 impl<M> Core<M> {
     pub fn recycle_send_mem(&mut self, mem: Box<SendMem>) {

@@ -15,8 +15,6 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::send::SendMem;
-
 /// Where a connection is in its life (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
@@ -42,6 +40,29 @@ pub(crate) mod flag {
     pub const REARM: u8 = 32;
     /// Torn down; its cancel + close chain waits in the worker's close queue (not yet pushed).
     pub const CLOSE_QUEUED: u8 = 64;
+}
+
+/// Most queued buffers gathered into one `SendMsg` (the size of a `SendMem`'s iovec array).
+pub(crate) const IOV_MAX_SEND: usize = 16;
+
+/// The iovec array and msghdr of one sendmsg in flight. Lives here, beside the other op memory,
+/// rather than in `send.rs`, so that the slab depends on nothing else in the engine.
+pub(crate) struct SendMem {
+    pub iov: [libc::iovec; IOV_MAX_SEND],
+    pub msg: libc::msghdr,
+}
+
+impl SendMem {
+    pub fn new() -> Box<SendMem> {
+        Box::new(SendMem {
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; IOV_MAX_SEND],
+            // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
 }
 
 /// Memory an op in flight points at; boxed so its address is stable while the slab grows.
