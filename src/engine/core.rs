@@ -63,6 +63,8 @@ pub(crate) struct Core<M> {
     #[allow(clippy::vec_box)]
     pub send_pool: Vec<Box<SendMem>>,
     pub shutting_down: bool,
+    /// When the next accept stall check is due (`now_ms` time).
+    pub stall_check_due_ms: u64,
     /// The eventfd read's destination; boxed so the kernel writes to a stable address.
     pub wake_buf: Box<u64>,
 }
@@ -93,6 +95,7 @@ impl<M> Core<M> {
             starved,
             send_pool: Vec::new(),
             shutting_down: false,
+            stall_check_due_ms: super::accept::STALL_CHECK_MS,
             wake_buf: Box::new(0),
         }
     }
@@ -379,6 +382,10 @@ impl<M> Core<M> {
         }
         for r in 0..self.rings.len() {
             self.maintain_accept(r);
+        }
+        if self.now_ms >= self.stall_check_due_ms {
+            self.stall_check_due_ms = self.now_ms + super::accept::STALL_CHECK_MS;
+            self.check_accept_stalls();
         }
     }
 

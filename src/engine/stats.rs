@@ -65,6 +65,8 @@ pub struct EngineStats {
     pub recv_nobufs_total: AtomicU64,
     /// Accept cancelled because a ring's table reached its accept limit.
     pub accept_paused_total: AtomicU64,
+    /// Accepts found armed but not accepting a queued listener, and restarted.
+    pub accept_stalls_total: AtomicU64,
     pub bytes_received_total: AtomicU64,
     pub bytes_sent_total: AtomicU64,
     /// Messages posted between workers (or from other threads).
