@@ -78,6 +78,8 @@ impl<M> Core<M> {
     ) -> Self {
         let per_worker = layout.rings_per_worker * layout.accept_limit as usize;
         let starved = (0..rings.len()).map(|_| Default::default()).collect();
+        let bufs: u64 = rings.iter().map(|r| u64::from(r.bufs.added())).sum();
+        EngineStats::add(&shared.stats.recv_buffers_added_total, bufs);
         Core {
             rings,
             slots: Slab::with_capacity(per_worker.min(1 << 16)),
@@ -350,7 +352,17 @@ impl<M> Core<M> {
                 self.flush_send(slot);
             }
         }
-        for ring in &mut self.rings {
+        for (ring, starved) in self.rings.iter_mut().zip(&self.starved) {
+            if !starved.is_empty() {
+                // Receives are waiting for buffers after this turn's were all recycled: the
+                // ring is too small for this load. Doubling once per turn reaches the maximum
+                // in a few turns of a burst and never takes memory back (see buf_ring.rs).
+                let added = ring.bufs.grow();
+                EngineStats::add(
+                    &self.shared.stats.recv_buffers_added_total,
+                    u64::from(added),
+                );
+            }
             ring.bufs.publish();
         }
         let rearm = std::mem::take(&mut self.rearm);
@@ -366,8 +378,8 @@ impl<M> Core<M> {
         self.rearm.clear();
         // All buffers are back in the rings at this point (every turn recycles what it took),
         // so half a ring's worth of starved recvs can be re-armed without starving again.
-        let budget = (usize::from(self.layout.cfg.buf_ring_entries) / 2).max(1);
         for r in 0..self.rings.len() {
+            let budget = (usize::from(self.rings[r].bufs.added()) / 2).max(1);
             for _ in 0..budget {
                 let Some(slot) = self.starved[r].pop_front() else {
                     break;

@@ -88,8 +88,12 @@ impl Ring {
                 },
                 _ => EngineError::from_setup("register_files_sparse", e),
             })?;
-        let bufs = BufRing::new(cfg.buf_ring_entries, cfg.buf_bytes)
-            .map_err(|e| EngineError::from_setup("provided buffer ring", e))?;
+        let bufs = BufRing::new(
+            layout.buf_ring_entries_max,
+            cfg.buf_ring_entries,
+            cfg.buf_bytes,
+        )
+        .map_err(|e| EngineError::from_setup("provided buffer ring", e))?;
         bufs.register(&uring.submitter(), BGID)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::EINVAL) => EngineError::Unsupported {

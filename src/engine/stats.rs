@@ -63,6 +63,9 @@ pub struct EngineStats {
     pub stale_completions_total: AtomicU64,
     /// Multishot recv ended by an empty buffer ring (re-armed, not an error).
     pub recv_nobufs_total: AtomicU64,
+    /// Provided buffers handed to the kernel, all rings, start-up and growth included (times
+    /// `buf_bytes`: the read buffer memory in use).
+    pub recv_buffers_added_total: AtomicU64,
     /// Accept cancelled because a ring's table reached its accept limit.
     pub accept_paused_total: AtomicU64,
     /// Accepts found armed but not accepting a queued listener, and restarted.
