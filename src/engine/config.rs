@@ -34,6 +34,15 @@ pub struct EngineConfig {
     pub connect_timeout_ms: u64,
     /// Most unconsumed input kept per connection between `on_data` calls.
     pub leftover_bytes_max: usize,
+    /// Most bytes queued for sending on one connection; 0 = unbounded. A `Ctx::send` that
+    /// would go past it queues nothing, returns `false` and aborts the connection with
+    /// `CloseReason::QueueOverflow`.
+    pub send_queue_bytes_max: usize,
+    /// Stop reading a connection while its queued bytes are above this (0 = never): no
+    /// `on_data`, no recv armed, so the kernel's socket buffer (not ours) holds what the peer
+    /// sends. Reading resumes once the queue is at or below it again. Also the `on_drain`
+    /// threshold (see `Ctx::notify_drain`).
+    pub read_pause_bytes: usize,
     /// Provided buffers each ring starts with (power of two, <= 32768). A loop turn that ends
     /// with receives starved by an empty buffer ring (-ENOBUFS) doubles the ring's buffers, up
     /// to `buf_ring_entries_max`; they are never taken back.
@@ -66,6 +75,8 @@ impl Default for EngineConfig {
             close_flush_timeout_ms: 5_000,
             connect_timeout_ms: 10_000,
             leftover_bytes_max: 64 * 1024,
+            send_queue_bytes_max: 0,
+            read_pause_bytes: 0,
             buf_ring_entries: 256,
             buf_ring_entries_max: 0,
             buf_bytes: 4096,
@@ -95,6 +106,15 @@ pub(crate) struct Layout {
 impl Layout {
     pub fn connections_capacity(&self) -> usize {
         self.workers * self.rings_per_worker * self.accept_limit as usize
+    }
+
+    /// Queued bytes at or below which a requested `on_drain` is due: `read_pause_bytes`, else
+    /// half of `send_queue_bytes_max`, else 0 (an empty queue).
+    pub fn drain_bytes(&self) -> usize {
+        match (self.cfg.read_pause_bytes, self.cfg.send_queue_bytes_max) {
+            (0, max) => max / 2,
+            (pause, _) => pause,
+        }
     }
 }
 
@@ -167,6 +187,10 @@ pub(crate) fn layout(cfg: &EngineConfig) -> Result<Layout, EngineError> {
         || buf_ring_entries_max < cfg.buf_ring_entries
     {
         return bad("buf_ring_entries_max must be a power of two in buf_ring_entries..=32768");
+    }
+    if cfg.send_queue_bytes_max != 0 && cfg.read_pause_bytes >= cfg.send_queue_bytes_max {
+        // Reading would never pause before the bound aborts the connection.
+        return bad("read_pause_bytes must be below send_queue_bytes_max");
     }
     if cfg.buf_bytes < 64 {
         return bad("buf_bytes must be >= 64");

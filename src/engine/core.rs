@@ -58,6 +58,10 @@ pub(crate) struct Core<M> {
     /// holding data, makes most fail with -ENOBUFS again at once: measured, 30,000 connections
     /// receiving together over 16 buffers produced ~860,000 useless completions.
     pub starved: Vec<VecDeque<u32>>,
+    /// Connections whose `on_drain` is due (`flow.rs`).
+    pub drains: Vec<ConnId>,
+    /// Connections whose reading resumed with bytes held in `leftover` (`flow.rs`).
+    pub resumed: Vec<ConnId>,
     /// Spare send op memory (iovec + msghdr blocks), reused to avoid an allocation per send.
     /// Boxed on purpose: a block's address must not move while the kernel reads it.
     #[allow(clippy::vec_box)]
@@ -95,6 +99,8 @@ impl<M> Core<M> {
             to_close: VecDeque::new(),
             rearm: Vec::new(),
             starved,
+            drains: Vec::new(),
+            resumed: Vec::new(),
             send_pool: Vec::new(),
             shutting_down: false,
             stall_check_due_ms: super::accept::STALL_CHECK_MS,
@@ -185,7 +191,9 @@ impl<M> Core<M> {
     pub fn arm_recv(&mut self, slot: u32) {
         let ud = self.ud(OpKind::Recv, slot);
         let s = &mut self.slots[slot as usize];
-        if s.has(flag::RECV_ARMED) || s.state == State::Dead {
+        if s.has(flag::RECV_ARMED | flag::READ_PAUSED | flag::RECV_CANCELLING)
+            || s.state == State::Dead
+        {
             return;
         }
         let e = opcode::RecvMulti::new(types::Fixed(s.file), BGID)
@@ -326,6 +334,7 @@ impl<M> Core<M> {
     pub fn has_paced_work(&self) -> bool {
         !self.dirty.is_empty()
             || !self.to_close.is_empty()
+            || self.has_flow_work()
             || self.starved.iter().any(|q| !q.is_empty())
     }
 

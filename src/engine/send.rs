@@ -1,6 +1,7 @@
 //! Send path: a per-connection queue of shared `Bytes`, at most one `SendMsg` in flight per
 //! connection, gathering up to `IOV_MAX_SEND` queued buffers per op; partial sends resume where
-//! they stopped. Never copies a payload; the cap on queued bytes is the handler's policy.
+//! they stopped. Never copies a payload. The engine's only bound on queued bytes is
+//! `send_queue_bytes_max` (enforced in `Ctx::send`); finer policy is the handler's.
 //!
 //! Memory the kernel reads during a send: the iovec array and msghdr (in a pooled, boxed
 //! `SendMem` owned by the slot while the op is in flight) and the payload bytes (owned by the
@@ -102,6 +103,7 @@ impl<M> Core<M> {
             } else {
                 self.mark_dirty(slot);
             }
+            self.after_queue_shrank(slot);
         } else if res != -libc::ECANCELED {
             self.teardown(slot, CloseReason::Error(-res));
         }

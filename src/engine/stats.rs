@@ -59,6 +59,10 @@ pub struct EngineStats {
     pub closed_timeout_total: AtomicU64,
     pub closed_overflow_total: AtomicU64,
     pub closed_shutdown_total: AtomicU64,
+    /// Aborted by a send past `send_queue_bytes_max` (`CloseReason::QueueOverflow`).
+    pub closed_queue_overflow_total: AtomicU64,
+    /// Times a connection's reading was paused (queued bytes above `read_pause_bytes`).
+    pub read_paused_total: AtomicU64,
     /// Completions whose generation no longer matched their slot (ignored).
     pub stale_completions_total: AtomicU64,
     /// Multishot recv ended by an empty buffer ring (re-armed, not an error).
@@ -96,6 +100,7 @@ impl EngineStats {
             FlushTimeout => &self.closed_timeout_total,
             LeftoverOverflow => &self.closed_overflow_total,
             Shutdown => &self.closed_shutdown_total,
+            QueueOverflow => &self.closed_queue_overflow_total,
         };
         c.fetch_add(1, Relaxed);
     }

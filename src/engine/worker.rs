@@ -6,9 +6,13 @@
 //! 2. reap up to `REAP_BATCH` CQEs per ring and dispatch them (`on_open`, `on_data`, ...);
 //! 3. deliver due closes and self-posted messages (callbacks may queue more; drained fully);
 //! 4. fire expired timers (then 3 again);
-//! 5. end of turn: submit queued sends, publish recycled buffers, re-arm recvs (after the
-//!    buffers are back, so a re-armed recv does not hit `-ENOBUFS` again), arm/cancel accepts;
-//! 6. submit secondary rings, then submit + wait on ring 0 with a timeout to the next timer.
+//! 5. re-deliver leftover of connections whose reading resumed, and due `on_drain`s (then 3;
+//!    requests made meanwhile wait for the next turn, and keep the worker from sleeping);
+//! 6. end of turn: submit queued sends, publish recycled buffers (growing a starved buffer
+//!    ring), re-arm recvs (after the buffers are back, so a re-armed recv does not hit
+//!    `-ENOBUFS` again), arm/cancel accepts, the accept stall check once a second;
+//! 7. submit secondary rings, then submit + wait on ring 0 with a timeout to the next timer
+//!    (at most `STALL_CHECK_MS` for a server).
 //!
 //! Stale completions (generation mismatch or a freed slot) are counted and ignored.
 
@@ -147,6 +151,9 @@ impl<H: Handler> Worker<H> {
             self.deliver_due();
             self.fire_timers();
             self.deliver_due();
+            if self.deliver_flow() {
+                self.deliver_due();
+            }
             let t_callbacks = t0.elapsed();
             self.core.end_of_turn();
             let t_end = t0.elapsed();
@@ -316,7 +323,7 @@ impl<H: Handler> Worker<H> {
                 match ud.kind {
                     OpKind::Recv => self.on_recv_cqe(slot, res, flags),
                     OpKind::Send => self.core.on_send_cqe(slot, res),
-                    OpKind::Cancel => self.core.slots[slot as usize].inflight -= 1,
+                    OpKind::Cancel => self.core.on_cancel_cqe(slot),
                     OpKind::Close => {
                         let s = &mut self.core.slots[slot as usize];
                         s.inflight -= 1;
