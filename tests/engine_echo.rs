@@ -195,6 +195,7 @@ fn empty_buffer_ring_rearms_instead_of_closing() {
     let mut cfg = base_config();
     cfg.workers = 1;
     cfg.buf_ring_entries = 2; // far fewer buffers than sockets with data
+    cfg.buf_ring_entries_max = 2; // and no growth
     cfg.buf_bytes = 64;
     let Some((engine, _events)) = start(cfg, false) else {
         return;

@@ -539,7 +539,7 @@ impl Handler for LoadDriver {
             CloseReason::PeerClosed => Some(ErrorKind::PeerClosed),
             CloseReason::Error(errno) => Some(errno_kind(errno)),
             CloseReason::LeftoverOverflow => Some(ErrorKind::InputTooLarge),
-            CloseReason::FlushTimeout => Some(ErrorKind::EngineClosed),
+            CloseReason::FlushTimeout | CloseReason::QueueOverflow => Some(ErrorKind::EngineClosed),
             CloseReason::Closed | CloseReason::Shutdown => None,
         };
         let is_pub = matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. });

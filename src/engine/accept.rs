@@ -8,6 +8,14 @@
 //! loop turn in which a close brought `used` back under the limit. Accept errors (EMFILE,
 //! ENFILE, ENOBUFS, ENOMEM, ...) are counted, logged at most once a second per ring, and back off
 //! 10 ms doubling to 1 s via the ring's wheel timer; never a busy loop, never a crash.
+//!
+//! Stall check (every `STALL_CHECK_MS`, also while idle): a ring whose accept we believe armed,
+//! whose listener has connections queued and which saw no accept completion for two checks in a
+//! row is stuck (the capacity run saw 41 of 54 listeners so, with no error and no pause
+//! counted). It is logged with its state, counted in `accept_stalls_total`, and its accept is
+//! cancelled; a cancel that finds nothing (-ENOENT) means no accept was armed at all, so the
+//! ring re-arms a fresh one under a new accept generation (a late final completion of the old
+//! one then cannot clear the new one's `armed`).
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -26,6 +34,10 @@ use super::{EngineError, Handler, Origin};
 const BACKOFF_MS_MIN: u64 = 10;
 const BACKOFF_MS_MAX: u64 = 1000;
 const LOG_INTERVAL_MS: u64 = 1000;
+/// Period of the accept stall check (and the longest a server worker sleeps).
+pub(crate) const STALL_CHECK_MS: u64 = 1000;
+/// Checks in a row that must see a stall before the accept is restarted.
+const STALL_STRIKES: u8 = 2;
 
 /// Bind `count` SO_REUSEPORT listeners on `addr` (the first resolves port 0 for the others).
 pub(crate) fn bind_listeners(
@@ -75,15 +87,59 @@ impl<M> Core<M> {
         let a = &ring.accept;
         let want = !shutting_down && !a.backoff && ring.used < limit;
         if want && !a.armed && !a.cancelling {
-            let ud = UserData::new(OpKind::Accept, 0, r as u32).pack();
+            let ud = UserData::new(OpKind::Accept, a.gen, r as u32).pack();
             ring.arm_accept(ud);
         } else if !want && a.armed && !a.cancelling {
+            // Counted like the pause in `on_accept_cqe`: a pause that no counter shows made the
+            // capacity run's stall unreadable.
+            EngineStats::add(&self.shared.stats.accept_paused_total, 1);
+            self.cancel_accept(r);
+        }
+    }
+
+    /// The stall check of every ring (see the module doc); called at most every
+    /// `STALL_CHECK_MS`.
+    pub fn check_accept_stalls(&mut self) {
+        for r in 0..self.rings.len() {
+            let shutting_down = self.shutting_down;
+            let ring = &mut self.rings[r];
+            let a = &ring.accept;
+            if ring.listener.is_none() || shutting_down || a.backoff || a.cancelling {
+                ring.accept.stall_strikes = 0;
+                continue;
+            }
+            let queued = ring.listener_queue_len();
+            let a = &mut ring.accept;
+            let progressed = a.seen != a.seen_at_check;
+            a.seen_at_check = a.seen;
+            if queued == 0 || progressed || !a.armed {
+                a.stall_strikes = 0;
+                continue;
+            }
+            a.stall_strikes += 1;
+            if a.stall_strikes < STALL_STRIKES {
+                continue;
+            }
+            a.stall_strikes = 0;
+            tracing::warn!(
+                worker = self.worker,
+                ring = r,
+                queued,
+                used = ring.used,
+                accept_limit = self.layout.accept_limit,
+                accept_gen = a.gen,
+                accepts_seen = a.seen,
+                "accept armed but not accepting a queued listener; restarting it"
+            );
+            EngineStats::add(&self.shared.stats.accept_stalls_total, 1);
+            ring.accept.stall_cancel = true;
             self.cancel_accept(r);
         }
     }
 
     fn cancel_accept(&mut self, r: usize) {
-        let target = UserData::new(OpKind::Accept, 0, r as u32).pack();
+        let gen = self.rings[r].accept.gen;
+        let target = UserData::new(OpKind::Accept, gen, r as u32).pack();
         let ud = UserData::new(OpKind::AcceptCancel, 0, r as u32).pack();
         let e = opcode::AsyncCancel::new(target).build().user_data(ud);
         let ring = &mut self.rings[r];
@@ -92,10 +148,16 @@ impl<M> Core<M> {
         unsafe { ring.push(&e) };
     }
 
-    pub fn on_accept_cancel_cqe(&mut self, r: usize) {
+    pub fn on_accept_cancel_cqe(&mut self, r: usize, res: i32) {
         // -ENOENT (already finished) and -EALREADY (finishing) are fine: the accept's own final
-        // CQE clears `armed`.
-        self.rings[r].accept.cancelling = false;
+        // CQE clears `armed`. Except after a stall: then -ENOENT says the accept we believed
+        // armed does not exist, and no final CQE will come.
+        let a = &mut self.rings[r].accept;
+        a.cancelling = false;
+        if std::mem::take(&mut a.stall_cancel) && res == -libc::ENOENT && a.armed {
+            a.armed = false;
+            a.gen = (a.gen + 1) & super::user_data::GEN_MASK;
+        }
     }
 
     /// The ring's back-off timer fired: allow re-arming.
@@ -137,10 +199,18 @@ impl<M> Core<M> {
 
 impl<H: Handler> Worker<H> {
     /// A multishot accept completion on ring `r`: `res` is the new fixed file index or -errno.
-    pub fn on_accept_cqe(&mut self, r: usize, res: i32, more: bool) {
+    /// `gen` is the accept generation it was armed with; a socket from an older accept is
+    /// served all the same, but only the current accept's final CQE clears `armed`.
+    pub fn on_accept_cqe(&mut self, r: usize, gen: u32, res: i32, more: bool) {
         let core = &mut self.core;
-        if !more {
-            core.rings[r].accept.armed = false;
+        let a = &mut core.rings[r].accept;
+        a.seen += 1;
+        let current = gen == a.gen;
+        if !more && current {
+            a.armed = false;
+        }
+        if !current && res < 0 {
+            return;
         }
         if res < 0 {
             if res != -libc::ECANCELED {
@@ -150,7 +220,7 @@ impl<H: Handler> Worker<H> {
         }
         let file = res as u32;
         let ring = &mut core.rings[r];
-        ring.used += 1;
+        ring.take_file();
         ring.accept.backoff_ms = 0;
         if ring.used >= core.layout.accept_limit && ring.accept.armed && !ring.accept.cancelling {
             EngineStats::add(&core.shared.stats.accept_paused_total, 1);

@@ -35,8 +35,24 @@ pub struct EngineConfig {
     pub connect_timeout_ms: u64,
     /// Most unconsumed input kept per connection between `on_data` calls.
     pub leftover_bytes_max: usize,
-    /// Provided buffers per ring (power of two, <= 32768).
+    /// Most bytes queued for sending on one connection; 0 = unbounded. A `Ctx::send` that
+    /// would go past it queues nothing, returns `false` and aborts the connection with
+    /// `CloseReason::QueueOverflow`.
+    pub send_queue_bytes_max: usize,
+    /// Stop reading a connection while its queued bytes are above this (0 = never): no
+    /// `on_data`, no recv armed, so the kernel's socket buffer (not ours) holds what the peer
+    /// sends. Reading resumes once the queue is at or below it again. Also the `on_drain`
+    /// threshold (see `Ctx::notify_drain`).
+    pub read_pause_bytes: usize,
+    /// Provided buffers each ring starts with (power of two, <= 32768). A loop turn that ends
+    /// with receives starved by an empty buffer ring (-ENOBUFS) doubles the ring's buffers, up
+    /// to `buf_ring_entries_max`; they are never taken back.
     pub buf_ring_entries: u16,
+    /// Most provided buffers per ring (power of two, <= 32768); 0 = derived: one per
+    /// `CONNS_PER_BUF_MAX` connections the ring can hold (its accept limit), rounded up to a
+    /// power of two, at least `buf_ring_entries`. Address space for all of them is reserved at
+    /// start; memory is touched only for buffers actually handed to the kernel.
+    pub buf_ring_entries_max: u16,
     /// Size of each provided buffer.
     pub buf_bytes: u32,
     /// Submission queue entries per ring (the completion queue gets 4x).
@@ -60,13 +76,19 @@ impl Default for EngineConfig {
             close_flush_timeout_ms: 5_000,
             connect_timeout_ms: 10_000,
             leftover_bytes_max: 64 * 1024,
+            send_queue_bytes_max: 0,
+            read_pause_bytes: 0,
             buf_ring_entries: 256,
+            buf_ring_entries_max: 0,
             buf_bytes: 4096,
             sq_entries: 1024,
             handle_signals: true,
         }
     }
 }
+
+/// Connections per provided buffer at the most (see `EngineConfig::buf_ring_entries_max`).
+pub const CONNS_PER_BUF_MAX: u32 = 16;
 
 /// How the engine lays out its rings and tables for one config on one machine; see
 /// [`EngineConfig::ring_layout`].
@@ -150,11 +172,22 @@ pub(crate) struct Layout {
     /// Accepted + connecting sockets a ring may hold before its accept is cancelled.
     pub accept_limit: u32,
     pub backlog: u32,
+    /// Most provided buffers per ring (`buf_ring_entries_max`, derived if 0).
+    pub buf_ring_entries_max: u16,
 }
 
 impl Layout {
     pub fn connections_capacity(&self) -> usize {
         self.workers * self.rings_per_worker * self.accept_limit as usize
+    }
+
+    /// Queued bytes at or below which a requested `on_drain` is due: `read_pause_bytes`, else
+    /// half of `send_queue_bytes_max`, else 0 (an empty queue).
+    pub fn drain_bytes(&self) -> usize {
+        match (self.cfg.read_pause_bytes, self.cfg.send_queue_bytes_max) {
+            (0, max) => max / 2,
+            (pause, _) => pause,
+        }
     }
 }
 
@@ -194,6 +227,22 @@ pub(crate) fn layout(cfg: &EngineConfig) -> Result<Layout, EngineError> {
     if !cfg.buf_ring_entries.is_power_of_two() || cfg.buf_ring_entries > 32768 {
         return bad("buf_ring_entries must be a power of two <= 32768");
     }
+    let buf_ring_entries_max = if cfg.buf_ring_entries_max == 0 {
+        let per_conns = (ring.accept_limit / CONNS_PER_BUF_MAX).next_power_of_two();
+        per_conns.clamp(u32::from(cfg.buf_ring_entries), 32768) as u16
+    } else {
+        cfg.buf_ring_entries_max
+    };
+    if !buf_ring_entries_max.is_power_of_two()
+        || buf_ring_entries_max > 32768
+        || buf_ring_entries_max < cfg.buf_ring_entries
+    {
+        return bad("buf_ring_entries_max must be a power of two in buf_ring_entries..=32768");
+    }
+    if cfg.send_queue_bytes_max != 0 && cfg.read_pause_bytes >= cfg.send_queue_bytes_max {
+        // Reading would never pause before the bound aborts the connection.
+        return bad("read_pause_bytes must be below send_queue_bytes_max");
+    }
     if cfg.buf_bytes < 64 {
         return bad("buf_bytes must be >= 64");
     }
@@ -210,6 +259,7 @@ pub(crate) fn layout(cfg: &EngineConfig) -> Result<Layout, EngineError> {
         files_per_ring: ring.files_per_ring,
         accept_limit: ring.accept_limit,
         backlog: ring.backlog,
+        buf_ring_entries_max,
     })
 }
 
@@ -228,6 +278,8 @@ mod tests {
         let l = layout(&cfg).unwrap();
         assert_eq!(l.backlog, 1024);
         assert_eq!(l.accept_limit, 20_000 - 1024 - 16);
+        // 18,960 / 16 = 1,185 -> 2,048 buffers at most (8 MiB of 4 KiB buffers per ring).
+        assert_eq!(l.buf_ring_entries_max, 2048);
         assert!(l.connections_capacity() >= 1_000_000);
         // The fewest rings that reach the target: one ring fewer would not.
         let per_worker = 500_000;
@@ -249,6 +301,8 @@ mod tests {
         let l = layout(&cfg).unwrap();
         assert_eq!(l.backlog, 2);
         assert_eq!(l.accept_limit, 16 - 2 - 4);
+        // Never below the starting count.
+        assert_eq!(l.buf_ring_entries_max, 256);
     }
 
     /// The pure rule gives what start-up uses, and survives a machine that reports no files.

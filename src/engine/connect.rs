@@ -86,7 +86,7 @@ impl<M> Core<M> {
         })));
         s.inflight += 1;
         // The table slot is taken now, so the accept limit also counts connects in progress.
-        self.rings[r].used += 1;
+        self.rings[r].take_file();
         let e = opcode::Socket::new(domain, libc::SOCK_STREAM, 0)
             .file_index(Some(types::DestinationSlot::auto_target()))
             .build()
@@ -150,7 +150,7 @@ impl<H: Handler> Worker<H> {
         s.inflight -= 1;
         let ring = usize::from(s.ring);
         if res < 0 {
-            core.rings[ring].used -= 1;
+            core.rings[ring].release_file();
             core.teardown(slot, CloseReason::Error(-res));
             return;
         }

@@ -14,8 +14,7 @@ use slab::Slab;
 use super::config::Layout;
 use super::inbox::Shared;
 use super::ring::{Ring, BGID};
-use super::send::SendMem;
-use super::slab::{flag, OpMem, Slot, State};
+use super::slab::{flag, OpMem, SendMem, Slot, State};
 use super::stats::EngineStats;
 use super::user_data::{OpKind, UserData};
 use super::wheel::Wheel;
@@ -60,11 +59,17 @@ pub(crate) struct Core<M> {
     /// holding data, makes most fail with -ENOBUFS again at once: measured, 30,000 connections
     /// receiving together over 16 buffers produced ~860,000 useless completions.
     pub starved: Vec<VecDeque<u32>>,
+    /// Connections whose `on_drain` is due (`flow.rs`).
+    pub drains: Vec<ConnId>,
+    /// Connections whose reading resumed with bytes held in `leftover` (`flow.rs`).
+    pub resumed: Vec<ConnId>,
     /// Spare send op memory (iovec + msghdr blocks), reused to avoid an allocation per send.
     /// Boxed on purpose: a block's address must not move while the kernel reads it.
     #[allow(clippy::vec_box)]
     pub send_pool: Vec<Box<SendMem>>,
     pub shutting_down: bool,
+    /// When the next accept stall check is due (`now_ms` time).
+    pub stall_check_due_ms: u64,
     /// The eventfd read's destination; boxed so the kernel writes to a stable address.
     pub wake_buf: Box<u64>,
 }
@@ -78,6 +83,8 @@ impl<M> Core<M> {
     ) -> Self {
         let per_worker = layout.rings_per_worker * layout.accept_limit as usize;
         let starved = (0..rings.len()).map(|_| Default::default()).collect();
+        let bufs: u64 = rings.iter().map(|r| u64::from(r.bufs.added())).sum();
+        EngineStats::add(&shared.stats.recv_buffers_added_total, bufs);
         Core {
             rings,
             slots: Slab::with_capacity(per_worker.min(1 << 16)),
@@ -93,8 +100,11 @@ impl<M> Core<M> {
             to_close: VecDeque::new(),
             rearm: Vec::new(),
             starved,
+            drains: Vec::new(),
+            resumed: Vec::new(),
             send_pool: Vec::new(),
             shutting_down: false,
+            stall_check_due_ms: super::accept::STALL_CHECK_MS,
             wake_buf: Box::new(0),
         }
     }
@@ -182,7 +192,9 @@ impl<M> Core<M> {
     pub fn arm_recv(&mut self, slot: u32) {
         let ud = self.ud(OpKind::Recv, slot);
         let s = &mut self.slots[slot as usize];
-        if s.has(flag::RECV_ARMED) || s.state == State::Dead {
+        if s.has(flag::RECV_ARMED | flag::READ_PAUSED | flag::RECV_CANCELLING)
+            || s.state == State::Dead
+        {
             return;
         }
         let e = opcode::RecvMulti::new(types::Fixed(s.file), BGID)
@@ -303,7 +315,7 @@ impl<M> Core<M> {
             return;
         }
         let s = self.slots.remove(slot as usize);
-        if let Some(super::slab::OpMem::Send(mem)) = s.mem {
+        if let Some(OpMem::Send(mem)) = s.mem {
             self.recycle_send_mem(mem);
         }
         let g = &mut self.gens[slot as usize];
@@ -323,6 +335,7 @@ impl<M> Core<M> {
     pub fn has_paced_work(&self) -> bool {
         !self.dirty.is_empty()
             || !self.to_close.is_empty()
+            || self.has_flow_work()
             || self.starved.iter().any(|q| !q.is_empty())
     }
 
@@ -349,7 +362,17 @@ impl<M> Core<M> {
                 self.flush_send(slot);
             }
         }
-        for ring in &mut self.rings {
+        for (ring, starved) in self.rings.iter_mut().zip(&self.starved) {
+            if !starved.is_empty() {
+                // Receives are waiting for buffers after this turn's were all recycled: the
+                // ring is too small for this load. Doubling once per turn reaches the maximum
+                // in a few turns of a burst and never takes memory back (see buf_ring.rs).
+                let added = ring.bufs.grow();
+                EngineStats::add(
+                    &self.shared.stats.recv_buffers_added_total,
+                    u64::from(added),
+                );
+            }
             ring.bufs.publish();
         }
         let rearm = std::mem::take(&mut self.rearm);
@@ -365,8 +388,8 @@ impl<M> Core<M> {
         self.rearm.clear();
         // All buffers are back in the rings at this point (every turn recycles what it took),
         // so half a ring's worth of starved recvs can be re-armed without starving again.
-        let budget = (usize::from(self.layout.cfg.buf_ring_entries) / 2).max(1);
         for r in 0..self.rings.len() {
+            let budget = (usize::from(self.rings[r].bufs.added()) / 2).max(1);
             for _ in 0..budget {
                 let Some(slot) = self.starved[r].pop_front() else {
                     break;
@@ -381,6 +404,10 @@ impl<M> Core<M> {
         }
         for r in 0..self.rings.len() {
             self.maintain_accept(r);
+        }
+        if self.now_ms >= self.stall_check_due_ms {
+            self.stall_check_due_ms = self.now_ms + super::accept::STALL_CHECK_MS;
+            self.check_accept_stalls();
         }
     }
 

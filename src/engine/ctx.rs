@@ -40,7 +40,12 @@ impl<'a, H: Handler> Ctx<'a, H> {
 
     /// Queue `buf` (shared, not copied). Returns `false` if `id` is stale or closing. A send
     /// queued while an outbound connection is still connecting goes out once it opens.
+    ///
+    /// With `send_queue_bytes_max` set, a send that would take the queue past it queues nothing,
+    /// returns `false` and aborts the connection (`on_close(QueueOverflow)` follows after this
+    /// callback). Past `read_pause_bytes`, reading pauses until the queue drains to it.
     pub fn send(&mut self, id: ConnId, buf: Bytes) -> bool {
+        let max = self.core.layout.cfg.send_queue_bytes_max;
         let Some(s) = self.core.slot_of_mut(id) else {
             return false;
         };
@@ -50,12 +55,26 @@ impl<'a, H: Handler> Ctx<'a, H> {
         if buf.is_empty() {
             return true;
         }
+        if max != 0 && s.queued + buf.len() > max {
+            self.core.teardown(id.slot, CloseReason::QueueOverflow);
+            return false;
+        }
         s.queued += buf.len();
         s.sendq.push_back(buf);
         if s.state == State::Open {
             self.core.mark_dirty(id.slot);
         }
+        self.core.after_queue_grew(id.slot);
         true
+    }
+
+    /// Ask for one [`Handler::on_drain`] once `id`'s queued bytes are at or below the drain
+    /// threshold: `read_pause_bytes`, else half of `send_queue_bytes_max`, else 0 (queue empty).
+    /// If they already are, the call comes after the current callback (this loop turn or the
+    /// next), never from inside this call. Several requests before the call make one call. No
+    /// call for a connection that is closing or closed (`on_close` comes instead).
+    pub fn notify_drain(&mut self, id: ConnId) {
+        self.core.notify_drain(id);
     }
 
     /// Bytes queued on `id` and not yet acknowledged as sent by the kernel (0 if stale).

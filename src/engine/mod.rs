@@ -13,7 +13,7 @@
 //!
 //! # Call order seen by a handler
 //! For one connection: `on_open` (exactly once) → any number of `on_data` / `on_timer` /
-//! `on_shutdown` → `on_close` (exactly once, gets the `Conn` back). For an outbound connection
+//! `on_drain` / `on_shutdown` → `on_close` (exactly once, gets the `Conn` back). For an outbound connection
 //! that never connects: `on_connect_failed` only. `on_msg` is per worker, not per connection.
 //! All callbacks of one worker run on that worker's thread, one at a time.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -25,6 +25,7 @@ mod connect;
 mod core;
 mod ctx;
 mod error;
+mod flow;
 mod inbox;
 mod recv;
 mod ring;
@@ -77,6 +78,9 @@ pub enum CloseReason {
     LeftoverOverflow,
     /// Graceful shutdown aborted it after `drain_timeout_ms`.
     Shutdown,
+    /// A [`Ctx::send`] would have queued more than `send_queue_bytes_max`; the connection was
+    /// aborted (queue dropped).
+    QueueOverflow,
 }
 
 /// The protocol side of the engine. One instance per worker (built by `make_handler(worker)`).
@@ -117,6 +121,12 @@ pub trait Handler: Sized + 'static {
     /// live connection so the handler can queue a goodbye and `ctx.close(id)`. The engine exits
     /// when all are closed or `drain_timeout_ms` passes (then the rest are aborted).
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Self::Conn);
+
+    /// Asked for by [`Ctx::notify_drain`]: the connection's queued bytes fell to the drain
+    /// threshold (`read_pause_bytes`, else half of `send_queue_bytes_max`, else 0). Once per
+    /// request, after the callback that asked (never inside it), and never for a connection
+    /// that is closing or closed.
+    fn on_drain(&mut self, _ctx: &mut Ctx<'_, Self>, _id: ConnId, _conn: &mut Self::Conn) {}
 
     /// An outbound connection from [`Ctx::connect`] failed before opening (`errno` positive,
     /// `libc::ETIMEDOUT` after `connect_timeout_ms`). No `Conn` existed; `id` is stale now.

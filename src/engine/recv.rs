@@ -10,7 +10,9 @@
 //! Completion rules: `-ENOBUFS` (the buffer ring ran dry) ends the multishot and is re-armed
 //! after buffers are recycled, at most half a buffer ring's worth per ring per turn (FIFO), so a
 //! burst on more sockets than buffers does not spin; any CQE without `IORING_CQE_F_MORE` re-arms;
-//! `res == 0` is the peer's FIN; `-ECANCELED` after a close is expected and ignored.
+//! `res == 0` is the peer's FIN; `-ECANCELED` after a close is expected and ignored, and after a
+//! read pause (`flow.rs`) leads to a re-arm once reading resumes. While reading is paused, bytes
+//! still delivered are held in `leftover`, not passed to the handler.
 
 use io_uring::cqueue;
 
@@ -35,7 +37,10 @@ impl<H: Handler> Worker<H> {
             self.core.teardown(slot, CloseReason::Error(libc::EIO));
         } else if let (true, Some(bid)) = (res > 0, bid) {
             EngineStats::add(&self.core.shared.stats.bytes_received_total, res as u64);
-            if state == State::Open {
+            if state == State::Open && s.has(flag::READ_PAUSED) {
+                // Arrived before the pause's cancel landed: held for the resume, unseen.
+                self.hold(slot, ring, bid, res as usize);
+            } else if state == State::Open {
                 self.deliver(slot, ring, bid, res as usize);
             }
             // Input after `close` or teardown is discarded.
@@ -53,13 +58,37 @@ impl<H: Handler> Worker<H> {
             if !more && matches!(state, State::Open | State::Closing) {
                 self.core.mark_starved(slot);
             }
-        } else if res != -libc::ECANCELED {
+        } else if res == -libc::ECANCELED {
+            // Cancelled to pause reading (a close's cancel leaves the slot `Dead`): re-armed once
+            // reading resumes and the cancel completed (`arm_recv` checks both).
+            if !more && state == State::Open {
+                self.core.mark_rearm(slot);
+            }
+        } else {
             self.core.teardown(slot, CloseReason::Error(-res));
         }
         if !more {
             // The final CQE of this multishot recv: it no longer holds the slot.
             self.core.slots[slot as usize].inflight -= 1;
         }
+    }
+
+    /// Append `len` bytes of provided buffer `bid` to the slot's leftover without calling the
+    /// handler (reading is paused); past `leftover_bytes_max` the connection is closed.
+    fn hold(&mut self, slot: u32, ring: usize, bid: u16, len: usize) {
+        let max = self.core.layout.cfg.leftover_bytes_max;
+        let bufs = &self.core.rings[ring].bufs;
+        assert!(len <= bufs.buf_bytes() as usize);
+        // SAFETY: `ptr..ptr+len` lies in buffer `bid` (len <= buf_bytes, asserted), which the
+        // CQE just handed to us; the caller pushes it back only after this returns, so the
+        // kernel does not write it meanwhile. Read only, and copied before anything else runs.
+        let input: &[u8] = unsafe { std::slice::from_raw_parts(bufs.buf_ptr(bid), len) };
+        let s = &mut self.core.slots[slot as usize];
+        if s.leftover.len() + len > max {
+            self.core.teardown(slot, CloseReason::LeftoverOverflow);
+            return;
+        }
+        s.leftover.extend_from_slice(input);
     }
 
     /// Hand `len` bytes of provided buffer `bid` (plus any leftover) to the handler.

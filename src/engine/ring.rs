@@ -31,6 +31,18 @@ pub(crate) struct AcceptState {
     /// Rate limit for accept error logs.
     pub last_log_ms: u64,
     pub suppressed_logs: u64,
+    /// Generation of the current multishot accept (in its `user_data`): a final CQE of an
+    /// older one, given up on by the stall check, must not clear `armed` of the new one.
+    pub gen: u32,
+    /// Accept completions seen (for the stall check).
+    pub seen: u64,
+    /// `seen` at the previous stall check.
+    pub seen_at_check: u64,
+    /// Consecutive stall checks that found connections queued on the listener, the accept
+    /// armed, and no accept completion since the check before.
+    pub stall_strikes: u8,
+    /// The cancel in flight was sent by the stall check: -ENOENT means no accept is armed.
+    pub stall_cancel: bool,
 }
 
 pub(crate) struct Ring {
@@ -41,6 +53,7 @@ pub(crate) struct Ring {
     pub listener: Option<OwnedFd>,
     pub accept: AcceptState,
     /// Table slots in use: accepted or created sockets whose `Close` has not completed.
+    /// Changed only through `take_file` / `release_file`.
     pub used: u32,
     pub index: u8,
 }
@@ -75,8 +88,12 @@ impl Ring {
                 },
                 _ => EngineError::from_setup("register_files_sparse", e),
             })?;
-        let bufs = BufRing::new(cfg.buf_ring_entries, cfg.buf_bytes)
-            .map_err(|e| EngineError::from_setup("provided buffer ring", e))?;
+        let bufs = BufRing::new(
+            layout.buf_ring_entries_max,
+            cfg.buf_ring_entries,
+            cfg.buf_bytes,
+        )
+        .map_err(|e| EngineError::from_setup("provided buffer ring", e))?;
         bufs.register(&uring.submitter(), BGID)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::EINVAL) => EngineError::Unsupported {
@@ -176,6 +193,51 @@ impl Ring {
         }
     }
 
+    /// A table slot was taken (accepted or created socket).
+    pub fn take_file(&mut self) {
+        self.used += 1;
+    }
+
+    /// A table slot was freed (its `Close` completed). An underflow would wrap `used` to ~2^32,
+    /// which keeps the accept cancelled for good with no error counted; so it saturates, and
+    /// debug builds stop on it.
+    pub fn release_file(&mut self) {
+        debug_assert!(self.used > 0, "ring {}: used underflow", self.index);
+        if self.used == 0 {
+            tracing::error!(
+                ring = self.index,
+                "table slot released twice (used already 0)"
+            );
+        }
+        self.used = self.used.saturating_sub(1);
+    }
+
+    /// Connections waiting in the listener's accept queue (`tcpi_unacked` of a listening
+    /// socket is its accept backlog), or 0 when unknown.
+    pub fn listener_queue_len(&self) -> u32 {
+        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+            return 0;
+        };
+        // SAFETY: tcp_info is a plain C struct; all-zero is valid.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: `info` is a writable tcp_info of `len` bytes, alive for the call; `fd` is our
+        // listener, open while `self.listener` holds it.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return 0;
+        }
+        info.tcpi_unacked
+    }
+
     /// Whether completions are waiting in the CQ.
     pub fn has_cqes(&mut self) -> bool {
         !self.uring.completion().is_empty()
@@ -183,6 +245,7 @@ impl Ring {
 
     /// Arm the multishot accept (`AcceptMulti`, 5.19) into the sparse table.
     pub fn arm_accept(&mut self, user_data: u64) {
+        self.accept.stall_strikes = 0;
         let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
             return;
         };

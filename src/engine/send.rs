@@ -1,6 +1,7 @@
 //! Send path: a per-connection queue of shared `Bytes`, at most one `SendMsg` in flight per
 //! connection, gathering up to `IOV_MAX_SEND` queued buffers per op; partial sends resume where
-//! they stopped. Never copies a payload; the cap on queued bytes is the handler's policy.
+//! they stopped. Never copies a payload. The engine's only bound on queued bytes is
+//! `send_queue_bytes_max` (enforced in `Ctx::send`); finer policy is the handler's.
 //!
 //! Memory the kernel reads during a send: the iovec array and msghdr (in a pooled, boxed
 //! `SendMem` owned by the slot while the op is in flight) and the payload bytes (owned by the
@@ -9,34 +10,13 @@
 use io_uring::{opcode, types};
 
 use super::core::Core;
-use super::slab::{flag, OpMem, State};
+use super::slab::{flag, OpMem, SendMem, State, IOV_MAX_SEND};
 use super::stats::EngineStats;
 use super::user_data::OpKind;
 use super::CloseReason;
 
-/// Most queued buffers gathered into one `SendMsg`.
-pub(crate) const IOV_MAX_SEND: usize = 16;
 /// Spare `SendMem` blocks kept per worker (the rest are freed).
 const SEND_POOL_MAX: usize = 1024;
-
-/// The iovec array and msghdr of one sendmsg in flight.
-pub(crate) struct SendMem {
-    iov: [libc::iovec; IOV_MAX_SEND],
-    msg: libc::msghdr,
-}
-
-impl SendMem {
-    fn new() -> Box<SendMem> {
-        Box::new(SendMem {
-            iov: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; IOV_MAX_SEND],
-            // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
-            msg: unsafe { std::mem::zeroed() },
-        })
-    }
-}
 
 impl<M> Core<M> {
     pub fn recycle_send_mem(&mut self, mem: Box<SendMem>) {
@@ -123,6 +103,7 @@ impl<M> Core<M> {
             } else {
                 self.mark_dirty(slot);
             }
+            self.after_queue_shrank(slot);
         } else if res != -libc::ECANCELED {
             self.teardown(slot, CloseReason::Error(-res));
         }

@@ -15,8 +15,6 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::send::SendMem;
-
 /// Where a connection is in its life (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
@@ -29,19 +27,51 @@ pub(crate) enum State {
 /// Flags in `Slot::flags`.
 pub(crate) mod flag {
     /// A multishot recv is armed (its final CQE has not arrived).
-    pub const RECV_ARMED: u8 = 1;
+    pub const RECV_ARMED: u16 = 1;
     /// A sendmsg is in flight.
-    pub const SEND_INFLIGHT: u8 = 2;
+    pub const SEND_INFLIGHT: u16 = 2;
     /// `file` is a live direct descriptor of this slot's ring.
-    pub const HAS_FILE: u8 = 4;
+    pub const HAS_FILE: u16 = 4;
     /// The slot is in the worker's dirty list (queued bytes, no send in flight).
-    pub const DIRTY: u8 = 8;
+    pub const DIRTY: u16 = 8;
     /// `on_close` / `on_connect_failed` was delivered; the handler holds nothing.
-    pub const DELIVERED: u8 = 16;
+    pub const DELIVERED: u16 = 16;
     /// The slot is in the worker's re-arm list.
-    pub const REARM: u8 = 32;
+    pub const REARM: u16 = 32;
     /// Torn down; its cancel + close chain waits in the worker's close queue (not yet pushed).
-    pub const CLOSE_QUEUED: u8 = 64;
+    pub const CLOSE_QUEUED: u16 = 64;
+    /// Reading is paused: queued bytes went above `read_pause_bytes` (see `flow.rs`).
+    pub const READ_PAUSED: u16 = 128;
+    /// A cancel of the recv, sent to pause reading, has not completed; no recv may be armed
+    /// meanwhile (it would carry the same `user_data` and could be the one cancelled).
+    pub const RECV_CANCELLING: u16 = 256;
+    /// The handler asked for `on_drain` (`Ctx::notify_drain`) and it is not due yet.
+    pub const DRAIN_WANTED: u16 = 512;
+    /// `on_drain` is due: the slot's id is in the worker's drain list.
+    pub const DRAIN_DUE: u16 = 1024;
+}
+
+/// Most queued buffers gathered into one `SendMsg` (the size of a `SendMem`'s iovec array).
+pub(crate) const IOV_MAX_SEND: usize = 16;
+
+/// The iovec array and msghdr of one sendmsg in flight. Lives here, beside the other op memory,
+/// rather than in `send.rs`, so that the slab depends on nothing else in the engine.
+pub(crate) struct SendMem {
+    pub iov: [libc::iovec; IOV_MAX_SEND],
+    pub msg: libc::msghdr,
+}
+
+impl SendMem {
+    pub fn new() -> Box<SendMem> {
+        Box::new(SendMem {
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; IOV_MAX_SEND],
+            // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
 }
 
 /// Memory an op in flight points at; boxed so its address is stable while the slab grows.
@@ -72,7 +102,7 @@ pub(crate) struct Slot {
     pub state: State,
     /// SQEs submitted for this slot whose final CQE has not arrived (recv counts once).
     pub inflight: u8,
-    pub flags: u8,
+    pub flags: u16,
     pub sendq: VecDeque<Bytes>,
     /// Unconsumed input; non-empty only between two `on_data` calls that split a message.
     pub leftover: Vec<u8>,
@@ -95,15 +125,15 @@ impl Slot {
         }
     }
 
-    pub fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 
-    pub fn set(&mut self, f: u8) {
+    pub fn set(&mut self, f: u16) {
         self.flags |= f;
     }
 
-    pub fn clear(&mut self, f: u8) {
+    pub fn clear(&mut self, f: u16) {
         self.flags &= !f;
     }
 

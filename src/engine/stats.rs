@@ -59,12 +59,21 @@ pub struct EngineStats {
     pub closed_timeout_total: AtomicU64,
     pub closed_overflow_total: AtomicU64,
     pub closed_shutdown_total: AtomicU64,
+    /// Aborted by a send past `send_queue_bytes_max` (`CloseReason::QueueOverflow`).
+    pub closed_queue_overflow_total: AtomicU64,
+    /// Times a connection's reading was paused (queued bytes above `read_pause_bytes`).
+    pub read_paused_total: AtomicU64,
     /// Completions whose generation no longer matched their slot (ignored).
     pub stale_completions_total: AtomicU64,
     /// Multishot recv ended by an empty buffer ring (re-armed, not an error).
     pub recv_nobufs_total: AtomicU64,
+    /// Provided buffers handed to the kernel, all rings, start-up and growth included (times
+    /// `buf_bytes`: the read buffer memory in use).
+    pub recv_buffers_added_total: AtomicU64,
     /// Accept cancelled because a ring's table reached its accept limit.
     pub accept_paused_total: AtomicU64,
+    /// Accepts found armed but not accepting a queued listener, and restarted.
+    pub accept_stalls_total: AtomicU64,
     pub bytes_received_total: AtomicU64,
     pub bytes_sent_total: AtomicU64,
     /// Messages posted between workers (or from other threads).
@@ -91,6 +100,7 @@ impl EngineStats {
             FlushTimeout => &self.closed_timeout_total,
             LeftoverOverflow => &self.closed_overflow_total,
             Shutdown => &self.closed_shutdown_total,
+            QueueOverflow => &self.closed_queue_overflow_total,
         };
         c.fetch_add(1, Relaxed);
     }

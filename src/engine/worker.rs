@@ -6,9 +6,13 @@
 //! 2. reap up to `REAP_BATCH` CQEs per ring and dispatch them (`on_open`, `on_data`, ...);
 //! 3. deliver due closes and self-posted messages (callbacks may queue more; drained fully);
 //! 4. fire expired timers (then 3 again);
-//! 5. end of turn: submit queued sends, publish recycled buffers, re-arm recvs (after the
-//!    buffers are back, so a re-armed recv does not hit `-ENOBUFS` again), arm/cancel accepts;
-//! 6. submit secondary rings, then submit + wait on ring 0 with a timeout to the next timer.
+//! 5. re-deliver leftover of connections whose reading resumed, and due `on_drain`s (then 3;
+//!    requests made meanwhile wait for the next turn, and keep the worker from sleeping);
+//! 6. end of turn: submit queued sends, publish recycled buffers (growing a starved buffer
+//!    ring), re-arm recvs (after the buffers are back, so a re-armed recv does not hit
+//!    `-ENOBUFS` again), arm/cancel accepts, the accept stall check once a second;
+//! 7. submit secondary rings, then submit + wait on ring 0 with a timeout to the next timer
+//!    (at most `STALL_CHECK_MS` for a server).
 //!
 //! Stale completions (generation mismatch or a freed slot) are counted and ignored.
 
@@ -147,6 +151,9 @@ impl<H: Handler> Worker<H> {
             self.deliver_due();
             self.fire_timers();
             self.deliver_due();
+            if self.deliver_flow() {
+                self.deliver_due();
+            }
             let t_callbacks = t0.elapsed();
             self.core.end_of_turn();
             let t_end = t0.elapsed();
@@ -247,6 +254,12 @@ impl<H: Handler> Worker<H> {
             .wheel
             .next_deadline()
             .map(|tick| self.core.ms_of_tick(tick).saturating_sub(now));
+        if self.core.rings.iter().any(|r| r.listener.is_some()) {
+            // The accept stall check must run while idle too (a stuck accept produces nothing
+            // that would wake the worker).
+            let due = self.core.stall_check_due_ms.saturating_sub(now);
+            t = Some(t.map_or(due, |t| t.min(due)));
+        }
         if self.core.shutting_down {
             // Re-check drain progress at least every tick.
             t = Some(t.map_or(self.core.layout.cfg.tick_ms, |t| {
@@ -277,9 +290,9 @@ impl<H: Handler> Worker<H> {
         let more = cqueue::more(flags);
         self.cqes_by_kind[ud.kind as usize] += 1;
         match ud.kind {
-            OpKind::Accept => self.on_accept_cqe(ud.slot as usize, res, more),
-            OpKind::AcceptCancel => self.core.on_accept_cancel_cqe(ud.slot as usize),
-            OpKind::RawClose => self.core.rings[ud.slot as usize].used -= 1,
+            OpKind::Accept => self.on_accept_cqe(ud.slot as usize, ud.gen, res, more),
+            OpKind::AcceptCancel => self.core.on_accept_cancel_cqe(ud.slot as usize, res),
+            OpKind::RawClose => self.core.rings[ud.slot as usize].release_file(),
             OpKind::RingPoll => {
                 // Only a wake-up: every ring is reaped every turn anyway.
                 if !more {
@@ -310,13 +323,13 @@ impl<H: Handler> Worker<H> {
                 match ud.kind {
                     OpKind::Recv => self.on_recv_cqe(slot, res, flags),
                     OpKind::Send => self.core.on_send_cqe(slot, res),
-                    OpKind::Cancel => self.core.slots[slot as usize].inflight -= 1,
+                    OpKind::Cancel => self.core.on_cancel_cqe(slot),
                     OpKind::Close => {
                         let s = &mut self.core.slots[slot as usize];
                         s.inflight -= 1;
                         s.clear(flag::HAS_FILE);
                         let ring = usize::from(s.ring);
-                        self.core.rings[ring].used -= 1;
+                        self.core.rings[ring].release_file();
                     }
                     OpKind::Socket => self.on_socket_cqe(slot, res),
                     OpKind::SockOpt => self.on_sockopt_cqe(slot, res),
@@ -605,6 +618,10 @@ mod tests {
     }
 
     fn worker() -> Option<Worker<Null>> {
+        worker_on(Vec::new())
+    }
+
+    fn worker_on(listeners: Vec<std::os::fd::OwnedFd>) -> Option<Worker<Null>> {
         let cfg = EngineConfig {
             workers: 1,
             rings_per_worker: 1,
@@ -621,7 +638,7 @@ mod tests {
             clock: std::time::Instant::now(),
             has_bind: false,
         });
-        match Worker::new(0, layout, shared, Vec::new(), Null) {
+        match Worker::new(0, layout, shared, listeners, Null) {
             Ok(w) => Some(w),
             Err(e) => {
                 eprintln!("SKIPPED: {e}");
@@ -676,5 +693,53 @@ mod tests {
         assert_eq!(again, slot, "slab reuses the index");
         assert_ne!(w.core.id(again), old);
         assert!(w.core.slot_of(old).is_none(), "the old id is stale");
+    }
+
+    /// One loop turn without the wait: reap, end of turn, submit.
+    fn turn(w: &mut Worker<Null>) {
+        w.core.update_clock();
+        w.reap(0);
+        w.deliver_due();
+        w.core.end_of_turn();
+        w.core.rings[0].submit_pending();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    #[test]
+    fn stalled_accept_is_detected_and_restarted() {
+        let cfg = EngineConfig {
+            workers: 1,
+            rings_per_worker: 1,
+            files_per_ring: 64,
+            ..EngineConfig::default()
+        };
+        let l = layout(&cfg).unwrap();
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let (fds, bound) = crate::engine::accept::bind_listeners(addr, 1, &l).unwrap();
+        let Some(mut w) = worker_on(fds) else { return };
+        // The state the capacity run ended in: the engine believes an accept is armed, the
+        // kernel has none (here: never armed), and clients queue on the listener.
+        w.core.rings[0].accept.armed = true;
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(bound).unwrap())
+            .collect();
+        turn(&mut w);
+        assert_eq!(w.core.rings[0].listener_queue_len(), 3);
+        for _ in 0..3 {
+            w.core.check_accept_stalls();
+            turn(&mut w);
+        }
+        let shared = Arc::clone(&w.core.shared);
+        assert_eq!(EngineStats::get(&shared.stats.accept_stalls_total), 1);
+        for _ in 0..10 {
+            if EngineStats::get(&shared.stats.accepted_total) == 3 {
+                break;
+            }
+            turn(&mut w);
+        }
+        assert_eq!(EngineStats::get(&w.core.shared.stats.accepted_total), 3);
+        assert_eq!(w.core.rings[0].listener_queue_len(), 0);
+        assert!(w.core.rings[0].accept.armed);
+        drop(clients);
     }
 }
