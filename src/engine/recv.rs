@@ -73,10 +73,25 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Append `len` bytes of provided buffer `bid` to the slot's leftover without calling the
-    /// handler (reading is paused); past `leftover_bytes_max` the connection is closed.
-    fn hold(&mut self, slot: u32, ring: usize, bid: u16, len: usize) {
+    /// Most input a slot may hold unconsumed: `leftover_bytes_max`, and while reading is
+    /// paused also whatever the peer had in flight when the pause began. That is at most what
+    /// the ring's provided buffers can carry before the cancel lands (the kernel can fill no
+    /// more buffers than the ring has), so it is bounded, and a client that pipelined requests
+    /// before the pause is not cut for it.
+    fn held_bytes_max(&self, slot: u32, ring: usize) -> usize {
         let max = self.core.layout.cfg.leftover_bytes_max;
+        if self.core.slots[slot as usize].has(flag::READ_PAUSED) {
+            let bufs = &self.core.rings[ring].bufs;
+            max + usize::from(bufs.added()) * bufs.buf_bytes() as usize
+        } else {
+            max
+        }
+    }
+
+    /// Append `len` bytes of provided buffer `bid` to the slot's leftover without calling the
+    /// handler (reading is paused); past `held_bytes_max` the connection is closed.
+    fn hold(&mut self, slot: u32, ring: usize, bid: u16, len: usize) {
+        let max = self.held_bytes_max(slot, ring);
         let bufs = &self.core.rings[ring].bufs;
         assert!(len <= bufs.buf_bytes() as usize);
         // SAFETY: `ptr..ptr+len` lies in buffer `bid` (len <= buf_bytes, asserted), which the
@@ -132,6 +147,10 @@ impl<H: Handler> Worker<H> {
         if !rest.is_empty() {
             leftover.extend_from_slice(rest);
         }
+        // The handler may have stopped taking input because its answers filled the queue
+        // (reading is now paused): then the paused bound applies.
+        let max = max.max(self.held_bytes_max(slot, ring));
+        let s = &mut self.core.slots[slot as usize];
         if leftover.len() > max {
             self.core.teardown(slot, CloseReason::LeftoverOverflow);
         } else if !leftover.is_empty() {

@@ -137,6 +137,24 @@ impl<K: Copy + Eq> LocalIndex<K> {
         Ok(Subscribed::Added)
     }
 
+    /// Moves the watermark of `key`'s subscription to `topic` (the switch from a paged replay
+    /// to live delivery, see `Topics::replay_page`). False if there is no such subscription.
+    pub fn set_watermark(&mut self, conn: &ConnTopics, key: K, topic: &str, after_id: u64) -> bool {
+        let Some((name, slot)) = conn.subs.iter().find(|(t, _)| &**t == topic) else {
+            return false;
+        };
+        let sub = &mut self
+            .topics
+            .get_mut(&**name)
+            .expect("ConnTopics names only indexed topics")[*slot as usize];
+        debug_assert!(
+            sub.key == key,
+            "slot of {name} belongs to another connection"
+        );
+        sub.after_id = after_id;
+        true
+    }
+
     /// Removes `key`'s subscription to `topic`; false if there was none.
     pub fn unsubscribe(&mut self, conn: &mut ConnTopics, key: K, topic: &str) -> bool {
         let Some(at) = conn.subs.iter().position(|(t, _)| &**t == topic) else {
@@ -237,6 +255,18 @@ mod tests {
         assert_eq!(keys(&ix, "a", 11), vec![1]);
         assert_eq!(keys(&ix, "a", 12), vec![1]);
         assert_eq!(keys(&ix, "a", 13), vec![1, 2]);
+    }
+
+    #[test]
+    fn held_back_subscription_goes_live_at_its_new_watermark() {
+        let mut ix = LocalIndex::new(4);
+        let mut c = ConnTopics::new();
+        let _ = ix.subscribe(&mut c, 1, "a", u64::MAX).unwrap();
+        assert_eq!(keys(&ix, "a", 1_000), Vec::<u32>::new(), "held back");
+        assert!(ix.set_watermark(&c, 1, "a", 20));
+        assert_eq!(keys(&ix, "a", 20), Vec::<u32>::new());
+        assert_eq!(keys(&ix, "a", 21), vec![1]);
+        assert!(!ix.set_watermark(&c, 1, "b", 20));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! # Parts
 //! - [`Topics`] (one per server, behind a `Mutex` the server owns): assigns ids, encodes each
 //!   publish once into a [`Message`] (SSE event bytes and WebSocket frame bytes), keeps a
-//!   bounded per-topic history, and answers [`Topics::replay`].
+//!   bounded per-topic history, and answers replays a page at a time
+//!   ([`Topics::replay_page`]).
 //! - [`LocalIndex`] (one per worker, unshared): topic -> local subscribers, each with a
 //!   watermark id; [`ConnTopics`] is the per-connection half, stored with the connection.
 //! - [`admit`]: whether a message may join a send queue, or the slow consumer is closed.
@@ -20,24 +21,28 @@
 //!    receives messages in id order, and a message is in the history (or recorded as evicted)
 //!    no later than it is in any inbox.
 //!
-//! Subscribe with resume from `L` (SSE `Last-Event-ID` or `lastEventId`, or the WebSocket
-//! subscribe message's equivalent field), on the worker that owns the connection:
-//! 1. lock `Topics`; 2. `replay(topics, L)` returns the held messages with id > L and
-//!    `last_id` = the highest id assigned so far; 3. `LocalIndex::subscribe(.., last_id)` for
-//!    each topic; 4. unlock; 5. queue the reset notice (on `Replay::Gap`), then the replayed
-//!    events, to the connection.
-//!    A live-only subscriber does the same with `Topics::last_id()` instead of `replay`.
+//! Every worker drains its inbox in push order (the engine's `Ctx::post` puts a worker's posts
+//! to itself into the same FIFO), so every worker delivers in id order.
 //!
-//! Why it is exact: every message with id <= `last_id` was published before step 2, so it is
-//! either in the replay or reported by `Replay::Gap`. Every message with id > `last_id` is
-//! published after step 4 releases the lock, so it reaches this worker's inbox after the
-//! subscription exists. The worker may still find messages with id <= `last_id` in its inbox
-//! (pushed before step 1, not yet drained): the watermark makes
-//! [`LocalIndex::deliveries`] skip them, since the replay already carried them. Strictly, step 3
-//! only has to happen before the worker next drains its inbox; doing it under the lock is the
-//! simple way to be sure. Step 5 must also finish before that next drain (same thread, same
-//! loop turn); then replayed events precede live ones in the connection's queue and the
-//! subscriber sees ids strictly increasing.
+//! Subscribe with resume from `L` (SSE `Last-Event-ID` or `lastEventId`, or the WebSocket
+//! subscribe message's `since`), on the worker that owns the connection, in pages:
+//! 1. lock `Topics`; 2. `LocalIndex::subscribe(.., u64::MAX)` for each topic: held back, no
+//!    live message passes; 3. add the topics to a [`ReplayCursor`] after `L`; 4. take a page
+//!    with [`Topics::replay_page`]; 5. if the page caught up (`caught_up = Some(W)`, `W` the
+//!    highest id assigned so far), `LocalIndex::set_watermark(.., W)` for each cursor topic and
+//!    drop the cursor; 6. unlock; 7. queue the page's reset notice(s) and events. While the
+//!    cursor lives, each time the connection's queue drains: 1, 4, 5, 6, 7 again.
+//!    A live-only subscriber subscribes with `Topics::last_id()` as its watermark instead.
+//!
+//! Why it is exact: while held back, nothing live is queued to the subscriber. Each page
+//! continues where the last stopped, in id order, and reports as a gap whatever was evicted in
+//! between, so the pages carry every message up to `W` once. Every message with id > `W` is
+//! published after step 6 releases the lock, so it reaches this worker's inbox after the
+//! watermark is `W`; messages with id <= `W` still in the inbox (pushed before, not yet
+//! drained) are skipped by [`LocalIndex::deliveries`]. Step 7 happens in the same callback as
+//! step 5, before the worker next drains its inbox, so the last page precedes the first live
+//! message in the connection's queue and ids strictly increase. Each lock hold covers one
+//! page: a long replay never stalls publishers for more than a page.
 //!
 //! # Bounds
 //! Topic names: 1..=128 bytes of `[A-Za-z0-9_.:-]`. Event names: 1..=`event_bytes_max`, no
@@ -61,7 +66,7 @@ pub use id::{parse_resume, BadEventId, EventId, Resume};
 pub use local::{ConnTopics, LocalIndex, Subscribed};
 pub use message::{sse_reset, ws_reset, Message};
 pub use policy::{admit, Admit};
-pub use topics::{Replay, TopicGap, Topics};
+pub use topics::{Replay, ReplayCursor, ReplayPage, TopicGap, Topics};
 
 use std::fmt;
 

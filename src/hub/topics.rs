@@ -107,6 +107,60 @@ impl Replay {
     }
 }
 
+/// A replay in progress for one connection: where each of its topics stands. Created empty,
+/// filled with [`ReplayCursor::add`], advanced by [`Topics::replay_page`].
+#[derive(Debug, Default, Clone)]
+pub struct ReplayCursor {
+    topics: Vec<CursorTopic>,
+}
+
+#[derive(Debug, Clone)]
+struct CursorTopic {
+    topic: Arc<str>,
+    /// Every message of the topic with id <= this was sent or reported lost; `None` = the
+    /// client's id is of another lifetime (reset, then everything held).
+    after: Option<u64>,
+}
+
+impl ReplayCursor {
+    /// Replay `topic` after sequence number `after` (`None`: an id of another lifetime). A
+    /// topic already in the cursor keeps its place.
+    pub fn add(&mut self, topic: &str, after: Option<u64>) {
+        if !self.topics.iter().any(|t| &*t.topic == topic) {
+            self.topics.push(CursorTopic {
+                topic: Arc::from(topic),
+                after,
+            });
+        }
+    }
+
+    /// Stop replaying `topic` (an unsubscribe during the replay).
+    pub fn remove(&mut self, topic: &str) {
+        self.topics.retain(|t| &*t.topic != topic);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.iter().map(|t| &*t.topic)
+    }
+}
+
+/// One page of a replay (see [`Topics::replay_page`]).
+#[must_use]
+#[derive(Debug)]
+pub struct ReplayPage {
+    /// Topics whose history no longer reaches back to the cursor: send the reset notice(s)
+    /// before `events`.
+    pub gaps: Vec<TopicGap>,
+    /// Held messages in id order.
+    pub events: Vec<Arc<Message>>,
+    /// `Some(last_id)` when the replay is complete: the watermark for live delivery.
+    pub caught_up: Option<u64>,
+}
+
 /// One topic of a [`Replay::Gap`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicGap {
@@ -261,45 +315,23 @@ impl Topics {
 
     /// Everything held after `last_event_id` on `topics`, merged in id order, plus the
     /// watermark for live delivery; a [`Replay::Gap`] when a topic's history does not reach
-    /// back. Duplicate names count once. Unknown topics create no state.
+    /// back. Duplicate names count once. Unknown topics create no state. This is one
+    /// unbounded [`Topics::replay_page`]; servers page instead.
     ///
     /// Edge cases, fixed here so every caller agrees:
     /// - `last_event_id == 0` means "from the start": a gap only if something was evicted.
     /// - `last_event_id == evicted_max` of a topic is no gap: the client has that message.
-    /// - `last_event_id > last_id()` cannot have come from this server instance (a restart,
-    ///   or a forged header): every requested topic is reported as a gap and all held
-    ///   messages are replayed, each gap's `oldest_held` being the topic's oldest held id.
+    /// - `last_event_id > last_id()` cannot have come from this server instance (a forged
+    ///   header): every requested topic is reported as a gap and all held messages are
+    ///   replayed, each gap's `oldest_held` being the topic's oldest held id.
     pub fn replay(&self, topics: &[&str], last_event_id: u64) -> Replay {
-        let last_id = self.last_id();
-        let future = last_event_id > last_id;
-        let after = if future { 0 } else { last_event_id };
-        let mut events = Vec::new();
-        let mut gaps = Vec::new();
-        for (i, &name) in topics.iter().enumerate() {
-            if topics[..i].contains(&name) {
-                continue;
-            }
-            let (key, complete_from, oldest) = match self.topics.get(name) {
-                Some(t) => {
-                    let start = t.history.partition_point(|m| m.id <= after);
-                    events.extend(t.history.range(start..).cloned());
-                    let oldest = t.history.front().map_or(last_id + 1, |m| m.id);
-                    (Some(&t.name), t.evicted_max + 1, oldest)
-                }
-                None => (None, self.forgotten_max + 1, last_id + 1),
-            };
-            let oldest_held = if future {
-                oldest
-            } else if complete_from > last_event_id + 1 {
-                complete_from
-            } else {
-                continue;
-            };
-            let topic = key.map_or_else(|| Arc::from(name), Arc::clone);
-            gaps.push(TopicGap { topic, oldest_held });
+        let mut cursor = ReplayCursor::default();
+        for topic in topics {
+            cursor.add(topic, Some(last_event_id));
         }
-        // Each topic's slice is already sorted; the stable sort merges those runs cheaply.
-        events.sort_by_key(|m| m.id);
+        let page = self.replay_page(&mut cursor, usize::MAX, false);
+        let last_id = page.caught_up.expect("an unbounded page catches up");
+        let ReplayPage { gaps, events, .. } = page;
         if gaps.is_empty() {
             return Replay::Events { events, last_id };
         }
@@ -310,6 +342,100 @@ impl Topics {
             events,
             last_id,
         }
+    }
+
+    /// The next page of `cursor`'s replay: first the gaps found where the cursor stands (a
+    /// topic whose history was trimmed past it, or every topic when the cursor's id cannot be
+    /// of this lifetime), then held messages of its topics in id order until `bytes_max` (of
+    /// the SSE or WebSocket form, per `ws`) would be passed; at least one message per page.
+    ///
+    /// When the page reaches the newest message, `caught_up` is the highest id assigned so
+    /// far: under this same lock hold, register live delivery with it as the watermark, and
+    /// drop the cursor. Each call holds the caller's lock for one page only, so a long replay
+    /// never stalls publishers for longer than a page.
+    pub fn replay_page(&self, cursor: &mut ReplayCursor, bytes_max: usize, ws: bool) -> ReplayPage {
+        let last_id = self.last_id();
+        let mut gaps = Vec::new();
+        // (history, next index) per cursor topic, in cursor order.
+        let mut heads: Vec<(Option<&VecDeque<Arc<Message>>>, usize)> =
+            Vec::with_capacity(cursor.topics.len());
+        for pos in &mut cursor.topics {
+            let foreign = pos.after.is_none_or(|a| a > last_id);
+            let after = pos.after.unwrap_or(0).min(last_id);
+            let (complete_from, oldest, history) = match self.topics.get(&*pos.topic) {
+                Some(t) => (
+                    t.evicted_max + 1,
+                    t.history.front().map_or(last_id + 1, |m| m.id),
+                    Some(&t.history),
+                ),
+                None => (self.forgotten_max + 1, last_id + 1, None),
+            };
+            let after = if foreign {
+                gaps.push(TopicGap {
+                    topic: Arc::clone(&pos.topic),
+                    oldest_held: oldest,
+                });
+                0
+            } else if complete_from > after + 1 {
+                gaps.push(TopicGap {
+                    topic: Arc::clone(&pos.topic),
+                    oldest_held: complete_from,
+                });
+                after
+            } else {
+                after
+            };
+            pos.after = Some(after);
+            let start = history.map_or(0, |h| h.partition_point(|m| m.id <= after));
+            heads.push((history, start));
+        }
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        let caught_up = loop {
+            // Smallest next id over the topics: a k-way merge, k <= topics_per_conn_max.
+            let mut best: Option<(usize, u64)> = None;
+            for (k, (history, next)) in heads.iter().enumerate() {
+                if let Some(m) = history.and_then(|h| h.get(*next)) {
+                    if best.is_none_or(|(_, id)| m.id < id) {
+                        best = Some((k, m.id));
+                    }
+                }
+            }
+            let Some((k, _)) = best else {
+                break Some(last_id);
+            };
+            let (history, next) = &mut heads[k];
+            let m = &history.expect("chosen above")[*next];
+            let size = if ws { m.ws.len() } else { m.sse.len() };
+            if !events.is_empty() && bytes.saturating_add(size) > bytes_max {
+                break None;
+            }
+            bytes += size;
+            events.push(Arc::clone(m));
+            *next += 1;
+        };
+        // Every message of every cursor topic up to `through` is now sent or reported lost.
+        let through = match caught_up {
+            Some(last) => last,
+            None => events.last().map_or(0, |m| m.id),
+        };
+        for pos in &mut cursor.topics {
+            pos.after = Some(pos.after.unwrap_or(0).max(through));
+        }
+        ReplayPage {
+            gaps,
+            events,
+            caught_up,
+        }
+    }
+
+    /// SSE bytes of one message "x" on topic "a" in these tests' epoch: a page budget unit.
+    #[cfg(test)]
+    pub(crate) fn history_bytes_of_one_for_tests(&self) -> usize {
+        self.topics
+            .values()
+            .find_map(|t| t.history.front())
+            .map_or(16, |m| m.sse.len())
     }
 
     /// Checks the invariants in the module doc; for tests.

@@ -463,6 +463,14 @@ impl Config {
         Ok(())
     }
 
+    /// Queued bytes above which the server stops reading a connection (engine
+    /// `read_pause_bytes`) and stops taking its pipelined requests or frames; also the level
+    /// a streaming replay's queue drains to before its next page. A quarter of
+    /// `queue_bytes_max`, so a page of the same size fits twice under the bound.
+    pub fn read_pause_bytes(&self) -> usize {
+        self.queue_bytes_max.0 / 4
+    }
+
     /// Most memory the replay history can take: every topic full.
     pub fn history_worst_case_bytes(&self) -> u64 {
         (self.topics_max as u64).saturating_mul(self.history_bytes.0 as u64)

@@ -163,7 +163,14 @@ impl Handler for Dispatcher {
         // invalid UTF-8 tail on the call after it delivered the valid prefix). Two steps in a
         // row that consume nothing end the loop, whatever they claim.
         let mut idle_steps = 0;
+        let pause_bytes = self.shared.config.read_pause_bytes();
         while out.closing.is_none() && idle_steps < 2 {
+            // Backpressure: above the pause level no further request or frame is taken (each
+            // may queue an answer); the rest waits as leftover until the queue has drained and
+            // the engine resumes reading. An SSE stream's input is dropped whatever the queue.
+            if !matches!(state, State::Sse(_)) && out.ctx.queued_bytes(id) > pause_bytes {
+                break;
+            }
             let (consumed, more) = match state {
                 State::Http(_) => http_step(&mut out, &mut self.subs, state, &data[pos..]),
                 // An SSE client has nothing more to say; what it sends is read and dropped so
@@ -212,6 +219,7 @@ impl Handler for Dispatcher {
             (None, CloseReason::PeerClosed) => CloseKind::PeerClosed,
             (None, CloseReason::Shutdown) => CloseKind::Shutdown,
             (None, CloseReason::LeftoverOverflow) => CloseKind::ProtocolError,
+            (None, CloseReason::QueueOverflow) => CloseKind::QueueOverflow,
             (None, _) => CloseKind::IoError,
         };
         self.shared.metrics.conn_closed(kind, close_kind);
@@ -220,6 +228,16 @@ impl Handler for Dispatcher {
     fn on_msg(&mut self, ctx: &mut Ctx<'_, Self>, msg: WorkerMsg) {
         let WorkerMsg::Deliver(msg) = msg;
         self.subs.deliver(&self.shared, ctx, &msg);
+    }
+
+    fn on_drain(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
+        let Conn { state, closing } = conn;
+        let mut out = Out::new(ctx, id, &self.shared, closing);
+        match state {
+            State::Http(_) => {}
+            State::Sse(stream) => sse::on_drain(&mut out, &mut self.subs, stream),
+            State::Ws(session) => ws::on_drain(&mut out, &mut self.subs, session),
+        }
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {

@@ -20,10 +20,12 @@ pub enum CloseKind {
     Shutdown,
     IoError,
     Done,
+    /// The engine's hard bound on queued bytes was reached (see `serve::engine_config`).
+    QueueOverflow,
 }
 
 impl CloseKind {
-    pub const ALL: [CloseKind; 9] = [
+    pub const ALL: [CloseKind; 10] = [
         CloseKind::PeerClosed,
         CloseKind::ProtocolError,
         CloseKind::RequestTimeout,
@@ -33,6 +35,7 @@ impl CloseKind {
         CloseKind::Shutdown,
         CloseKind::IoError,
         CloseKind::Done,
+        CloseKind::QueueOverflow,
     ];
 
     pub fn label(self) -> &'static str {
@@ -46,6 +49,7 @@ impl CloseKind {
             CloseKind::Shutdown => "shutdown",
             CloseKind::IoError => "io_error",
             CloseKind::Done => "done",
+            CloseKind::QueueOverflow => "queue_overflow",
         }
     }
 }
@@ -226,6 +230,21 @@ pub fn render_engine(stats: &crate::engine::EngineStats) -> String {
             "uringcast_recv_nobufs_total",
             "Multishot receives re-armed after the buffer ring ran empty.",
             S::get(&stats.recv_nobufs_total),
+        ),
+        (
+            "uringcast_read_paused_total",
+            "Times the server stopped reading a connection whose queue was above the pause level.",
+            S::get(&stats.read_paused_total),
+        ),
+        (
+            "uringcast_recv_buffers_added_total",
+            "Provided receive buffers handed to the kernel (start-up and growth).",
+            S::get(&stats.recv_buffers_added_total),
+        ),
+        (
+            "uringcast_accept_stalls_total",
+            "Accepts found armed but not accepting a queued listener, and restarted.",
+            S::get(&stats.accept_stalls_total),
         ),
         (
             "uringcast_accept_paused_total",

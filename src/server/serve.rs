@@ -20,8 +20,26 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         ..EngineConfig::default()
     };
     // Unconsumed input is at most a request head, a WebSocket frame header, or a partial
-    // control frame; the bound only has to admit the largest head.
-    e.leftover_bytes_max = e.leftover_bytes_max.max(config.head_bytes_max.0 + 1024);
+    // control frame, plus, while reading is paused, what the peer had already sent (the
+    // dispatcher stops taking requests and frames above the pause level, and the engine holds
+    // the bytes that were in flight when it paused).
+    let pause = config.read_pause_bytes();
+    e.leftover_bytes_max = e.leftover_bytes_max.max(config.head_bytes_max.0 + 1024) + pause;
+    // One memory bound per connection, whatever is queued (responses, replay pages, live
+    // deliveries, pongs, goodbyes):
+    // - above a quarter of `queue_bytes_max` the engine stops reading the connection, so a
+    //   client that sends requests without reading answers fills its own socket buffers, not
+    //   our memory; the same level is where a streaming replay takes its next page;
+    // - live fan-out cuts a subscriber whose queue would pass `queue_bytes_max` (`hub::admit`,
+    //   which lets one message of any size into an empty queue);
+    // - the engine aborts a connection whose queue would pass the hard bound: the queue bound
+    //   plus the largest encoded message (data may grow 7x as SSE `data:` lines of one byte)
+    //   plus room for a goodbye frame.
+    let queue = config.queue_bytes_max.0;
+    e.read_pause_bytes = pause;
+    e.send_queue_bytes_max = queue
+        .saturating_add(config.publish_bytes_max.0.saturating_mul(7))
+        .saturating_add(64 << 10);
     e
 }
 

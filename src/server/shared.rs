@@ -23,6 +23,9 @@ pub struct Shared {
     /// decided by the listen address, not by each peer: on a loopback listener every peer is
     /// local, and so is a reverse proxy forwarding to it.
     pub keyless_publish_allowed: bool,
+    /// Bytes of one replay page: `Config::read_pause_bytes`, so that a page joins a queue that
+    /// has drained to the engine's drain level without passing the bound.
+    pub replay_page_bytes: usize,
     /// `Access-Control-Allow-Origin` for SSE and publish answers, so browser pages served from
     /// another origin can subscribe.
     pub allow_origin: String,
@@ -48,6 +51,7 @@ impl Shared {
         Shared {
             keyless_publish_allowed: config.listen.ip().is_loopback(),
             allow_origin: "*".to_owned(),
+            replay_page_bytes: config.read_pause_bytes(),
             http_limits,
             hub: Mutex::new(Topics::with_epoch(hub_limits, epoch)),
             epoch,

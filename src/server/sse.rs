@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::shared::Sub;
-use super::subscribe::{send_replay, Subscriptions};
+use super::subscribe::{send_page, Replaying, Subscriptions};
 use crate::engine::Handler;
 use crate::hub::{parse_resume, ConnTopics, HubError};
 use crate::proto::http1::{self, RequestHead};
@@ -21,6 +21,8 @@ static HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
 
 pub(super) struct SseStream {
     pub topics: ConnTopics,
+    /// The replay still streaming, if any (see `subscribe`).
+    pub replaying: Option<Box<Replaying>>,
     /// `now_ms` at which the server ends the stream; `u64::MAX` = never.
     end_ms: u64,
 }
@@ -73,7 +75,16 @@ pub(super) fn start<H: Handler>(
         id: out.id,
         ws: false,
     };
-    let replay = match subs.subscribe(shared, sub, &mut conn_topics, &names, resume) {
+    let mut replaying = None;
+    let resume = resume.map(|r| (r, requested));
+    let first_page = match subs.subscribe(
+        shared,
+        sub,
+        &mut conn_topics,
+        &names,
+        resume,
+        &mut replaying,
+    ) {
         Ok(r) => r,
         Err(e) => {
             out.refuse(e.status(), &format!("{e}\n"));
@@ -86,8 +97,8 @@ pub(super) fn start<H: Handler>(
     crate::proto::sse::write_retry(&mut buf, cfg.sse_retry.0);
     crate::proto::sse::write_end(&mut buf);
     out.send(Bytes::from(buf));
-    if let Some(replay) = replay {
-        send_replay(out, false, &replay, requested);
+    if let Some(page) = first_page {
+        send_page(out, false, &page, requested);
     }
     let lifetime = cfg.sse_stream_lifetime.0;
     let now = out.now_ms();
@@ -100,8 +111,25 @@ pub(super) fn start<H: Handler>(
     out.set_timer(next);
     Some(SseStream {
         topics: conn_topics,
+        replaying,
         end_ms,
     })
+}
+
+/// The connection drained: the next replay page, if a replay is streaming.
+pub(super) fn on_drain<H: Handler>(
+    out: &mut Out<'_, '_, H>,
+    subs: &mut Subscriptions,
+    sse: &mut SseStream,
+) {
+    let sub = Sub {
+        id: out.id,
+        ws: false,
+    };
+    let requested = sse.replaying.as_ref().map(|r| r.requested.clone());
+    if let Some(page) = subs.next_page(out.shared, sub, &sse.topics, &mut sse.replaying) {
+        send_page(out, false, &page, requested.as_deref().unwrap_or(""));
+    }
 }
 
 /// The stream's timer: end it (the browser reconnects with Last-Event-ID) or send a heartbeat.

@@ -2,9 +2,12 @@
 //! messages, live fan-out, and the slow-consumer cut. SSE and WebSocket differ only in which
 //! encoded form of a message they take (`Sub::ws`).
 //!
-//! The replay-then-live contract (no gap, no duplicate) is in the `hub` module doc; this file
-//! keeps its two rules: the local subscription is registered under the same hub lock hold that
-//! reads the replay, and the replay is queued before this worker next drains its inbox.
+//! Replay streams: a resuming subscription is registered held back (no live message passes
+//! it), and the replay is sent a page at a time, the next page when the connection's queue has
+//! drained (`on_drain`), so a client that needs 10,000 held messages gets them all under the
+//! same queue bound as live delivery, and the hub lock is held for one page at a time. The
+//! page that catches up moves the watermark to the last id assigned, under the same lock hold;
+//! see the `hub` module doc for why that switch has no gap and no duplicate.
 
 use std::collections::HashMap;
 
@@ -12,8 +15,21 @@ use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::shared::{Shared, Sub};
 use crate::engine::{ConnId, Ctx, Handler};
-use crate::hub::{self, ConnTopics, HubError, LocalIndex, Message, Replay, Resume};
-use crate::proto::ws::ControlFrame;
+use crate::hub::{
+    self, ConnTopics, HubError, LocalIndex, Message, ReplayCursor, ReplayPage, Resume, Topics,
+};
+use crate::proto::ws::{close_code, ControlFrame};
+
+/// The watermark of a subscription whose replay is still streaming: no live message passes
+/// it; the replay's last page sets the real one.
+const HELD_BACK: u64 = u64::MAX;
+
+/// A replay being streamed to one connection, a page per drain.
+pub(super) struct Replaying {
+    cursor: ReplayCursor,
+    /// The resume point as the client sent it, echoed in reset notices.
+    pub requested: Box<str>,
+}
 
 /// One worker's subscriptions.
 pub(super) struct Subscriptions {
@@ -31,31 +47,26 @@ impl Subscriptions {
         }
     }
 
-    /// Subscribe `sub` to `topics` and return what it must be sent before live messages: the
-    /// replay after `resume` (if given). An id of another lifetime replays everything held,
-    /// behind a reset notice (`Topics::replay` treats an id past `last_id` that way). All or
-    /// nothing for this call's topics; earlier subscriptions of the connection stay in force
-    /// on error.
+    /// Subscribe `sub` to `topics`. Without `resume`, the subscriptions are live at once.
+    /// With it, they are held back (no live delivery) and join the connection's replay, whose
+    /// first page is returned for the caller to send with [`send_page`]; later pages follow
+    /// as the connection drains ([`Subscriptions::next_page`]), and the last one switches the
+    /// held-back subscriptions to live under the same lock hold, so the switch has no gap and
+    /// no duplicate. All or nothing for this call's topics; earlier subscriptions of the
+    /// connection stay in force on error.
     pub fn subscribe(
         &mut self,
         shared: &Shared,
         sub: Sub,
         conn_topics: &mut ConnTopics,
         topics: &[&str],
-        resume: Option<Resume>,
-    ) -> Result<Option<Replay>, HubError> {
+        resume: Option<(Resume, &str)>,
+        replaying: &mut Option<Box<Replaying>>,
+    ) -> Result<Option<ReplayPage>, HubError> {
         let hub = shared.hub();
-        let (replay, watermark) = match resume {
-            Some(resume) => {
-                let after = match resume {
-                    Resume::After(n) => n,
-                    Resume::Foreign => u64::MAX,
-                };
-                let r = hub.replay(topics, after);
-                let w = r.last_id();
-                (Some(r), w)
-            }
-            None => (None, hub.last_id()),
+        let watermark = match resume {
+            Some(_) => HELD_BACK,
+            None => hub.last_id(),
         };
         let mut added: Vec<&str> = Vec::with_capacity(topics.len());
         for topic in topics {
@@ -70,11 +81,75 @@ impl Subscriptions {
                 }
             }
         }
+        let Some((resume, requested)) = resume else {
+            return Ok(None);
+        };
+        let r = replaying.get_or_insert_with(|| {
+            Box::new(Replaying {
+                cursor: ReplayCursor::default(),
+                requested: requested.into(),
+            })
+        });
+        let after = match resume {
+            Resume::After(n) => Some(n),
+            Resume::Foreign => None,
+        };
+        for topic in added {
+            r.cursor.add(topic, after);
+        }
+        let page = self.page_locked(&hub, shared, sub, conn_topics, replaying);
         drop(hub);
-        Ok(replay)
+        Ok(Some(page))
     }
 
-    pub fn unsubscribe(&mut self, conn_topics: &mut ConnTopics, sub: Sub, topic: &str) -> bool {
+    /// The next page of the connection's replay (on drain). `None` when it has none.
+    pub fn next_page(
+        &mut self,
+        shared: &Shared,
+        sub: Sub,
+        conn_topics: &ConnTopics,
+        replaying: &mut Option<Box<Replaying>>,
+    ) -> Option<ReplayPage> {
+        replaying.as_ref()?;
+        let hub = shared.hub();
+        Some(self.page_locked(&hub, shared, sub, conn_topics, replaying))
+    }
+
+    /// One page under the caller's hub lock; on catching up, the held-back subscriptions go
+    /// live at the page's watermark and the replay ends.
+    fn page_locked(
+        &mut self,
+        hub: &Topics,
+        shared: &Shared,
+        sub: Sub,
+        conn_topics: &ConnTopics,
+        replaying: &mut Option<Box<Replaying>>,
+    ) -> ReplayPage {
+        let r = replaying.as_mut().expect("a replay in progress");
+        let page = hub.replay_page(&mut r.cursor, shared.replay_page_bytes, sub.ws);
+        if let Some(watermark) = page.caught_up {
+            for topic in r.cursor.topics() {
+                self.index.set_watermark(conn_topics, sub, topic, watermark);
+            }
+            *replaying = None;
+        }
+        page
+    }
+
+    /// Unsubscribe `topic`, and stop replaying it if it was.
+    pub fn unsubscribe(
+        &mut self,
+        conn_topics: &mut ConnTopics,
+        sub: Sub,
+        topic: &str,
+        replaying: &mut Option<Box<Replaying>>,
+    ) -> bool {
+        if let Some(r) = replaying {
+            r.cursor.remove(topic);
+            if r.cursor.is_empty() {
+                *replaying = None;
+            }
+        }
         self.index.unsubscribe(conn_topics, sub, topic)
     }
 
@@ -116,7 +191,8 @@ impl Subscriptions {
     fn cut_slow_consumer<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>, sub: Sub) {
         self.pending_close.insert(sub.id, CloseKind::SlowConsumer);
         if sub.ws {
-            let frame = ControlFrame::close(Some(SLOW_CONSUMER_CLOSE_CODE), "slow consumer", None);
+            let frame =
+                ControlFrame::close(Some(close_code::TRY_AGAIN_LATER), "slow consumer", None);
             ctx.send(sub.id, bytes::Bytes::copy_from_slice(frame.as_bytes()));
             ctx.close(sub.id);
         } else {
@@ -125,36 +201,35 @@ impl Subscriptions {
     }
 }
 
-/// RFC 6455 §7.4.1: 1013 "Try Again Later".
-const SLOW_CONSUMER_CLOSE_CODE: u16 = 1013;
-
-/// Queue a replay: the reset notice(s) on a gap, then the held events, in the subscriber's wire
-/// form. `requested` is the resume point as the client sent it, echoed in the notice.
-pub(super) fn send_replay<H: Handler>(
+/// Queue one replay page: the reset notice(s) for its gaps, then its events, in the
+/// subscriber's wire form, and ask for `on_drain` if more pages are to come. `requested` is
+/// the resume point as the client sent it, echoed in the notice.
+pub(super) fn send_page<H: Handler>(
     out: &mut Out<'_, '_, H>,
     ws: bool,
-    replay: &Replay,
+    page: &ReplayPage,
     requested: &str,
 ) {
-    if let Replay::Gap {
-        gaps, oldest_held, ..
-    } = replay
-    {
+    if !page.gaps.is_empty() {
         let epoch = out.shared.epoch;
         let id = |seq| hub::EventId { epoch, seq };
         if ws {
-            for gap in gaps {
+            for gap in &page.gaps {
                 out.send(hub::ws_reset(&gap.topic, id(gap.oldest_held), requested));
             }
         } else {
-            out.send(hub::sse_reset(id(*oldest_held), requested));
+            let oldest = page.gaps.iter().map(|g| g.oldest_held).max().unwrap_or(0);
+            out.send(hub::sse_reset(id(oldest), requested));
         }
         out.shared.metrics.inc(Counter::Resets);
     }
-    for msg in replay.events() {
+    for msg in &page.events {
         out.send(if ws { msg.ws.clone() } else { msg.sse.clone() });
     }
     out.shared
         .metrics
-        .add(Counter::Replayed, replay.events().len() as u64);
+        .add(Counter::Replayed, page.events.len() as u64);
+    if page.caught_up.is_none() {
+        out.ctx.notify_drain(out.id);
+    }
 }

@@ -2,9 +2,10 @@
 //! through `proto::ws::Decoder`, control messages (subscribe, unsubscribe, publish), the echo
 //! route, pings with a pong deadline, the idle cut and the close handshake.
 //!
-//! Messages are assembled only while one is arriving and only up to `ws_message_bytes_max`
-//! (the decoder refuses a longer one with 1009 from its frame header, before any payload), and
-//! the buffer is given back once the message is handled, so an idle WebSocket holds none.
+//! Messages are assembled by `proto::ws::MessageAssembler` only while one is arriving and only
+//! up to `ws_message_bytes_max` (the decoder refuses a longer one with 1009 from its frame
+//! header, before any payload); an idle WebSocket keeps at most
+//! `MessageAssembler::KEEP_BYTES_MAX` (4 KiB) of assembly buffer, and usually none.
 //!
 //! Timer: the next ping; while a ping is unanswered, the pong deadline if sooner.
 
@@ -17,30 +18,23 @@ use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::publish;
 use super::shared::{Sub, WorkerMsg};
-use super::subscribe::{send_replay, Subscriptions};
+use super::subscribe::{send_page, Replaying, Subscriptions};
 use crate::engine::Handler;
 use crate::hub::{parse_resume, BadEventId, ConnTopics};
 use crate::proto::http1::{self, RequestHead, Version};
-use crate::proto::ws::{self, ControlFrame, Decoder, Event, OpCode, WsLimits};
+use crate::proto::ws::{
+    self, close_code, ControlFrame, Decoder, Event, MessageAssembler, OpCode, WsLimits,
+};
 use crate::proto::{Progress, Role};
-
-/// A buffer that large is dropped after use rather than kept for the next message.
-const MSG_BUF_KEEP_BYTES: usize = 4096;
-
-// RFC 6455 §7.4.1 close codes this file sends.
-const CLOSE_NORMAL: u16 = 1000;
-const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
-const CLOSE_POLICY_VIOLATION: u16 = 1008;
-const CLOSE_GOING_AWAY: u16 = 1001;
 
 static PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
 
 pub(super) struct WsSession {
     decoder: Decoder,
     pub topics: ConnTopics,
-    /// The message being assembled (text or binary per `msg_text`).
-    msg: Vec<u8>,
-    msg_text: bool,
+    /// The replay still streaming, if any (see `subscribe`).
+    replaying: Option<Box<Replaying>>,
+    assembler: MessageAssembler,
     echo: bool,
     /// When the next ping goes out. Pings go out every `heartbeat_interval` whether or not the
     /// last one was answered, so NATs and proxies see traffic at that rate.
@@ -127,8 +121,8 @@ pub(super) fn upgrade<H: Handler>(
             },
         ),
         topics: ConnTopics::new(),
-        msg: Vec::new(),
-        msg_text: false,
+        replaying: None,
+        assembler: MessageAssembler::new(),
         echo,
         next_ping_ms: now + cfg.heartbeat_interval.0,
         pong_deadline_ms: None,
@@ -140,7 +134,8 @@ pub(super) fn upgrade<H: Handler>(
             id: out.id,
             ws: true,
         };
-        if let Err(e) = subs.subscribe(shared, sub, &mut session.topics, &names, None) {
+        let topics = &mut session.topics;
+        if let Err(e) = subs.subscribe(shared, sub, topics, &names, None, &mut session.replaying) {
             out.refuse(e.status(), &format!("{e}\n"));
             return None;
         }
@@ -173,25 +168,9 @@ pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
     };
     match event {
         Event::Data { text, payload, fin } => {
-            if fin && ws.msg.is_empty() {
-                // The whole message is this one frame's payload, in the input: handle it where
-                // it lies instead of copying it into `msg` first.
-                on_message(out, subs, ws, text, payload);
-                return (consumed, true);
-            }
-            if ws.msg.is_empty() {
-                ws.msg_text = text;
-            }
-            ws.msg.extend_from_slice(payload);
-            if fin {
-                let msg = std::mem::take(&mut ws.msg);
-                let text = ws.msg_text;
-                on_message(out, subs, ws, text, &msg);
-                if msg.capacity() <= MSG_BUF_KEEP_BYTES && ws.msg.is_empty() {
-                    let mut msg = msg;
-                    msg.clear();
-                    ws.msg = msg;
-                }
+            if let Some(m) = ws.assembler.push(text, payload, fin) {
+                on_message(out, subs, ws, m.is_text(), m.payload());
+                ws.assembler.recycle(m);
             }
         }
         Event::Ping(payload) => {
@@ -227,7 +206,11 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
     }
     if !text {
         let reason = "binary messages are not supported";
-        return out.ws_close(CLOSE_UNSUPPORTED_DATA, reason, CloseKind::ProtocolError);
+        return out.ws_close(
+            close_code::UNSUPPORTED_DATA,
+            reason,
+            CloseKind::ProtocolError,
+        );
     }
     let control: Control = match serde_json::from_slice(msg) {
         Ok(c) => c,
@@ -251,7 +234,7 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
                 id: out.id,
                 ws: true,
             };
-            let removed = subs.unsubscribe(&mut ws.topics, sub, topic);
+            let removed = subs.unsubscribe(&mut ws.topics, sub, topic, &mut ws.replaying);
             if ws.topics.is_empty() && removed {
                 ws.idle_since_ms = out.now_ms();
             }
@@ -313,14 +296,32 @@ fn subscribe<H: Handler>(
         id: out.id,
         ws: true,
     };
-    match subs.subscribe(out.shared, sub, &mut ws.topics, &[topic], resume) {
-        Ok(replay) => {
+    let resume = resume.map(|r| (r, since.trim()));
+    let replaying = &mut ws.replaying;
+    match subs.subscribe(out.shared, sub, &mut ws.topics, &[topic], resume, replaying) {
+        Ok(page) => {
             out.send(json_frame(&ack));
-            if let Some(replay) = replay {
-                send_replay(out, true, &replay, since.trim());
+            if let Some(page) = page {
+                send_page(out, true, &page, since.trim());
             }
         }
         Err(e) => send_error(out, Some(topic), &e.to_string()),
+    }
+}
+
+/// The connection drained: the next replay page, if a replay is streaming.
+pub(super) fn on_drain<H: Handler>(
+    out: &mut Out<'_, '_, H>,
+    subs: &mut Subscriptions,
+    ws: &mut WsSession,
+) {
+    let sub = Sub {
+        id: out.id,
+        ws: true,
+    };
+    let requested = ws.replaying.as_ref().map(|r| r.requested.clone());
+    if let Some(page) = subs.next_page(out.shared, sub, &ws.topics, &mut ws.replaying) {
+        send_page(out, true, &page, requested.as_deref().unwrap_or(""));
     }
 }
 
@@ -337,14 +338,14 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
         // The peer is gone or stuck: say why (1008), and the close is bounded by the engine's
         // close-flush timeout rather than waiting for the peer's reply.
         return out.ws_close(
-            CLOSE_POLICY_VIOLATION,
+            close_code::POLICY_VIOLATION,
             "pong timeout",
             CloseKind::PongTimeout,
         );
     }
     if !ws.echo && ws.topics.is_empty() && now.saturating_sub(ws.idle_since_ms) >= idle_timeout {
         return out.ws_close(
-            CLOSE_NORMAL,
+            close_code::NORMAL,
             "idle: no subscription",
             CloseKind::IdleTimeout,
         );
@@ -364,7 +365,7 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
 /// Graceful shutdown: 1001 "Going Away", then close.
 pub(super) fn on_shutdown<H: Handler>(out: &mut Out<'_, '_, H>) {
     out.ws_close(
-        CLOSE_GOING_AWAY,
+        close_code::GOING_AWAY,
         "server shutting down",
         CloseKind::Shutdown,
     );

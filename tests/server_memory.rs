@@ -1,0 +1,109 @@
+//! One memory bound per connection, tried as an attacker would: a client that pipelines
+//! requests and never reads the answers must not grow the server's memory past the queue bound
+//! (the server stops reading it instead), while everyone else is still served.
+
+mod common;
+
+use common::Server;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn pipelined_requests_never_read_keep_server_memory_under_the_queue_bound() {
+    let queue_bytes_max: u64 = 1 << 20;
+    // One worker with one ring, so the attacker shares the warmed-up receive buffers.
+    let s = Server::start(&[
+        "--workers",
+        "1",
+        "--connections-max",
+        "1000",
+        "--queue-bytes-max",
+        "1MiB",
+    ]);
+    // Warm up what any busy server has touched anyway: every provided receive buffer of the
+    // ring and the allocator's arenas. A well-behaved client pipelines 2 MB of requests and
+    // reads every answer.
+    {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+        let n = 2_000_000 / req.len();
+        let reader = {
+            let mut c = c.try_clone().unwrap();
+            std::thread::spawn(move || {
+                for _ in 0..n {
+                    assert_eq!(common::read_response(&mut c).0, 200);
+                }
+            })
+        };
+        c.write_all(&req.repeat(n)).unwrap();
+        reader.join().unwrap();
+    }
+    let before = rss_bytes(s.child.id());
+
+    // The attacker: a small receive buffer, writes as fast as the server reads, never reads.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.addr.into()).unwrap();
+    let mut attacker: TcpStream = sock.into();
+    attacker
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let req = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
+    let batch: Vec<u8> = req.repeat(1000);
+    let start = Instant::now();
+    let mut sent_requests = 0u64;
+    let mut peak = before;
+    // Until 1,000,000 requests are written, the server stops taking them (the write times
+    // out: its socket buffers are full), or 20 s pass.
+    while sent_requests < 1_000_000 && start.elapsed() < Duration::from_secs(20) {
+        match attacker.write_all(&batch) {
+            Ok(()) => sent_requests += 1000,
+            Err(_) => break,
+        }
+        peak = peak.max(rss_bytes(s.child.id()));
+    }
+    // Let the server do whatever it will with what it read, then measure again.
+    std::thread::sleep(Duration::from_millis(500));
+    peak = peak.max(rss_bytes(s.child.id()));
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "attacker wrote {sent_requests} requests in {:?}; server RSS {before} -> peak {peak} \
+         (+{growth} B)",
+        start.elapsed()
+    );
+    // Everyone else is still served.
+    let (status, _, body) = common::http(s.addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let paused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("uringcast_read_paused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("uringcast_read_paused_total in /metrics");
+    assert!(paused >= 1, "the attacker's reading was paused");
+    assert!(
+        growth < queue_bytes_max + (1 << 20),
+        "RSS grew by {growth} B, more than queue_bytes_max + 1 MiB"
+    );
+    drop(attacker);
+}
