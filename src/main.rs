@@ -9,13 +9,7 @@ fn main() {
     let matches = uringcast::server::cli::command().get_matches();
     match matches.subcommand() {
         Some(("serve", m)) => {
-            let config = match uringcast::server::cli::config_from(m, std::env::vars()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("uringcast: {e}");
-                    std::process::exit(2);
-                }
-            };
+            let config = config_or_exit(m);
             init_logging();
             if let Err(e) = uringcast::server::serve::serve(config) {
                 eprintln!("uringcast: {e}");
@@ -23,13 +17,7 @@ fn main() {
             }
         }
         Some(("doctor", m)) => {
-            let config = match uringcast::server::cli::config_from(m, std::env::vars()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("uringcast: {e}");
-                    std::process::exit(2);
-                }
-            };
+            let config = config_or_exit(m);
             let code = uringcast::server::doctor::run(
                 &config,
                 m.get_flag("json"),
@@ -42,6 +30,15 @@ fn main() {
         }
         _ => unreachable!("clap requires a subcommand"),
     }
+}
+
+/// The config from flags, environment and file; a bad one ends the process with status 2 and
+/// the error, which names the key and where it came from.
+fn config_or_exit(m: &clap::ArgMatches) -> uringcast::server::config::Config {
+    uringcast::server::cli::config_from(m, std::env::vars()).unwrap_or_else(|e| {
+        eprintln!("uringcast: {e}");
+        std::process::exit(2)
+    })
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default: info).

@@ -185,32 +185,34 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    pub fn on_bind_cqe(&mut self, slot: u32, res: i32) {
-        let core = &mut self.core;
-        let s = &mut core.slots[slot as usize];
+    /// A connect step's completion: the op no longer holds the slot; `true` if the next step
+    /// may follow (the slot was not torn down meanwhile and the step succeeded, else torn down).
+    fn step_succeeded(&mut self, slot: u32, res: i32) -> bool {
+        let s = &mut self.core.slots[slot as usize];
         s.inflight -= 1;
         if s.state == State::Dead {
-            return;
+            return false;
         }
         if res < 0 {
-            core.teardown(slot, CloseReason::Error(-res));
-            return;
+            self.core.teardown(slot, CloseReason::Error(-res));
+            return false;
         }
-        core.push_step(slot, Step::Connect);
+        true
+    }
+
+    pub fn on_bind_cqe(&mut self, slot: u32, res: i32) {
+        if self.step_succeeded(slot, res) {
+            self.core.push_step(slot, Step::Connect);
+        }
     }
 
     pub fn on_connect_cqe(&mut self, slot: u32, res: i32) {
+        if !self.step_succeeded(slot, res) {
+            return;
+        }
         let key = self.core.slot_key(slot);
         let core = &mut self.core;
         let s = &mut core.slots[slot as usize];
-        s.inflight -= 1;
-        if s.state == State::Dead {
-            return;
-        }
-        if res < 0 {
-            core.teardown(slot, CloseReason::Error(-res));
-            return;
-        }
         s.state = State::Open;
         s.mem = None;
         core.wheel.remove(key);

@@ -28,7 +28,7 @@ use super::ctx::Ctx;
 use super::slab::{flag, State};
 use super::stats::EngineStats;
 use super::user_data::OpKind;
-use super::worker::Worker;
+use super::worker::{conn_mut, Worker};
 use super::{ConnId, Handler};
 
 impl<M> Core<M> {
@@ -151,11 +151,7 @@ impl<H: Handler> Worker<H> {
             if s.state != State::Open || s.has(flag::DELIVERED) {
                 continue;
             }
-            let Some(conn) = self
-                .conns
-                .get_mut(id.slot as usize)
-                .and_then(Option::as_mut)
-            else {
+            let Some(conn) = conn_mut(&mut self.conns, id.slot) else {
                 continue;
             };
             let mut ctx = Ctx::new(&mut self.core);
@@ -176,11 +172,7 @@ impl<H: Handler> Worker<H> {
         if s.state != State::Open || s.has(flag::READ_PAUSED) || s.leftover.is_empty() {
             return;
         }
-        let Some(conn) = self
-            .conns
-            .get_mut(id.slot as usize)
-            .and_then(Option::as_mut)
-        else {
+        let Some(conn) = conn_mut(&mut self.conns, id.slot) else {
             return;
         };
         let mut leftover = std::mem::take(&mut self.core.slots[id.slot as usize].leftover);

@@ -113,7 +113,7 @@ impl<H: Handler> Worker<H> {
             gen: self.core.gens[slot as usize],
         };
         let max = self.core.layout.cfg.leftover_bytes_max;
-        let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
+        let Some(conn) = super::worker::conn_mut(&mut self.conns, slot) else {
             return;
         };
         let bufs = &self.core.rings[ring].bufs;

@@ -63,6 +63,13 @@ pub(crate) struct Worker<H: Handler> {
     cqes_by_kind: [u64; 16],
 }
 
+/// The handler state of `slot`, if it has one (an outbound slot that never opened has none).
+/// A free function, not a method, so that it borrows `conns` only and `core` stays free for a
+/// `Ctx` beside it.
+pub(crate) fn conn_mut<C>(conns: &mut [Option<C>], slot: u32) -> Option<&mut C> {
+    conns.get_mut(slot as usize).and_then(Option::as_mut)
+}
+
 impl<H: Handler> Worker<H> {
     /// Set up this worker's rings (one listener per ring in server role).
     pub fn new(
@@ -433,7 +440,7 @@ impl<H: Handler> Worker<H> {
         match s.state {
             State::Open => {
                 let id = self.core.id(slot);
-                let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
+                let Some(conn) = conn_mut(&mut self.conns, slot) else {
                     return;
                 };
                 let mut ctx = Ctx::new(&mut self.core);
@@ -474,7 +481,7 @@ impl<H: Handler> Worker<H> {
                 continue;
             }
             let id = self.core.id(slot);
-            let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
+            let Some(conn) = conn_mut(&mut self.conns, slot) else {
                 continue;
             };
             let mut ctx = Ctx::new(&mut self.core);

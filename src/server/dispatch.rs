@@ -20,7 +20,7 @@ use super::out::{Out, TEXT};
 use super::route::Route;
 use super::shared::{Shared, Sub, WorkerMsg};
 use super::subscribe::Subscriptions;
-use super::{publish, sse, ws};
+use super::{publish, sse, subscribe, ws};
 use crate::engine::{CloseReason, ConnId, Ctx, EngineStats, Handler, Origin};
 use crate::proto::http1::{BodyKind, HttpError, RequestHead, Version};
 use crate::proto::Progress;
@@ -235,8 +235,12 @@ impl Handler for Dispatcher {
         let mut out = Out::new(ctx, id, &self.shared, closing);
         match state {
             State::Http(_) => {}
-            State::Sse(stream) => sse::on_drain(&mut out, &mut self.subs, stream),
-            State::Ws(session) => ws::on_drain(&mut out, &mut self.subs, session),
+            State::Sse(s) => {
+                subscribe::on_drain(&mut out, &mut self.subs, false, &s.topics, &mut s.replaying)
+            }
+            State::Ws(w) => {
+                subscribe::on_drain(&mut out, &mut self.subs, true, &w.topics, &mut w.replaying)
+            }
         }
     }
 

@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::engine::EngineStats;
+
 /// Why the server ended a connection (the `reason` label of `uringcast_closed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -210,58 +212,56 @@ impl Metrics {
     }
 }
 
-/// The engine's counters in Prometheus text: accepts, accept errors by kind, closes as the
-/// engine saw them, stale completions, bytes moved.
-pub fn render_engine(stats: &crate::engine::EngineStats) -> String {
-    use crate::engine::{AcceptErrorKind, EngineStats as S};
+/// The engine's plain counters: (name, help, which counter). One line each.
+type EngineCounter = (&'static str, &'static str, fn(&EngineStats) -> &AtomicU64);
+const ENGINE_COUNTERS: [EngineCounter; 9] = [
+    ("uringcast_accepted_total", "Connections accepted.", |s| {
+        &s.accepted_total
+    }),
+    (
+        "uringcast_stale_completions_total",
+        "Completions for reused slots (ignored).",
+        |s| &s.stale_completions_total,
+    ),
+    (
+        "uringcast_recv_nobufs_total",
+        "Receives re-armed after the buffer ring ran empty.",
+        |s| &s.recv_nobufs_total,
+    ),
+    (
+        "uringcast_read_paused_total",
+        "Times reading a connection paused for its queue.",
+        |s| &s.read_paused_total,
+    ),
+    (
+        "uringcast_recv_buffers_added_total",
+        "Provided receive buffers handed to the kernel.",
+        |s| &s.recv_buffers_added_total,
+    ),
+    (
+        "uringcast_accept_stalls_total",
+        "Stalled accepts found and restarted.",
+        |s| &s.accept_stalls_total,
+    ),
+    (
+        "uringcast_accept_paused_total",
+        "Accepts paused for a nearly full file table.",
+        |s| &s.accept_paused_total,
+    ),
+    ("uringcast_received_bytes_total", "Bytes received.", |s| {
+        &s.bytes_received_total
+    }),
+    ("uringcast_sent_bytes_total", "Bytes sent.", |s| {
+        &s.bytes_sent_total
+    }),
+];
+
+/// The engine's counters in Prometheus text: accepts, accept errors by kind, read pauses,
+/// buffers, stale completions, bytes moved.
+pub fn render_engine(stats: &EngineStats) -> String {
+    use crate::engine::AcceptErrorKind;
     let mut out = String::with_capacity(1024);
-    let counters = [
-        (
-            "uringcast_accepted_total",
-            "Connections accepted.",
-            S::get(&stats.accepted_total),
-        ),
-        (
-            "uringcast_stale_completions_total",
-            "Completions for closed-and-reused slots (ignored).",
-            S::get(&stats.stale_completions_total),
-        ),
-        (
-            "uringcast_recv_nobufs_total",
-            "Multishot receives re-armed after the buffer ring ran empty.",
-            S::get(&stats.recv_nobufs_total),
-        ),
-        (
-            "uringcast_read_paused_total",
-            "Times the server stopped reading a connection whose queue was above the pause level.",
-            S::get(&stats.read_paused_total),
-        ),
-        (
-            "uringcast_recv_buffers_added_total",
-            "Provided receive buffers handed to the kernel (start-up and growth).",
-            S::get(&stats.recv_buffers_added_total),
-        ),
-        (
-            "uringcast_accept_stalls_total",
-            "Accepts found armed but not accepting a queued listener, and restarted.",
-            S::get(&stats.accept_stalls_total),
-        ),
-        (
-            "uringcast_accept_paused_total",
-            "Times a ring stopped accepting because its file table was nearly full.",
-            S::get(&stats.accept_paused_total),
-        ),
-        (
-            "uringcast_received_bytes_total",
-            "Bytes received.",
-            S::get(&stats.bytes_received_total),
-        ),
-        (
-            "uringcast_sent_bytes_total",
-            "Bytes sent.",
-            S::get(&stats.bytes_sent_total),
-        ),
-    ];
+    let counters = ENGINE_COUNTERS.map(|(name, help, c)| (name, help, EngineStats::get(c(stats))));
     for (name, help, v) in counters {
         let _ = writeln!(
             out,

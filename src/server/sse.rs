@@ -116,22 +116,6 @@ pub(super) fn start<H: Handler>(
     })
 }
 
-/// The connection drained: the next replay page, if a replay is streaming.
-pub(super) fn on_drain<H: Handler>(
-    out: &mut Out<'_, '_, H>,
-    subs: &mut Subscriptions,
-    sse: &mut SseStream,
-) {
-    let sub = Sub {
-        id: out.id,
-        ws: false,
-    };
-    let requested = sse.replaying.as_ref().map(|r| r.requested.clone());
-    if let Some(page) = subs.next_page(out.shared, sub, &sse.topics, &mut sse.replaying) {
-        send_page(out, false, &page, requested.as_deref().unwrap_or(""));
-    }
-}
-
 /// The stream's timer: end it (the browser reconnects with Last-Event-ID) or send a heartbeat.
 pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, sse: &SseStream) {
     let now = out.now_ms();

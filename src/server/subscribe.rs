@@ -233,3 +233,18 @@ pub(super) fn send_page<H: Handler>(
         out.ctx.notify_drain(out.id);
     }
 }
+
+/// The connection drained: queue the next page of its replay, if one is streaming.
+pub(super) fn on_drain<H: Handler>(
+    out: &mut Out<'_, '_, H>,
+    subs: &mut Subscriptions,
+    ws: bool,
+    conn_topics: &ConnTopics,
+    replaying: &mut Option<Box<Replaying>>,
+) {
+    let sub = Sub { id: out.id, ws };
+    let requested = replaying.as_ref().map(|r| r.requested.clone());
+    if let Some(page) = subs.next_page(out.shared, sub, conn_topics, replaying) {
+        send_page(out, ws, &page, requested.as_deref().unwrap_or(""));
+    }
+}

@@ -33,7 +33,7 @@ pub(super) struct WsSession {
     decoder: Decoder,
     pub topics: ConnTopics,
     /// The replay still streaming, if any (see `subscribe`).
-    replaying: Option<Box<Replaying>>,
+    pub replaying: Option<Box<Replaying>>,
     assembler: MessageAssembler,
     echo: bool,
     /// When the next ping goes out. Pings go out every `heartbeat_interval` whether or not the
@@ -306,22 +306,6 @@ fn subscribe<H: Handler>(
             }
         }
         Err(e) => send_error(out, Some(topic), &e.to_string()),
-    }
-}
-
-/// The connection drained: the next replay page, if a replay is streaming.
-pub(super) fn on_drain<H: Handler>(
-    out: &mut Out<'_, '_, H>,
-    subs: &mut Subscriptions,
-    ws: &mut WsSession,
-) {
-    let sub = Sub {
-        id: out.id,
-        ws: true,
-    };
-    let requested = ws.replaying.as_ref().map(|r| r.requested.clone());
-    if let Some(page) = subs.next_page(out.shared, sub, &ws.topics, &mut ws.replaying) {
-        send_page(out, true, &page, requested.as_deref().unwrap_or(""));
     }
 }
 

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 
 use super::fields::{FieldSummary, Headers};
 use super::request::{first_line, header_name_error, is_other_http_version};
-use super::response::{write_field, write_u64, Framing};
+use super::response::{write_field, Framing};
 use super::scan::HeadScanner;
 use super::{BodyKind, HttpError, HttpLimits, Version, HEADERS_MAX_CAP};
 use crate::proto::Progress;
@@ -28,14 +28,7 @@ pub fn write_request(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_field(out, "Host", host.as_bytes());
-    for (name, value) in fields {
-        write_field(out, name, value.as_bytes());
-    }
-    if let Framing::ContentLength(n) = framing {
-        out.extend_from_slice(b"Content-Length: ");
-        write_u64(out, n);
-        out.extend_from_slice(b"\r\n");
-    }
+    super::response::write_fields(out, fields, framing);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -173,18 +166,9 @@ impl<'a> ResponseHead<'a> {
         self.reason
     }
 
+    /// The header fields, in order (look one up with `Headers::get` / `Headers::has_token`).
     pub fn headers(&self) -> Headers<'a> {
         Headers::new(self.fields)
-    }
-
-    /// First value of the field `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers().get(name)
-    }
-
-    /// Whether the comma-list field `name` contains `token` (case-insensitive).
-    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.headers().has_token(name, token)
     }
 
     /// How the body is framed; SSE streams are [`BodyKind::UntilClose`].
@@ -266,7 +250,10 @@ mod tests {
             (h.version(), h.status(), h.reason()),
             (Version::Http11, 200, "OK")
         );
-        assert_eq!(h.header("content-type"), Some(&b"text/event-stream"[..]));
+        assert_eq!(
+            h.headers().get("content-type"),
+            Some(&b"text/event-stream"[..])
+        );
         assert_eq!(h.body(), BodyKind::UntilClose);
         assert!(!h.keep_alive());
     }
@@ -282,7 +269,7 @@ mod tests {
         assert_eq!(r.body(), BodyKind::UntilClose);
         let r = h(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
         assert_eq!((r.status(), r.body()), (101, BodyKind::None));
-        assert!(r.header_has_token("connection", "upgrade"));
+        assert!(r.headers().has_token("connection", "upgrade"));
         let r = h(b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n");
         assert_eq!(r.body(), BodyKind::None);
         let r = h(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");

@@ -117,14 +117,7 @@ pub fn write_response_head(
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in fields {
-        write_field(out, name, value.as_bytes());
-    }
-    if let Framing::ContentLength(n) = framing {
-        out.extend_from_slice(b"Content-Length: ");
-        write_u64(out, n);
-        out.extend_from_slice(b"\r\n");
-    }
+    write_fields(out, fields, framing);
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
@@ -185,6 +178,19 @@ pub fn write_error_response(out: &mut Vec<u8>, err: &HttpError) {
     );
     out.extend_from_slice(text.as_bytes());
     out.push(b'\n');
+}
+
+/// The caller's fields, then `Content-Length` for a length-framed body: the part of a head
+/// that requests and responses share.
+pub(crate) fn write_fields(out: &mut Vec<u8>, fields: &[(&str, &str)], framing: Framing) {
+    for (name, value) in fields {
+        write_field(out, name, value.as_bytes());
+    }
+    if let Framing::ContentLength(n) = framing {
+        out.extend_from_slice(b"Content-Length: ");
+        write_u64(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 #[cfg(test)]
