@@ -35,7 +35,7 @@ const BACKOFF_MS_MIN: u64 = 10;
 const BACKOFF_MS_MAX: u64 = 1000;
 const LOG_INTERVAL_MS: u64 = 1000;
 /// Period of the accept stall check (and the longest a server worker sleeps).
-pub(crate) const STALL_CHECK_MS: u64 = 1000;
+const STALL_CHECK_MS: u64 = 1000;
 /// Checks in a row that must see a stall before the accept is restarted.
 const STALL_STRIKES: u8 = 2;
 
@@ -97,8 +97,15 @@ impl<M> Core<M> {
         }
     }
 
-    /// The stall check of every ring (see the module doc); called at most every
-    /// `STALL_CHECK_MS`.
+    /// Run the stall check if it is due (`stall_check_due_ms`); called every loop turn.
+    pub fn maybe_check_accept_stalls(&mut self) {
+        if self.now_ms >= self.stall_check_due_ms {
+            self.stall_check_due_ms = self.now_ms + STALL_CHECK_MS;
+            self.check_accept_stalls();
+        }
+    }
+
+    /// The stall check of every ring (see the module doc).
     pub fn check_accept_stalls(&mut self) {
         for r in 0..self.rings.len() {
             let shutting_down = self.shutting_down;
