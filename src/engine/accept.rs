@@ -15,7 +15,9 @@
 //! counted). It is logged with its state, counted in `accept_stalls_total`, and its accept is
 //! cancelled; a cancel that finds nothing (-ENOENT) means no accept was armed at all, so the
 //! ring re-arms a fresh one under a new accept generation (a late final completion of the old
-//! one then cannot clear the new one's `armed`).
+//! one then cannot clear the new one's `armed`). A ring paused at its table limit with clients
+//! queued is audited instead: if its slots hold far fewer sockets than `used` says, a warning
+//! names both numbers (a leaked `used` would look exactly like a full table).
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -119,6 +121,10 @@ impl<M> Core<M> {
             let a = &mut ring.accept;
             let progressed = a.seen != a.seen_at_check;
             a.seen_at_check = a.seen;
+            if queued > 0 && !a.armed && ring.used >= self.layout.accept_limit {
+                self.audit_full_table(r, queued);
+                continue;
+            }
             if queued == 0 || progressed || !a.armed {
                 a.stall_strikes = 0;
                 continue;
@@ -141,6 +147,41 @@ impl<M> Core<M> {
             EngineStats::add(&self.shared.stats.accept_stalls_total, 1);
             ring.accept.stall_cancel = true;
             self.cancel_accept(r);
+        }
+    }
+
+    /// Ring `r` is paused at its limit with clients waiting: check that `used` matches the
+    /// sockets its slots hold. A `used` that leaked (a `Close` completion lost or taken as
+    /// stale) keeps the accept paused for good and looks like a full table; this says so.
+    /// Logs only: correcting `used` from a count that might miss an op in flight could make
+    /// the accept install into a full table, which loses connections.
+    fn audit_full_table(&mut self, r: usize, queued: u32) {
+        let a = &mut self.rings[r].accept;
+        a.stall_strikes += 1;
+        if a.stall_strikes < STALL_STRIKES {
+            return;
+        }
+        a.stall_strikes = 0;
+        // O(slots), at most every other check, and only in this state.
+        let held = self
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                usize::from(s.ring) == r && (s.has(flag::HAS_FILE) || s.state == State::Connecting)
+            })
+            .count();
+        let used = self.rings[r].used as usize;
+        // Closes in flight are still counted in `used`; more than a turn's worth of them is not
+        // explained by timing.
+        if used > held + self.layout.backlog as usize + 16 {
+            tracing::warn!(
+                worker = self.worker,
+                ring = r,
+                queued,
+                used,
+                held,
+                "accept paused at the table limit, but the ring's slots hold far fewer sockets"
+            );
         }
     }
 
