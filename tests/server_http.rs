@@ -159,6 +159,36 @@ fn half_sent_head_is_closed_at_the_request_timeout() {
     );
 }
 
+/// A connection that sent nothing, and a keep-alive connection idle after its answer, are
+/// closed at `request_timeout` without a 408: EventSource treats any non-200 answer as fatal
+/// and would stop reconnecting for good.
+#[test]
+fn silent_and_idle_keep_alive_connections_close_without_a_408() {
+    let s = Server::start(&["--request-timeout", "300ms", "--tick", "10ms"]);
+    let mut silent = TcpStream::connect(s.addr).unwrap();
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    for c in [&mut silent, &mut idle] {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut idle).0, 200);
+    for (name, c) in [("silent", &mut silent), ("idle keep-alive", &mut idle)] {
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{name}: not closed at the deadline"
+        );
+        assert!(
+            buf.is_empty(),
+            "{name}: closed quietly, got {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+}
+
 #[test]
 fn http10_closes_unless_keep_alive_is_asked_for() {
     let s = Server::start(&[]);

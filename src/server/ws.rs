@@ -7,7 +7,8 @@
 //! header, before any payload); an idle WebSocket keeps at most
 //! `MessageAssembler::KEEP_BYTES_MAX` (4 KiB) of assembly buffer, and usually none.
 //!
-//! Timer: the next ping; while a ping is unanswered, the pong deadline if sooner.
+//! Timer: the next ping; while a ping is unanswered, the pong deadline; while a fragmented
+//! message is arriving, its deadline (`ws_message_timeout`); whichever is soonest.
 
 use std::borrow::Cow;
 
@@ -42,6 +43,10 @@ pub(super) struct WsSession {
     /// Set when a ping goes out with none outstanding, cleared by any pong: a peer that stays
     /// silent past it is closed (`pong_timeout` after the first unanswered ping).
     pong_deadline_ms: Option<u64>,
+    /// Set when a message's first fragment arrives, cleared when its last does: a message
+    /// must be complete by then (`ws_message_timeout`), so a client cannot hold a
+    /// half-assembled message, and its buffer, forever.
+    message_deadline_ms: Option<u64>,
     /// Since when the connection has had no subscription (for `idle_timeout`).
     idle_since_ms: u64,
 }
@@ -126,6 +131,7 @@ pub(super) fn upgrade<H: Handler>(
         echo,
         next_ping_ms: now + cfg.heartbeat_interval.0,
         pong_deadline_ms: None,
+        message_deadline_ms: None,
         idle_since_ms: now,
     });
     if !topics.is_empty() {
@@ -169,8 +175,13 @@ pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
     match event {
         Event::Data { text, payload, fin } => {
             if let Some(m) = ws.assembler.push(text, payload, fin) {
+                ws.message_deadline_ms = None;
                 on_message(out, subs, ws, m.is_text(), m.payload());
                 ws.assembler.recycle(m);
+            } else if ws.message_deadline_ms.is_none() {
+                let timeout = out.shared.config.ws_message_timeout.0;
+                ws.message_deadline_ms = Some(out.now_ms() + timeout);
+                out.set_timer(next_deadline(ws));
             }
         }
         Event::Ping(payload) => {
@@ -179,7 +190,7 @@ pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
         }
         Event::Pong(_) => {
             if ws.pong_deadline_ms.take().is_some() {
-                out.set_timer(ws.next_ping_ms);
+                out.set_timer(next_deadline(ws));
             }
         }
         Event::Close { code, .. } => {
@@ -327,6 +338,14 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
             CloseKind::PongTimeout,
         );
     }
+    if ws.message_deadline_ms.is_some_and(|d| now >= d) {
+        let reason = "message not completed in time";
+        return out.ws_close(
+            close_code::POLICY_VIOLATION,
+            reason,
+            CloseKind::ProtocolError,
+        );
+    }
     if !ws.echo && ws.topics.is_empty() && now.saturating_sub(ws.idle_since_ms) >= idle_timeout {
         return out.ws_close(
             close_code::NORMAL,
@@ -340,10 +359,16 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
         ws.next_ping_ms = now + interval;
         ws.pong_deadline_ms.get_or_insert(now + pong_timeout);
     }
-    let next = ws
-        .pong_deadline_ms
-        .map_or(ws.next_ping_ms, |d| d.min(ws.next_ping_ms));
-    out.set_timer(next);
+    out.set_timer(next_deadline(ws));
+}
+
+/// The session's one timer: the soonest of the next ping, the pong deadline and the message
+/// deadline.
+fn next_deadline(ws: &WsSession) -> u64 {
+    [ws.pong_deadline_ms, ws.message_deadline_ms]
+        .into_iter()
+        .flatten()
+        .fold(ws.next_ping_ms, u64::min)
 }
 
 /// Graceful shutdown: 1001 "Going Away", then close.
