@@ -208,3 +208,29 @@ fn http10_closes_unless_keep_alive_is_asked_for() {
         .unwrap();
     assert_eq!(read_response(&mut c).0, 200, "the connection was kept");
 }
+
+/// The topic table never fills for good: with room for 3 topics, publishing to 50 different
+/// topics always succeeds (the least recently published topic makes room), and a client
+/// resuming on an evicted topic is told `reset`.
+#[test]
+fn topic_table_never_fills_for_good() {
+    let s = Server::start(&["--topics-max", "3"]);
+    let first = common::publish(s.addr, "t0", "x");
+    for i in 1..50 {
+        let body =
+            format!("POST /publish?topic=t{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+        let (status, _, text) = http(s.addr, body.as_bytes());
+        assert_eq!(
+            status,
+            200,
+            "topic t{i}: {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    let mut c = common::SseClient::connect(
+        s.addr,
+        "/sse?topic=t0",
+        &format!("Last-Event-ID: {first}\r\n"),
+    );
+    assert_eq!(c.next_event().unwrap().event.as_deref(), Some("reset"));
+}
