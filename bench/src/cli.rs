@@ -146,6 +146,10 @@ pub struct FanoutArgs {
     /// Test hook: never send this sequence number (each topic), to prove loss is detected.
     #[arg(long, value_name = "SEQ", hide = true)]
     pub skip_seq: Option<u64>,
+    /// Reconnect storm: this long after publishing starts, drop every subscriber at once and
+    /// reconnect them all at once, each SSE one with `Last-Event-ID` (must be < --duration).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub storm_at: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -264,6 +268,18 @@ impl Scenario {
                     .map_err(|e: TargetError| format!("--publish-url {}: {e}", a.publish_url))?;
                 crate::envelope::Template::parse(&a.envelope)
                     .map_err(|e| format!("--envelope: {e}"))?;
+                if let Some(at) = a.storm_at {
+                    if at >= a.duration {
+                        return Err("--storm-at must be shorter than --duration: the resume is \
+                            proven by messages published after the drop"
+                            .into());
+                    }
+                    if targets.iter().any(|t| t.proto != Proto::Sse) {
+                        return Err("--storm-at needs http:// (SSE) subscriber URLs: WebSocket \
+                            subscribers do not resume yet"
+                            .into());
+                    }
+                }
             }
             Scenario::Echo(a) => {
                 if targets.iter().any(|t| t.proto != Proto::Ws) {
