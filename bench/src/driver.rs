@@ -306,6 +306,8 @@ impl Worker {
                 .record_ns(now.saturating_sub(self.storm.drop_ns));
             Live::add(&cfg.live.open, 1);
             Live::add(&cfg.live.reconnected, 1);
+            // The replay may have come with the head, in the same read.
+            self.check_resumed(key);
             self.flush(ctx, id);
             self.launch(ctx);
             return;

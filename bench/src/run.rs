@@ -140,10 +140,18 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         last_sent: (0..topics).map(|_| AtomicU64::new(0)).collect(),
     });
 
+    let storm_factor = match scenario {
+        Scenario::Fanout(FanoutArgs {
+            storm_at: Some(_), ..
+        }) => 2,
+        _ => 1,
+    };
     let engine_cfg = EngineConfig {
         listen: None,
         workers: c.workers,
-        connections_max: (conns + u64::from(publishers)) as usize + 64,
+        // A storm holds the dropped connections' table slots until their closes complete
+        // while the reconnects take new ones: room for both.
+        connections_max: (conns + u64::from(publishers)) as usize * storm_factor + 64,
         // 1 ms ticks: publish schedules and deadlines are kept to the millisecond.
         tick_ms: 1,
         connect_timeout_ms: c.connect_timeout.as_millis() as u64,
