@@ -136,7 +136,8 @@ pub struct FanoutArgs {
         default_value = r#"{"op":"publish","topic":"{topic}","data":"{msg}"}"#
     )]
     pub ws_publish_msg: String,
-    /// Message a WebSocket subscriber sends after its handshake (empty = none; `{topic}`).
+    /// Message a WebSocket subscriber sends after its handshake (empty = none; `{topic}`;
+    /// `{since}` = the id of its last delivery, empty before any: for --storm-at resumes).
     #[arg(long, value_name = "T", default_value = "")]
     pub ws_subscribe_msg: String,
     /// With --ws-subscribe-msg: a subscriber counts as connected (and publishing waits for it)
@@ -274,9 +275,11 @@ impl Scenario {
                             proven by messages published after the drop"
                             .into());
                     }
-                    if targets.iter().any(|t| t.proto != Proto::Sse) {
-                        return Err("--storm-at needs http:// (SSE) subscriber URLs: WebSocket \
-                            subscribers do not resume yet"
+                    let ws = targets.iter().any(|t| t.proto == Proto::Ws);
+                    if ws && !a.ws_subscribe_msg.contains("{since}") {
+                        return Err("--storm-at with ws:// subscribers needs a \
+                            --ws-subscribe-msg with {since} (and a --url without the topic), e.g. \
+                            '{\"op\":\"subscribe\",\"topic\":\"{topic}\",\"since\":\"{since}\"}'"
                             .into());
                     }
                 }

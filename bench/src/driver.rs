@@ -446,10 +446,8 @@ impl Worker {
             s.finish(last(s.topic), &mut stats);
         }
         // Dropped by a storm and never reconnected before the end: what they missed counts.
-        for (_, role) in &self.storm.queue {
-            if let Role::Sse(s) = role {
-                s.sub.finish(last(s.sub.topic), &mut stats);
-            }
+        for s in self.storm.queue.iter().filter_map(|(_, role)| sub_of(role)) {
+            s.finish(last(s.topic), &mut stats);
         }
         let _ = reply.send(stats);
     }
@@ -772,8 +770,7 @@ impl Worker {
             .map(|a| a.load(Ordering::Relaxed))
             .collect();
         for (_, c) in self.conns.iter_mut() {
-            let sub = matches!(c.role, Role::Sse(_));
-            if sub && c.ready && c.storm == StormPhase::Held {
+            if sub_of(&c.role).is_some() && c.ready && c.storm == StormPhase::Held {
                 c.storm = StormPhase::Dropping;
                 c.settled = true;
                 self.io.stats.storm.dropped += 1;
@@ -790,6 +787,7 @@ impl Worker {
             };
             let role = match role {
                 Role::Sse(s) => Role::Sse(SseSub::resume(s)),
+                Role::Ws(w) => Role::Ws(WsClient::resume(w)),
                 other => other,
             };
             let (t, src) = self.cfg.plan.assign(i);
@@ -816,14 +814,9 @@ impl Worker {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        let Role::Sse(s) = &c.role else { return };
-        let after = self
-            .storm
-            .threshold
-            .get(s.sub.topic as usize)
-            .copied()
-            .unwrap_or(0);
-        if s.sub.seq.highest() > after {
+        let Some(s) = sub_of(&c.role) else { return };
+        let after = self.storm.threshold.get(s.topic as usize).copied();
+        if s.seq.highest() > after.unwrap_or(0) {
             c.storm = StormPhase::Resumed;
             let st = &mut self.io.stats.storm;
             st.resumed += 1;
@@ -849,6 +842,17 @@ impl Worker {
             Live::add(&self.cfg.live.errors, errs - self.errors_seen);
             self.errors_seen = errs;
         }
+    }
+}
+
+/// The subscription of a subscriber's role (SSE or WebSocket), `None` for other roles.
+fn sub_of(role: &Role) -> Option<&Subscription> {
+    match role {
+        Role::Sse(s) => Some(&s.sub),
+        Role::Ws(WsClient {
+            mode: Mode::Sub(s), ..
+        }) => Some(s),
+        _ => None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! Reconnect storms (`fanout --storm-at D`): at D after publishing started, every subscriber
 //! connection is dropped at once and reconnected at once, each SSE subscriber sending
-//! `Last-Event-ID` with the raw text of the last `id:` it received. Sequence tracking carries
-//! over, so a resume that misses a message (or that the server answers with `event: reset`)
-//! counts as loss in the run's usual figures.
+//! `Last-Event-ID` with the raw text of the last `id:` it received (a WebSocket one sends its
+//! last delivery's `id` as `{since}` in its subscribe message). Sequence tracking carries over,
+//! so a resume that misses a message (or that the server answers with `event: reset` /
+//! `{"op":"reset"}`) counts as loss in the run's usual figures.
 //!
 //! ```text
 //!   drop_ns ─┬─ every ready subscriber aborted (engine close of its direct descriptor)
