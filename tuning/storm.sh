@@ -3,7 +3,7 @@
 # on, reconnect them all at once with Last-Event-ID; every one must be accepted, resume, and
 # miss nothing.
 #
-#   tuning/storm.sh [--conns N] [--msg-rate R] [--storm-at S] [--after S] [--ramp-rate R]
+#   tuning/storm.sh [--conns N] [--msg-rate R] [--storm-at S] [--after S] [--ramp-rate R] [--proto ws]
 #   tuning/storm.sh --ci          # 20,000 connections, about 15-40 s; exit 1 if anything is lost
 #
 # Starts `uringcast serve` on 127.0.0.1:0 (release build; --ci takes the debug build when that
@@ -16,10 +16,12 @@
 # addresses as twice N needs (the drop leaves the old ports in TIME_WAIT).
 #
 # While it runs, the server's accept counters (`uringcast_accepted_total`,
-# `uringcast_accept_paused_total`, `uringcast_accept_errors_total`) and open SSE connections are
-# sampled every 0.5 s into DIR/metrics.tsv, so an accept stall after the mass drop shows.
+# `uringcast_accept_paused_total`, `uringcast_accept_errors_total`), open SSE + WebSocket
+# connections and the listeners' accept queues (`ss`) are sampled every 0.5 s into
+# DIR/metrics.tsv, so an accept stall after the mass drop shows.
 #
-# Other flags: --topics K (1), --drain S (10), --build release|debug, --workers N (server and
+# Other flags: --proto sse|ws (sse; ws: subscribers on /ws subscribe by message with `since`),
+# --topics K (1; only with sse, which puts the topic in the URL), --drain S (10), --build release|debug, --workers N (server and
 # harness; 0 = cores), --history-messages N (server, default its own), --time-limit S (bound on
 # the bench run; default ramp + storm + after + drain + 60), --out DIR (target/storm-logs/STAMP),
 # --sysctl (as root: tuning/sysctl.sh apply --connections 2N, revert at exit; the default for
@@ -48,9 +50,10 @@ TIME_LIMIT=""
 OUT=""
 SYSCTL=""
 CI=0
+PROTO=sse
 
 usage() {
-    sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 die() {
@@ -63,6 +66,7 @@ while (($#)); do
     case "$1" in
     --conns) CONNS="${2:?--conns needs a number}"; shift 2 ;;
     --topics) TOPICS="${2:?}"; shift 2 ;;
+    --proto) PROTO="${2:?}"; shift 2 ;;
     --msg-rate) MSG_RATE="${2:?}"; shift 2 ;;
     --storm-at) STORM_AT="${2:?}"; shift 2 ;;
     --after) AFTER="${2:?}"; shift 2 ;;
@@ -85,6 +89,8 @@ for v in CONNS TOPICS STORM_AT AFTER DRAIN RAMP_RATE WORKERS; do
 done
 ((CONNS >= 1 && TOPICS >= 1 && AFTER >= 1)) || die "--conns, --topics and --after must be >= 1"
 [[ "$MSG_RATE" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--msg-rate must be a number"
+[[ "$PROTO" == sse || "$PROTO" == ws ]] || die "--proto must be sse or ws"
+[[ "$PROTO" == sse || "$TOPICS" == 1 ]] || die "--proto ws takes one topic (the URL carries none)"
 [[ -z "$HISTORY" || "$HISTORY" =~ ^[1-9][0-9]*$ ]] || die "--history-messages must be >= 1"
 if [[ -z "$SYSCTL" ]]; then
     if ((CI || CONNS <= 20000)); then SYSCTL=0; else SYSCTL=1; fi
@@ -179,17 +185,34 @@ done
 [[ -n "$ADDR" ]] || die "the server did not report its address within 60 s"
 
 metrics() { curl -s --max-time 5 "http://$ADDR/metrics" || true; }
-# One line per sample: unix time, then the accept counters and open SSE connections.
+PORT="${ADDR##*:}"
+# Connections waiting in the listeners' accept queues (Recv-Q of every listener on the port):
+# above zero for long while accepted_total stands still = the server is not accepting.
+accept_queue() {
+    { ss -Hltn "( sport = :$PORT )" 2>/dev/null || true; } | awk '{q += $2} END {print q + 0}'
+}
+# One line per sample: unix time, the accept counters, open subscriber connections, and the
+# accept queues.
 sample() {
-    metrics | awk -v t="$(date +%s.%N)" '
+    metrics | awk -v t="$(date +%s.%N)" -v q="$(accept_queue)" '
         /^uringcast_accepted_total / {a = $2}
         /^uringcast_accept_paused_total / {p = $2}
         /^uringcast_accept_errors_total/ {e += $2}
-        /^uringcast_connections\{kind="sse"\}/ {s = $2}
-        END {printf "%.2f\t%d\t%d\t%d\t%d\n", t, a, p, e, s}'
+        /^uringcast_connections\{kind="(sse|websocket)"\}/ {s += $2}
+        END {printf "%.2f\t%d\t%d\t%d\t%d\t%d\n", t, a, p, e, s, q}'
 }
+# Box-wide TcpExt counters of a connect storm's trouble: accept queues that overflowed (the SYN or
+# the final ACK dropped, retried by the client 1 s, 3 s, 7 s later) and SYN queue drops.
+LISTEN_KEYS="ListenOverflows ListenDrops TCPReqQFullDrop TCPReqQFullDoCookies"
+listen_counters() {
+    awk -v keys=" $LISTEN_KEYS " '$1 == "TcpExt:" {
+        if (!n) {for (i = 2; i <= NF; i++) name[i] = $i; n = 1; next}
+        for (i = 2; i <= NF; i++) if (index(keys, " " name[i] " ")) printf "%s=%s ", name[i], $i
+    }' /proc/net/netstat
+}
+LISTEN_BEFORE=$(listen_counters)
 metrics >"$OUT/metrics-before.txt"
-printf 'unix_s\taccepted_total\taccept_paused_total\taccept_errors_total\tsse_open\n' >"$OUT/metrics.tsv"
+printf 'unix_s\taccepted_total\taccept_paused_total\taccept_errors_total\tsubscribers_open\taccept_queue\n' >"$OUT/metrics.tsv"
 (while :; do sample >>"$OUT/metrics.tsv"; sleep 0.5; done) &
 SAMPLER_PID=$!
 
@@ -197,13 +220,18 @@ RAMP_S=0
 ((RAMP_RATE > 0)) && RAMP_S=$((CONNS / RAMP_RATE + 1))
 DURATION=$((STORM_AT + AFTER))
 [[ -n "$TIME_LIMIT" ]] || TIME_LIMIT=$((RAMP_S + DURATION + DRAIN + 60 + CONNS / 5000))
-BENCH=("$BIN/uringcast-bench" fanout --url "http://$ADDR/sse?topic={topic}"
+if [[ "$PROTO" == ws ]]; then
+    SUBSCRIBERS=(--url "ws://$ADDR/ws" --ws-subscribe-msg '{"op":"subscribe","topic":"{topic}","since":"{since}"}')
+else
+    SUBSCRIBERS=(--url "http://$ADDR/sse?topic={topic}")
+fi
+BENCH=("$BIN/uringcast-bench" fanout "${SUBSCRIBERS[@]}"
     --publish-url "http://$ADDR/publish?topic={topic}" --conns "$CONNS" --topics "$TOPICS"
     --msg-rate "$MSG_RATE" --duration "${DURATION}s" --storm-at "${STORM_AT}s" --drain "${DRAIN}s"
     --rate "$RAMP_RATE" --src "$SRC" --connect-timeout 60s --max-time "${TIME_LIMIT}s" --quiet
     --json "$OUT/storm.json")
 ((WORKERS)) && BENCH+=(--workers "$WORKERS")
-log "storm: $CONNS SSE subscribers on $TOPICS topic(s) from $SRC, $MSG_RATE msg/s per topic, drop at ${STORM_AT}s, publishing ${AFTER}s more"
+log "storm: $CONNS $PROTO subscribers on $TOPICS topic(s) from $SRC, $MSG_RATE msg/s per topic, drop at ${STORM_AT}s, publishing ${AFTER}s more"
 log "${BENCH[*]}"
 t0=$(date +%s.%N)
 set +e
@@ -220,6 +248,12 @@ if [[ -s "$OUT/storm.json" ]] && command -v jq >/dev/null; then
     jq -r '"storm: \(.storm.dropped) dropped, \(.storm.reconnected) reconnected, \(.storm.reconnect_failed) failed, \(.storm.reconnect_rate)/s, all reconnected \(.storm.all_reconnected_s) s, all resumed \(.storm.all_resumed_s) s, resets \(.storm.resets); missing \(.missing), duplicates \(.duplicates), out of order \(.out_of_order)"' "$OUT/storm.json"
 fi
 awk '/^uringcast_(accepted_total|accept_paused_total|accept_errors_total|resets_total|replayed_total)/' "$OUT/metrics-after.txt" | sed 's/^/server: /'
+LISTEN_AFTER=$(listen_counters)
+for k in $LISTEN_KEYS; do
+    b=$(tr ' ' '\n' <<<"$LISTEN_BEFORE" | sed -n "s/^$k=//p")
+    a=$(tr ' ' '\n' <<<"$LISTEN_AFTER" | sed -n "s/^$k=//p")
+    [[ -n "$a" && -n "$b" ]] && echo "kernel (box-wide, during the run): TcpExt $k +$((a - b))"
+done
 jq -n --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" --arg cpus "$(nproc)" \
     --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --arg server "${SERVER_ARGS[*]}" \
     --arg command "tuning/storm.sh $(printf '%q ' "${ORIG_ARGS[@]:-}")" \
