@@ -148,7 +148,8 @@ pub struct FanoutArgs {
     #[arg(long, value_name = "SEQ", hide = true)]
     pub skip_seq: Option<u64>,
     /// Reconnect storm: this long after publishing starts, drop every subscriber at once and
-    /// reconnect them all at once, each SSE one with `Last-Event-ID` (must be < --duration).
+    /// reconnect them all at once, resuming: SSE with `Last-Event-ID`, WebSocket with `{since}`
+    /// in --ws-subscribe-msg (must be < --duration).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub storm_at: Option<Duration>,
 }
@@ -458,6 +459,39 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.scenario.validate().is_ok());
+
+        // A storm must fall inside the publishing time; WebSocket resumes need `{since}`.
+        let storm = |at: &str, url: &str, sub: &str| {
+            Cli::try_parse_from([
+                "uringcast-bench",
+                "fanout",
+                "--url",
+                url,
+                "--ws-subscribe-msg",
+                sub,
+                "--publish-url",
+                "http://127.0.0.1:8080/publish?topic={topic}",
+                "--conns",
+                "10",
+                "--msg-rate",
+                "5",
+                "--duration",
+                "10s",
+                "--storm-at",
+                at,
+            ])
+            .unwrap()
+            .scenario
+            .validate()
+        };
+        let sse = "http://127.0.0.1:8080/sse?topic={topic}";
+        assert!(storm("4s", sse, "").is_ok());
+        assert!(storm("10s", sse, "").unwrap_err().contains("--storm-at"));
+        let since = r#"{"op":"subscribe","topic":"{topic}","since":"{since}"}"#;
+        assert!(storm("4s", "ws://127.0.0.1:8080/ws", since).is_ok());
+        let plain = r#"{"op":"subscribe","topic":"{topic}"}"#;
+        let err = storm("4s", "ws://127.0.0.1:8080/ws", plain).unwrap_err();
+        assert!(err.contains("{since}"), "{err}");
 
         let cli = Cli::try_parse_from([
             "uringcast-bench",
