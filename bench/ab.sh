@@ -32,8 +32,10 @@ while (($#)); do
 done
 [[ -x $A && -x $B ]] || { echo "ab.sh: --a and --b must name uringcast binaries" >&2; exit 2; }
 [[ -x $BENCH ]] || { echo "ab.sh: no harness at $BENCH (cargo build --release -p uringcast-bench)" >&2; exit 2; }
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# Per-run harness JSON and server logs stay here for a look at any odd run.
+WORK=$ROOT/target/ab-logs/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$WORK"
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 TSV=$WORK/runs.tsv
 echo -e "rep\tscenario\tbuild\tcount\tserver_cpu_ms\tus_per_item\tp99_ms\tloss" >"$TSV"
 
@@ -47,7 +49,7 @@ run() { # rep scenario label binary
     local open=()
     "$bin" serve --help 2>/dev/null | grep -q -- --publish-open && open=(--publish-open true)
     taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --workers 1 --echo-path /echo "${open[@]}" \
-        >"$WORK/server.log" 2>&1 &
+        >"$WORK/$rep-$sc-$label.server.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     case $sc in
@@ -60,10 +62,10 @@ run() { # rep scenario label binary
             --msg-rate "$RATE" --duration "$DUR" --drain 3s)
     fi
     t0=$(ticks "$pid")
-    taskset -c 1 "$BENCH" "${args[@]}" --workers 1 --quiet --max-time 120s --json "$WORK/run.json" >/dev/null 2>&1 || true
+    taskset -c 1 "$BENCH" "${args[@]}" --workers 1 --quiet --max-time 120s --json "$WORK/$rep-$sc-$label.json" >"$WORK/$rep-$sc-$label.txt" 2>&1 || true
     t1=$(ticks "$pid")
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    python3 - "$rep" "$sc" "$label" "$t0" "$t1" "$hz" "$WORK/run.json" >>"$TSV" <<'PY'
+    python3 - "$rep" "$sc" "$label" "$t0" "$t1" "$hz" "$WORK/$rep-$sc-$label.json" >>"$TSV" <<'PY'
 import json, sys
 rep, sc, label, t0, t1, hz, f = sys.argv[1:]
 j = json.load(open(f))
@@ -95,4 +97,5 @@ for sc in dict.fromkeys(r["scenario"] for r in rows):
     print(f"{sc}\t{ma:.3f}\t{mb:.3f}\t{mb / ma:.3f}\t{len(a)}+{len(b)}\t{loss}")
 PY
 [[ -n $OUT ]] && cat "$TSV" "$TSV.summary" >"$OUT"
+echo "per-run logs: $WORK"
 exit 0

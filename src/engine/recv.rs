@@ -21,6 +21,11 @@ use super::stats::EngineStats;
 use super::worker::Worker;
 use super::{CloseReason, ConnId, Handler};
 
+/// Input held beyond `leftover_bytes_max` while reading is paused, at most: 1 MiB, so that a
+/// connection's memory stays within its queue bound plus about a megabyte whatever the ring's
+/// buffers have grown to.
+const PAUSED_IN_FLIGHT_BYTES_MAX: usize = 1 << 20;
+
 impl<H: Handler> Worker<H> {
     pub fn on_recv_cqe(&mut self, slot: u32, res: i32, flags: u32) {
         let more = cqueue::more(flags);
@@ -74,15 +79,16 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Most input a slot may hold unconsumed: `leftover_bytes_max`, and while reading is
-    /// paused also whatever the peer had in flight when the pause began. That is at most what
-    /// the ring's provided buffers can carry before the cancel lands (the kernel can fill no
-    /// more buffers than the ring has), so it is bounded, and a client that pipelined requests
-    /// before the pause is not cut for it.
+    /// paused also what the peer had in flight when the pause began, up to
+    /// `PAUSED_IN_FLIGHT_BYTES_MAX`. In flight is at most what the ring's provided buffers can
+    /// carry before the cancel lands; a client that pipelined more than that ahead of reading
+    /// its answers is closed (`LeftoverOverflow`) rather than held.
     fn held_bytes_max(&self, slot: u32, ring: usize) -> usize {
         let max = self.core.layout.cfg.leftover_bytes_max;
         if self.core.slots[slot as usize].has(flag::READ_PAUSED) {
             let bufs = &self.core.rings[ring].bufs;
-            max + usize::from(bufs.added()) * bufs.buf_bytes() as usize
+            let in_flight = usize::from(bufs.added()) * bufs.buf_bytes() as usize;
+            max + in_flight.min(PAUSED_IN_FLIGHT_BYTES_MAX)
         } else {
             max
         }

@@ -468,10 +468,11 @@ impl Config {
 
     /// Queued bytes above which the server stops reading a connection (engine
     /// `read_pause_bytes`) and stops taking its pipelined requests or frames; also the level
-    /// a streaming replay's queue drains to before its next page. A quarter of
-    /// `queue_bytes_max`, so a page of the same size fits twice under the bound.
+    /// a streaming replay's queue drains to before its next page. An eighth of
+    /// `queue_bytes_max`: a page of the same size then fits under the bound with room to spare,
+    /// and what a connection pins while paused (queue plus held input) stays far below it.
     pub fn read_pause_bytes(&self) -> usize {
-        self.queue_bytes_max.0 / 4
+        self.queue_bytes_max.0 / 8
     }
 
     /// Most memory the replay history can take: every topic full.

@@ -214,7 +214,7 @@ impl Metrics {
 
 /// The engine's plain counters: (name, help, which counter). One line each.
 type EngineCounter = (&'static str, &'static str, fn(&EngineStats) -> &AtomicU64);
-const ENGINE_COUNTERS: [EngineCounter; 9] = [
+const ENGINE_COUNTERS: [EngineCounter; 10] = [
     ("uringcast_accepted_total", "Connections accepted.", |s| {
         &s.accepted_total
     }),
@@ -232,6 +232,11 @@ const ENGINE_COUNTERS: [EngineCounter; 9] = [
         "uringcast_read_paused_total",
         "Times reading a connection paused for its queue.",
         |s| &s.read_paused_total,
+    ),
+    (
+        "uringcast_read_held_bytes_total",
+        "Bytes received while reading was paused, held.",
+        |s| &s.read_held_bytes_total,
     ),
     (
         "uringcast_recv_buffers_added_total",

@@ -20,14 +20,13 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         ..EngineConfig::default()
     };
     // Unconsumed input is at most a request head, a WebSocket frame header, or a partial
-    // control frame, plus, while reading is paused, what the peer had already sent (the
-    // dispatcher stops taking requests and frames above the pause level, and the engine holds
-    // the bytes that were in flight when it paused).
+    // control frame. While reading is paused (the dispatcher also stops taking requests and
+    // frames then), the engine holds up to 1 MiB more: what the peer had in flight.
     let pause = config.read_pause_bytes();
-    e.leftover_bytes_max = e.leftover_bytes_max.max(config.head_bytes_max.0 + 1024) + pause;
+    e.leftover_bytes_max = e.leftover_bytes_max.max(config.head_bytes_max.0 + 1024);
     // One memory bound per connection, whatever is queued (responses, replay pages, live
     // deliveries, pongs, goodbyes):
-    // - above a quarter of `queue_bytes_max` the engine stops reading the connection, so a
+    // - above an eighth of `queue_bytes_max` the engine stops reading the connection, so a
     //   client that sends requests without reading answers fills its own socket buffers, not
     //   our memory; the same level is where a streaming replay takes its next page;
     // - live fan-out cuts a subscriber whose queue would pass `queue_bytes_max` (`hub::admit`,
