@@ -48,7 +48,7 @@ async fn ws_send(ws: &mut Ws, v: serde_json::Value) {
 
 #[test]
 fn ws_publish_without_the_publish_key_is_refused() {
-    let s = Server::start(&["--publish-key", "k3y", "--ws-publish", "true"]);
+    let s = Server::start_strict(&["--publish-key", "k3y", "--ws-publish", "true"]);
     rt().block_on(async {
         let mut sub = ws_connect(&s.ws_url("/ws?topic=chat")).await;
         let mut attacker = ws_connect(&s.ws_url("/ws")).await;

@@ -8,12 +8,17 @@
 //! dispatch                    engine Handler: the read loop, routing, state changes
 //! conn                        per-connection state (Http | Sse | Ws) and close reason
 //! sse, ws                     one behaviour each: an SSE stream, a WebSocket session
-//! publish                     the whole publish (HTTP and WebSocket), auth included
+//! publish                     the whole publish (HTTP and WebSocket), asking auth who may
+//! tickets                     POST /tickets: a token traded for a single-use ticket
 //! subscribe                   subscriptions, replay, live fan-out, slow-consumer cut
+//! body                        a request body being read (publish, tickets)
 //! out                         a connection's way out: every queued byte, every close
+//! auth                        who may do what: tokens, tickets, public topics, origins
 //! route, shared, metrics, config   leaves: route table, shared state, counters, config
 //! ```
 
+mod auth;
+mod body;
 pub mod cli;
 pub mod config;
 mod conn;
@@ -27,6 +32,7 @@ pub mod serve;
 mod shared;
 mod sse;
 mod subscribe;
+mod tickets;
 mod ws;
 
 pub use dispatch::Dispatcher;
