@@ -14,6 +14,7 @@
 //! body                        a request body being read (publish, tickets)
 //! out                         a connection's way out: every queued byte, every close
 //! auth                        who may do what: tokens, tickets, public topics, origins
+//! jwt, ticket_table, grant    auth's parts: token checks, the ticket table, grants/errors
 //! route, shared, metrics, config   leaves: route table, shared state, counters, config
 //! ```
 
@@ -24,6 +25,8 @@ pub mod config;
 mod conn;
 mod dispatch;
 pub mod doctor;
+mod grant;
+mod jwt;
 pub mod metrics;
 mod out;
 mod publish;
@@ -32,6 +35,7 @@ pub mod serve;
 mod shared;
 mod sse;
 mod subscribe;
+mod ticket_table;
 mod tickets;
 mod ws;
 
