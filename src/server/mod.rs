@@ -13,9 +13,11 @@
 //! subscribe                   subscriptions, replay, live fan-out, slow-consumer cut
 //! body                        a request body being read (publish, tickets)
 //! out                         a connection's way out: every queued byte, every close
+//! shared                      what all workers share: config, auth, the hub lock, counters
 //! auth                        who may do what: tokens, tickets, public topics, origins
-//! jwt, ticket_table, grant    auth's parts: token checks, the ticket table, grants/errors
-//! route, shared, metrics, config   leaves: route table, shared state, counters, config
+//! jwt, ticket_table           auth's parts: token checks, the shared ticket table
+//! grant                       patterns, scopes, grants, AuthError, constant-time compare
+//! route, metrics, config      leaves: route table, counters, config
 //! ```
 
 mod auth;

@@ -60,12 +60,6 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let auth = Auth::from_config(&config)?;
     let shared = Arc::new(Shared::new(config, auth));
     let cfg = &shared.config;
-    if cfg.publish_open {
-        eprintln!(
-            "uringcast: publish_open is set: anyone who can reach {} may publish",
-            cfg.listen
-        );
-    }
     if shared.auth.subscriptions_need_token() && shared.auth.cookie().is_none() {
         if let Some(name) = &cfg.auth_cookie {
             eprintln!(
@@ -93,6 +87,9 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         "uringcast: listening on {addr} (capacity {} connections)",
         engine.connections_capacity()
     );
+    if cfg.publish_open {
+        eprintln!("uringcast: publish_open is set: anyone who can reach {addr} may publish");
+    }
     if generated_key {
         // An unspecified listen address (0.0.0.0, ::) is reached locally through loopback.
         let reach = local.map_or(cfg.listen, |mut a| {
