@@ -57,14 +57,15 @@ impl Credential {
                 return Some(Credential::Ticket(v.into_owned()));
             }
         }
+        // Only the Bearer scheme is ours: another (`Basic` from a proxy in front, say) is not a
+        // credential for uringcast, so the search goes on.
         if let Some(auth) = head.header("authorization") {
             let value = String::from_utf8_lossy(auth);
-            let token = match value.split_once(' ') {
-                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-                // Another scheme: no bearer token, and not a reason to look elsewhere.
-                _ => "",
-            };
-            return Some(Credential::Token(token.to_owned()));
+            if let Some((scheme, rest)) = value.split_once(' ') {
+                if scheme.eq_ignore_ascii_case("bearer") {
+                    return Some(Credential::Token(rest.trim().to_owned()));
+                }
+            }
         }
         if accept != Accept::Header {
             if let Some((_, v)) = http1::query_pairs(query).find(|(k, _)| k == "token") {
@@ -654,5 +655,13 @@ mod tests {
         );
         assert_eq!(Credential::of(&h, Accept::HeaderOrQuery, Some("c")), None);
         assert_eq!(Credential::of(&h, Accept::Any, None), None);
+        let h = head_of(
+            b"GET /sse?topic=a&token=Q HTTP/1.1\r\nHost: t\r\nAuthorization: Basic eDp5\r\n\r\n",
+        );
+        assert_eq!(
+            Credential::of(&h, Accept::Any, None),
+            Some(Credential::Token("Q".into())),
+            "another scheme is not ours"
+        );
     }
 }

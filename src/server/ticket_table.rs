@@ -39,8 +39,11 @@ struct TicketEntry {
 #[derive(Default)]
 struct TicketTable {
     live: HashMap<u64, TicketEntry>,
-    /// (selector, expiry) in issue order; since every ticket lives `ttl_ms`, also in expiry
-    /// order, so the purge pops from the front. `live.len() <= order.len() <= max`.
+    /// (selector, expiry) in issue order, which is expiry order except for tickets cut short
+    /// by their token's expiry; the purge pops expired entries from the front, so such a
+    /// ticket may stay (counted, and refused by `take`, which checks each entry's own expiry)
+    /// until the entries before it expire, at most `ttl_ms` later.
+    /// `live.len() <= order.len() <= max`.
     order: VecDeque<(u64, u64)>,
 }
 
@@ -112,7 +115,7 @@ impl Tickets {
         for b in verifier {
             text.push_str(&format!("{b:02x}"));
         }
-        Ok((text, expires_ms - now_ms))
+        Ok((text, expires_ms.saturating_sub(now_ms)))
     }
 
     /// Use a ticket up: its grant, once. A wrong verifier leaves the entry alone (the caller
