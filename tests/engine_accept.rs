@@ -45,9 +45,10 @@ fn waves(cfg: uringcast::engine::EngineConfig, n: usize, rounds: usize, bound: D
         }
         let took = t0.elapsed();
         println!(
-            "round {round}: {n} served in {took:?} (accepted_total {}, paused {})",
+            "round {round}: {n} served in {took:?} (accepted_total {}, paused {}, stalls {})",
             EngineStats::get(&h.stats().accepted_total),
-            EngineStats::get(&h.stats().accept_paused_total)
+            EngineStats::get(&h.stats().accept_paused_total),
+            EngineStats::get(&h.stats().accept_stalls_total)
         );
         assert!(took < bound, "round {round} took {took:?}");
         prev = conns;
@@ -61,6 +62,11 @@ fn waves(cfg: uringcast::engine::EngineConfig, n: usize, rounds: usize, bound: D
         .map(|&k| h.stats().accept_errors(k))
         .sum();
     assert_eq!(errs, 0, "no accept error expected");
+    assert_eq!(
+        EngineStats::get(&h.stats().accept_stalls_total),
+        0,
+        "a working accept was taken for a stalled one"
+    );
     assert_eq!(
         EngineStats::get(&h.stats().accepted_total),
         (n * rounds) as u64
@@ -80,13 +86,20 @@ fn full_table_closed_at_once_accepts_the_next_wave() {
     waves(cfg, 40, 8, Duration::from_secs(20));
 }
 
+/// `ACCEPT_WAVE_CONNS=15000` runs bigger waves (client sockets are process fds: keep it under
+/// RLIMIT_NOFILE).
 #[test]
 fn thousands_closed_at_once_over_several_rings_accepts_the_next_wave() {
+    let n: usize = std::env::var("ACCEPT_WAVE_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000);
     let mut cfg = base_config();
     cfg.workers = 2;
     cfg.rings_per_worker = 3;
-    cfg.files_per_ring = 1024; // accept limit 944 per ring, 5,664 in all
+    // 3,000: accept limit 944 per ring, 5,664 in all; bigger waves get bigger tables.
+    cfg.files_per_ring = if n <= 4_000 { 1024 } else { 4096 };
     cfg.listen_backlog = 64;
     cfg.sq_entries = 64; // small CQs (256): a mass close overflows them
-    waves(cfg, 3_000, 4, Duration::from_secs(30));
+    waves(cfg, n, 4, Duration::from_secs(30));
 }

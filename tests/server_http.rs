@@ -162,6 +162,36 @@ fn half_sent_head_is_closed_at_the_request_timeout() {
     );
 }
 
+/// A connection that sent nothing, and a keep-alive connection idle after its answer, are
+/// closed at `request_timeout` without a 408: EventSource treats any non-200 answer as fatal
+/// and would stop reconnecting for good.
+#[test]
+fn silent_and_idle_keep_alive_connections_close_without_a_408() {
+    let s = Server::start(&["--request-timeout", "300ms", "--tick", "10ms"]);
+    let mut silent = TcpStream::connect(s.addr).unwrap();
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    for c in [&mut silent, &mut idle] {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut idle).0, 200);
+    for (name, c) in [("silent", &mut silent), ("idle keep-alive", &mut idle)] {
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{name}: not closed at the deadline"
+        );
+        assert!(
+            buf.is_empty(),
+            "{name}: closed quietly, got {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+}
+
 #[test]
 fn http10_closes_unless_keep_alive_is_asked_for() {
     let s = Server::start(&[]);
@@ -180,4 +210,30 @@ fn http10_closes_unless_keep_alive_is_asked_for() {
     c.write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut c).0, 200, "the connection was kept");
+}
+
+/// The topic table never fills for good: with room for 3 topics, publishing to 50 different
+/// topics always succeeds (the least recently published topic makes room), and a client
+/// resuming on an evicted topic is told `reset`.
+#[test]
+fn topic_table_never_fills_for_good() {
+    let s = Server::start(&["--topics-max", "3"]);
+    let first = common::publish(s.addr, "t0", "x");
+    for i in 1..50 {
+        let body =
+            format!("POST /publish?topic=t{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+        let (status, _, text) = http(s.addr, body.as_bytes());
+        assert_eq!(
+            status,
+            200,
+            "topic t{i}: {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    let mut c = common::SseClient::connect(
+        s.addr,
+        "/sse?topic=t0",
+        &format!("Last-Event-ID: {first}\r\n"),
+    );
+    assert_eq!(c.next_event().unwrap().event.as_deref(), Some("reset"));
 }

@@ -251,3 +251,51 @@ fn sigterm_sends_close_1001_and_exits_zero() {
             .expect("clean EOF");
     });
 }
+
+/// A client that starts a fragmented message and never finishes it is closed with 1008 at
+/// `ws_message_timeout`, not held (with its half-assembled message) until some other timer.
+#[test]
+fn unfinished_fragmented_message_is_closed_at_its_deadline() {
+    let s = Server::start(&[
+        "--ws-message-timeout",
+        "300ms",
+        "--heartbeat-interval",
+        "60s",
+        "--tick",
+        "10ms",
+    ]);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(WS_UPGRADE.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    // A masked text frame without FIN ("{"), then silence.
+    let mask = [1u8, 2, 3, 4];
+    let frame = [
+        0x01,
+        0x80 | 1,
+        mask[0],
+        mask[1],
+        mask[2],
+        mask[3],
+        b'{' ^ mask[0],
+    ];
+    c.write_all(&frame).unwrap();
+    let start = Instant::now();
+    let mut all = Vec::new();
+    let _ = c.read_to_end(&mut all);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "not closed at the deadline: {took:?}"
+    );
+    assert!(
+        all.starts_with(&[0x88]) && all[4..].starts_with(b"message not completed"),
+        "a 1008 close frame: {all:x?}"
+    );
+    assert_eq!(&all[2..4], &[0x03, 0xF0], "code 1008");
+}

@@ -136,7 +136,8 @@ pub struct FanoutArgs {
         default_value = r#"{"op":"publish","topic":"{topic}","data":"{msg}"}"#
     )]
     pub ws_publish_msg: String,
-    /// Message a WebSocket subscriber sends after its handshake (empty = none; `{topic}`).
+    /// Message a WebSocket subscriber sends after its handshake (empty = none; `{topic}`;
+    /// `{since}` = the id of its last delivery, empty before any: for --storm-at resumes).
     #[arg(long, value_name = "T", default_value = "")]
     pub ws_subscribe_msg: String,
     /// With --ws-subscribe-msg: a subscriber counts as connected (and publishing waits for it)
@@ -146,6 +147,11 @@ pub struct FanoutArgs {
     /// Test hook: never send this sequence number (each topic), to prove loss is detected.
     #[arg(long, value_name = "SEQ", hide = true)]
     pub skip_seq: Option<u64>,
+    /// Reconnect storm: this long after publishing starts, drop every subscriber at once and
+    /// reconnect them all at once, resuming: SSE with `Last-Event-ID`, WebSocket with `{since}`
+    /// in --ws-subscribe-msg (must be < --duration).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub storm_at: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -264,6 +270,20 @@ impl Scenario {
                     .map_err(|e: TargetError| format!("--publish-url {}: {e}", a.publish_url))?;
                 crate::envelope::Template::parse(&a.envelope)
                     .map_err(|e| format!("--envelope: {e}"))?;
+                if let Some(at) = a.storm_at {
+                    if at >= a.duration {
+                        return Err("--storm-at must be shorter than --duration: the resume is \
+                            proven by messages published after the drop"
+                            .into());
+                    }
+                    let ws = targets.iter().any(|t| t.proto == Proto::Ws);
+                    if ws && !a.ws_subscribe_msg.contains("{since}") {
+                        return Err("--storm-at with ws:// subscribers needs a \
+                            --ws-subscribe-msg with {since} (and a --url without the topic), e.g. \
+                            '{\"op\":\"subscribe\",\"topic\":\"{topic}\",\"since\":\"{since}\"}'"
+                            .into());
+                    }
+                }
             }
             Scenario::Echo(a) => {
                 if targets.iter().any(|t| t.proto != Proto::Ws) {
@@ -439,6 +459,39 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.scenario.validate().is_ok());
+
+        // A storm must fall inside the publishing time; WebSocket resumes need `{since}`.
+        let storm = |at: &str, url: &str, sub: &str| {
+            Cli::try_parse_from([
+                "uringcast-bench",
+                "fanout",
+                "--url",
+                url,
+                "--ws-subscribe-msg",
+                sub,
+                "--publish-url",
+                "http://127.0.0.1:8080/publish?topic={topic}",
+                "--conns",
+                "10",
+                "--msg-rate",
+                "5",
+                "--duration",
+                "10s",
+                "--storm-at",
+                at,
+            ])
+            .unwrap()
+            .scenario
+            .validate()
+        };
+        let sse = "http://127.0.0.1:8080/sse?topic={topic}";
+        assert!(storm("4s", sse, "").is_ok());
+        assert!(storm("10s", sse, "").unwrap_err().contains("--storm-at"));
+        let since = r#"{"op":"subscribe","topic":"{topic}","since":"{since}"}"#;
+        assert!(storm("4s", "ws://127.0.0.1:8080/ws", since).is_ok());
+        let plain = r#"{"op":"subscribe","topic":"{topic}"}"#;
+        let err = storm("4s", "ws://127.0.0.1:8080/ws", plain).unwrap_err();
+        assert!(err.contains("{since}"), "{err}");
 
         let cli = Cli::try_parse_from([
             "uringcast-bench",

@@ -13,6 +13,11 @@
 //! machine; `ready` records connect latency → scenario behaviour (hold watchdog, echo, close
 //! after `connect_hold_ms`, publish pump) → `Cmd::Finish` folds per-connection figures into
 //! the worker's `Stats` and sends them back.
+//!
+//! Reconnect storm (`Cmd::Storm`, see `storm`): every ready subscriber is aborted; its
+//! `on_close` queues a reconnect carrying the subscriber's machine (sequence tracker, last
+//! event id); `launch` starts queued reconnects before anything else, under the same
+//! `connecting_max`.
 
 use crate::client::publish::{build_body, HttpPub, Schedule};
 use crate::client::sse::SseSub;
@@ -20,6 +25,7 @@ use crate::client::ws::{EchoState, Mode, WsClient};
 use crate::client::{Env, Io, Outcome, Subscription};
 use crate::plan::Plan;
 use crate::stats::{errno_kind, now_ns, ErrorKind, Live, Stats};
+use crate::storm::Phase as StormPhase;
 use crate::target::{Proto, Target};
 use bytes::Bytes;
 use slab::Slab;
@@ -86,6 +92,8 @@ pub enum Cmd {
     },
     StartEcho,
     StopEcho,
+    /// Reconnect storm: drop every ready subscriber now and reconnect it at once, resuming.
+    Storm,
     /// Fold figures (missing against `last_published[topic]`) and send them back.
     Finish {
         last_published: Arc<Vec<u64>>,
@@ -118,6 +126,20 @@ struct Client {
     /// We closed it on purpose (not a drop), or its failure was already counted.
     settled: bool,
     role: Role,
+    /// Where this subscriber is in a reconnect storm.
+    storm: StormPhase,
+}
+
+/// A worker's reconnect-storm state (see `storm`).
+#[derive(Default)]
+struct StormState {
+    /// Subscribers dropped by the storm, waiting for `launch` to reconnect them.
+    queue: VecDeque<(u64, Role)>,
+    /// Per topic: the highest sequence number handed to the wire when this worker dropped
+    /// its subscribers; a higher one received after the reconnect proves the resume.
+    threshold: Vec<u64>,
+    /// Harness clock when this worker dropped its subscribers.
+    drop_ns: u64,
 }
 
 /// The engine handler of one engine worker thread: its connections, their client machines
@@ -136,6 +158,7 @@ pub struct LoadDriver {
     messages_seen: u64,
     deliveries_seen: u64,
     errors_seen: u64,
+    storm: StormState,
 }
 
 impl LoadDriver {
@@ -152,6 +175,7 @@ impl LoadDriver {
             messages_seen: 0,
             deliveries_seen: 0,
             errors_seen: 0,
+            storm: StormState::default(),
         }
     }
 
@@ -161,6 +185,7 @@ impl LoadDriver {
 
     /// Start queued connects while fewer than `connecting_max` handshakes are in flight.
     fn launch(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.launch_reconnects(ctx);
         while self.connecting < self.cfg.connecting_max && !self.finished {
             let Some(r) = self.pending.front_mut() else {
                 return;
@@ -192,7 +217,7 @@ impl LoadDriver {
         src: Option<std::net::IpAddr>,
         index: u64,
         role: Role,
-    ) {
+    ) -> Option<usize> {
         let is_pub = matches!(role, Role::PubHttp { .. } | Role::PubWs { .. });
         match ctx.connect(addr, src) {
             Ok(id) => {
@@ -204,6 +229,7 @@ impl LoadDriver {
                     stale: false,
                     settled: false,
                     role,
+                    storm: StormPhase::Held,
                 });
                 let slot = id.slot as usize;
                 if self.by_slot.len() <= slot {
@@ -211,6 +237,7 @@ impl LoadDriver {
                 }
                 self.by_slot[slot] = key as u32;
                 self.connecting += 1;
+                Some(key)
             }
             Err(e) => {
                 match e.raw_os_error() {
@@ -222,6 +249,7 @@ impl LoadDriver {
                 } else {
                     Live::add(&self.cfg.live.failed_total, 1);
                 }
+                None
             }
         }
     }
@@ -269,6 +297,22 @@ impl LoadDriver {
             }
             Role::Ws(w) if self.io.echo_running => w.start_echo(&cfg.env, &mut self.io),
             _ => {}
+        }
+        if c.storm == StormPhase::Reconnecting {
+            // A storm reconnect: counted apart from the ramp's handshakes.
+            c.storm = StormPhase::Resuming;
+            let st = &mut self.io.stats.storm;
+            st.reconnected += 1;
+            st.last_reconnect_ns = st.last_reconnect_ns.max(now);
+            st.reconnect_latency
+                .record_ns(now.saturating_sub(self.storm.drop_ns));
+            Live::add(&cfg.live.open, 1);
+            Live::add(&cfg.live.reconnected, 1);
+            // The replay may have come with the head, in the same read.
+            self.check_resumed(key);
+            self.flush(ctx, id);
+            self.launch(ctx);
+            return;
         }
         self.io.stats.connects_ok += 1;
         self.io
@@ -403,6 +447,10 @@ impl LoadDriver {
         for s in &self.closed_subs {
             s.finish(last(s.topic), &mut stats);
         }
+        // Dropped by a storm and never reconnected before the end: what they missed counts.
+        for s in self.storm.queue.iter().filter_map(|(_, role)| sub_of(role)) {
+            s.finish(last(s.topic), &mut stats);
+        }
         let _ = reply.send(stats);
     }
 }
@@ -489,7 +537,11 @@ impl Handler for LoadDriver {
                 ctx.set_timer(id, ctx.now_ms() + ms);
             }
         }
+        let resuming = c.storm == StormPhase::Resuming;
         self.flush(ctx, id);
+        if resuming {
+            self.check_resumed(key);
+        }
         if o.ready && !was_ready {
             self.on_ready(ctx, key);
         } else if o.ready && is_pub {
@@ -551,13 +603,14 @@ impl Handler for LoadDriver {
                     .errors
                     .add(kind.unwrap_or(ErrorKind::EngineClosed));
             }
-            if !is_pub {
+            if !is_pub && c.storm == StormPhase::Held {
                 Live::add(&self.cfg.live.failed_total, 1);
             }
         } else if !is_pub {
             Live::sub(&self.cfg.live.open, 1);
-            // In the connect scenario the harness closes every connection itself.
-            let on_purpose = c.settled && self.cfg.kind == Kind::Connect;
+            // In the connect scenario and in a storm the harness closes connections itself.
+            let on_purpose =
+                c.settled && (self.cfg.kind == Kind::Connect || c.storm == StormPhase::Dropping);
             if !self.finished && !on_purpose {
                 self.io.stats.drops += 1;
                 if let (Some(k), false) = (kind, c.settled) {
@@ -565,8 +618,19 @@ impl Handler for LoadDriver {
                 }
             }
         }
+        if c.storm == StormPhase::Dropping {
+            // Reconnect it, same machine, as soon as `launch` allows.
+            self.storm.queue.push_back((c.index, c.role));
+            self.flush_counters();
+            self.launch(ctx);
+            return;
+        }
+        let failed_reconnect = c.storm == StormPhase::Reconnecting && !c.ready;
+        if failed_reconnect {
+            self.storm_reconnect_failed();
+        }
         // Only fan-out needs a closed subscriber's sequence figures (bounded by --conns there).
-        let keep = self.cfg.kind == Kind::Fanout && c.ready;
+        let keep = self.cfg.kind == Kind::Fanout && (c.ready || failed_reconnect);
         match c.role {
             Role::Sse(s) if keep => self.closed_subs.push(s.sub),
             Role::Ws(WsClient {
@@ -655,6 +719,7 @@ impl Handler for LoadDriver {
                 }
             }
             Cmd::StopEcho => self.io.echo_running = false,
+            Cmd::Storm => self.storm_drop(ctx),
             Cmd::Finish {
                 last_published,
                 reply,
@@ -673,14 +738,21 @@ impl Handler for LoadDriver {
             .map(|k| std::mem::replace(k, u32::MAX))
             .unwrap_or(u32::MAX);
         let mut is_pub = false;
+        let mut failed_reconnect = false;
         if self.conns.contains(key as usize) {
             let c = self.conns.remove(key as usize);
             is_pub = matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. });
+            if c.storm == StormPhase::Reconnecting {
+                failed_reconnect = true;
+                self.keep_sub(c.role);
+            }
         }
         self.connecting = self.connecting.saturating_sub(1);
         self.io.stats.errors.add_errno(errno);
         if is_pub {
             Live::add(&self.cfg.live.pub_done, 1);
+        } else if failed_reconnect {
+            self.storm_reconnect_failed();
         } else {
             Live::add(&self.cfg.live.failed_total, 1);
         }
@@ -690,12 +762,99 @@ impl Handler for LoadDriver {
 }
 
 impl LoadDriver {
+    /// `Cmd::Storm`: abort every ready subscriber; `on_close` queues its reconnect.
+    fn storm_drop(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.storm.drop_ns = now_ns();
+        self.storm.threshold = self
+            .cfg
+            .last_sent
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
+        for (_, c) in self.conns.iter_mut() {
+            if sub_of(&c.role).is_some() && c.ready && c.storm == StormPhase::Held {
+                c.storm = StormPhase::Dropping;
+                c.settled = true;
+                self.io.stats.storm.dropped += 1;
+                ctx.abort(c.id);
+            }
+        }
+    }
+
+    /// Start queued storm reconnects while fewer than `connecting_max` handshakes are in flight.
+    fn launch_reconnects(&mut self, ctx: &mut Ctx<'_, Self>) {
+        while self.connecting < self.cfg.connecting_max && !self.finished {
+            let Some((i, role)) = self.storm.queue.pop_front() else {
+                return;
+            };
+            let role = match role {
+                Role::Sse(s) => Role::Sse(SseSub::resume(s)),
+                Role::Ws(w) => Role::Ws(WsClient::resume(w)),
+                other => other,
+            };
+            let (t, src) = self.cfg.plan.assign(i);
+            let addr = self.cfg.targets[t].addr;
+            self.io.stats.storm.reconnects_started += 1;
+            match self.start(ctx, addr, src, i, role) {
+                Some(key) => self.conns[key].storm = StormPhase::Reconnecting,
+                None => {
+                    // `start` counted the error and a ramp failure; make it a reconnect one.
+                    Live::sub(&self.cfg.live.failed_total, 1);
+                    self.storm_reconnect_failed();
+                }
+            }
+        }
+    }
+
+    fn storm_reconnect_failed(&mut self) {
+        self.io.stats.storm.reconnect_failed += 1;
+        Live::add(&self.cfg.live.reconnect_failed, 1);
+    }
+
+    /// A reconnected subscriber that has now received a message published after its drop.
+    fn check_resumed(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(s) = sub_of(&c.role) else { return };
+        let after = self.storm.threshold.get(s.topic as usize).copied();
+        if s.seq.highest() > after.unwrap_or(0) {
+            c.storm = StormPhase::Resumed;
+            let st = &mut self.io.stats.storm;
+            st.resumed += 1;
+            st.last_resumed_ns = st.last_resumed_ns.max(self.io.now_ns);
+            Live::add(&self.cfg.live.resumed, 1);
+        }
+    }
+
+    /// Keep the sequence figures of a subscriber whose connection is gone.
+    fn keep_sub(&mut self, role: Role) {
+        match role {
+            Role::Sse(s) => self.closed_subs.push(s.sub),
+            Role::Ws(WsClient {
+                mode: Mode::Sub(s), ..
+            }) => self.closed_subs.push(s),
+            _ => {}
+        }
+    }
+
     fn flush_counters(&mut self) {
         let errs = self.io.stats.errors.total();
         if errs != self.errors_seen {
             Live::add(&self.cfg.live.errors, errs - self.errors_seen);
             self.errors_seen = errs;
         }
+    }
+}
+
+/// The subscription of a subscriber's role (SSE or WebSocket), `None` for other roles.
+fn sub_of(role: &Role) -> Option<&Subscription> {
+    match role {
+        Role::Sse(s) => Some(&s.sub),
+        Role::Ws(WsClient {
+            mode: Mode::Sub(s), ..
+        }) => Some(s),
+        _ => None,
     }
 }
 

@@ -15,6 +15,7 @@ mod report;
 mod run;
 mod seq;
 mod stats;
+mod storm;
 mod target;
 
 use clap::Parser;

@@ -56,6 +56,8 @@ pub struct Report {
     pub failures: Vec<String>,
     /// Limits that may have shaped the run.
     pub warnings: Vec<String>,
+    /// Reconnect storm figures (`fanout --storm-at`); `null` otherwise.
+    pub storm: Option<crate::storm::StormReport>,
 }
 
 impl Report {
@@ -93,6 +95,7 @@ impl Report {
             success: false,
             failures: Vec::new(),
             warnings: Vec::new(),
+            storm: None,
         }
     }
 
@@ -149,6 +152,11 @@ impl Report {
                     self.missing, self.duplicates, self.out_of_order, self.ambiguous
                 ),
             );
+        }
+        if let Some(s) = &self.storm {
+            for (k, v) in s.rows() {
+                row(k, v);
+            }
         }
         if self.echoes > 0 || self.scenario == "echo" {
             row(

@@ -5,13 +5,14 @@
 //! It runs on the main thread and never touches a connection: it posts `Cmd`s to workers and
 //! polls the shared `Live` counters. Figures come back once, at `Finish`.
 
-use crate::cli::Scenario;
+use crate::cli::{FanoutArgs, Scenario};
 use crate::client::{split_headers, Env};
 use crate::driver::{Cmd, Kind, LoadDriver, PublishCfg, RunCfg};
 use crate::envelope::{Template, DEFAULT_TEMPLATE};
 use crate::plan::{Plan, SysLimits};
 use crate::report::{Progress, Report};
 use crate::stats::{cpu_seconds, now_ns, Live, Stats};
+use crate::storm::StormReport;
 use crate::target::{topic_name, Target};
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
@@ -139,10 +140,18 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         last_sent: (0..topics).map(|_| AtomicU64::new(0)).collect(),
     });
 
+    let storm_factor = match scenario {
+        Scenario::Fanout(FanoutArgs {
+            storm_at: Some(_), ..
+        }) => 2,
+        _ => 1,
+    };
     let engine_cfg = EngineConfig {
         listen: None,
         workers: c.workers,
-        connections_max: (conns + u64::from(publishers)) as usize + 64,
+        // A storm holds the dropped connections' table slots until their closes complete
+        // while the reconnects take new ones: room for both.
+        connections_max: (conns + u64::from(publishers)) as usize * storm_factor + 64,
         // 1 ms ticks: publish schedules and deadlines are kept to the millisecond.
         tick_ms: 1,
         connect_timeout_ms: c.connect_timeout.as_millis() as u64,
@@ -206,6 +215,8 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
     let mut body_s = 0.0;
     let mut last_published = vec![0u64; topics as usize];
     let mut deliveries_expected = 0u64;
+    // Storm: (harness clock at the drop, seconds after publishing started).
+    let mut storm_drop: Option<(u64, f64)> = None;
     match scenario {
         Scenario::Hold(a) => {
             let end = (Instant::now() + a.duration).min(deadline);
@@ -267,6 +278,14 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
             }
             let t = Instant::now();
             while Live::get(&live.pub_done) < pubs && !past(deadline) {
+                if let (Some(at), None) = (a.storm_at, storm_drop) {
+                    if t.elapsed() >= at {
+                        storm_drop = Some((now_ns(), t.elapsed().as_secs_f64()));
+                        for w in 0..workers {
+                            handle.post(w, Cmd::Storm);
+                        }
+                    }
+                }
                 std::thread::sleep(POLL);
             }
             let subs_per_topic: Vec<u64> = (0..topics)
@@ -364,6 +383,21 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
     };
     r.warnings = warnings;
     r.failures = failures;
+    if let Scenario::Fanout(FanoutArgs {
+        storm_at: Some(_), ..
+    }) = scenario
+    {
+        let (drop_ns, at_s) = storm_drop.unwrap_or((u64::MAX, 0.0));
+        let resets = stats.errors.get(crate::stats::ErrorKind::ResumeReset);
+        let s = StormReport::new(&stats.storm, drop_ns, at_s, resets);
+        if storm_drop.is_none() {
+            r.fail("the run ended before the storm (--storm-at)".into());
+        }
+        for f in s.failures() {
+            r.fail(f);
+        }
+        r.storm = Some(s);
+    }
     judge(scenario, &mut r, &stats);
     r.finish();
     Ok(r)
@@ -455,6 +489,7 @@ fn params(scenario: &Scenario) -> serde_json::Value {
             "envelope": a.envelope,
             "size": a.size,
             "skip_seq": a.skip_seq,
+            "storm_at_s": a.storm_at.map(|d| d.as_secs_f64()),
         }),
         Scenario::Echo(a) => serde_json::json!({
             "inflight": a.inflight,

@@ -89,6 +89,11 @@ impl SeqTracker {
         Seen::OutOfOrder
     }
 
+    /// The highest sequence number seen (0 = none yet).
+    pub fn highest(&self) -> u64 {
+        self.hi
+    }
+
     /// Missing numbers given that the publisher's last sequence number on this topic was
     /// `last_published` (numbers above `hi` that never arrived are missing too).
     pub fn missing(&self, last_published: u64) -> u64 {

@@ -123,6 +123,7 @@ error_kinds! {
     Stale => "heartbeat_stale",
     InputTooLarge => "input_over_bound",
     EngineClosed => "closed_by_engine",
+    ResumeReset => "resume_reset (event: reset, history did not reach back)",
 }
 
 /// Error counters, indexed by `ErrorKind`.
@@ -215,6 +216,8 @@ pub struct Stats {
     /// Connections open with their handshake done at `Finish`.
     pub held: u64,
     pub errors: Errors,
+    /// Reconnect storm figures (`fanout --storm-at`).
+    pub storm: crate::storm::StormStats,
 }
 
 impl Stats {
@@ -237,6 +240,7 @@ impl Stats {
         self.skipped += o.skipped;
         self.held += o.held;
         self.errors.merge(&o.errors);
+        self.storm.merge(&o.storm);
     }
 }
 
@@ -259,6 +263,10 @@ pub struct Live {
     pub pub_ready: AtomicU64,
     /// Publisher connections finished with their schedule (or gone).
     pub pub_done: AtomicU64,
+    /// Storm: reconnects that completed their handshake / failed; subscribers resumed.
+    pub reconnected: AtomicU64,
+    pub reconnect_failed: AtomicU64,
+    pub resumed: AtomicU64,
 }
 
 impl Live {

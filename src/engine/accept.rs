@@ -15,7 +15,9 @@
 //! counted). It is logged with its state, counted in `accept_stalls_total`, and its accept is
 //! cancelled; a cancel that finds nothing (-ENOENT) means no accept was armed at all, so the
 //! ring re-arms a fresh one under a new accept generation (a late final completion of the old
-//! one then cannot clear the new one's `armed`).
+//! one then cannot clear the new one's `armed`). A ring paused at its table limit with clients
+//! queued is audited instead: if its slots hold far fewer sockets than `used` says, a warning
+//! names both numbers (a leaked `used` would look exactly like a full table).
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -35,7 +37,7 @@ const BACKOFF_MS_MIN: u64 = 10;
 const BACKOFF_MS_MAX: u64 = 1000;
 const LOG_INTERVAL_MS: u64 = 1000;
 /// Period of the accept stall check (and the longest a server worker sleeps).
-pub(crate) const STALL_CHECK_MS: u64 = 1000;
+const STALL_CHECK_MS: u64 = 1000;
 /// Checks in a row that must see a stall before the accept is restarted.
 const STALL_STRIKES: u8 = 2;
 
@@ -97,8 +99,15 @@ impl<M> Core<M> {
         }
     }
 
-    /// The stall check of every ring (see the module doc); called at most every
-    /// `STALL_CHECK_MS`.
+    /// Run the stall check if it is due (`stall_check_due_ms`); called every loop turn.
+    pub fn maybe_check_accept_stalls(&mut self) {
+        if self.now_ms >= self.stall_check_due_ms {
+            self.stall_check_due_ms = self.now_ms + STALL_CHECK_MS;
+            self.check_accept_stalls();
+        }
+    }
+
+    /// The stall check of every ring (see the module doc).
     pub fn check_accept_stalls(&mut self) {
         for r in 0..self.rings.len() {
             let shutting_down = self.shutting_down;
@@ -112,6 +121,10 @@ impl<M> Core<M> {
             let a = &mut ring.accept;
             let progressed = a.seen != a.seen_at_check;
             a.seen_at_check = a.seen;
+            if queued > 0 && !a.armed && ring.used >= self.layout.accept_limit {
+                self.audit_full_table(r, queued);
+                continue;
+            }
             if queued == 0 || progressed || !a.armed {
                 a.stall_strikes = 0;
                 continue;
@@ -134,6 +147,41 @@ impl<M> Core<M> {
             EngineStats::add(&self.shared.stats.accept_stalls_total, 1);
             ring.accept.stall_cancel = true;
             self.cancel_accept(r);
+        }
+    }
+
+    /// Ring `r` is paused at its limit with clients waiting: check that `used` matches the
+    /// sockets its slots hold. A `used` that leaked (a `Close` completion lost or taken as
+    /// stale) keeps the accept paused for good and looks like a full table; this says so.
+    /// Logs only: correcting `used` from a count that might miss an op in flight could make
+    /// the accept install into a full table, which loses connections.
+    fn audit_full_table(&mut self, r: usize, queued: u32) {
+        let a = &mut self.rings[r].accept;
+        a.stall_strikes += 1;
+        if a.stall_strikes < STALL_STRIKES {
+            return;
+        }
+        a.stall_strikes = 0;
+        // O(slots), at most every other check, and only in this state.
+        let held = self
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                usize::from(s.ring) == r && (s.has(flag::HAS_FILE) || s.state == State::Connecting)
+            })
+            .count();
+        let used = self.rings[r].used as usize;
+        // Closes in flight are still counted in `used`; more than a turn's worth of them is not
+        // explained by timing.
+        if used > held + self.layout.backlog as usize + 16 {
+            tracing::warn!(
+                worker = self.worker,
+                ring = r,
+                queued,
+                used,
+                held,
+                "accept paused at the table limit, but the ring's slots hold far fewer sockets"
+            );
         }
     }
 

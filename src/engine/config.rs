@@ -329,6 +329,30 @@ mod tests {
     }
 
     #[test]
+    fn drain_threshold_follows_pause_then_half_the_bound() {
+        // (read_pause_bytes, send_queue_bytes_max) -> drain_bytes
+        let table = [
+            ((0, 0), Some(0)),
+            ((64, 0), Some(64)),
+            ((0, 1000), Some(500)),
+            ((100, 1000), Some(100)),
+            ((1000, 1000), None), // never pauses before the abort: refused
+        ];
+        for ((pause, max), want) in table {
+            let cfg = EngineConfig {
+                workers: 1,
+                rings_per_worker: 1,
+                files_per_ring: 64,
+                read_pause_bytes: pause,
+                send_queue_bytes_max: max,
+                ..EngineConfig::default()
+            };
+            let got = layout(&cfg).ok().map(|l| l.drain_bytes());
+            assert_eq!(got, want, "pause {pause} max {max}");
+        }
+    }
+
+    #[test]
     fn oversized_table_names_the_limit() {
         let cfg = EngineConfig {
             files_per_ring: u32::MAX,

@@ -104,7 +104,7 @@ impl<M> Core<M> {
             resumed: Vec::new(),
             send_pool: Vec::new(),
             shutting_down: false,
-            stall_check_due_ms: super::accept::STALL_CHECK_MS,
+            stall_check_due_ms: 0,
             wake_buf: Box::new(0),
         }
     }
@@ -405,10 +405,7 @@ impl<M> Core<M> {
         for r in 0..self.rings.len() {
             self.maintain_accept(r);
         }
-        if self.now_ms >= self.stall_check_due_ms {
-            self.stall_check_due_ms = self.now_ms + super::accept::STALL_CHECK_MS;
-            self.check_accept_stalls();
-        }
+        self.maybe_check_accept_stalls();
     }
 
     pub fn mark_dirty(&mut self, slot: u32) {

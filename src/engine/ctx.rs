@@ -43,7 +43,8 @@ impl<'a, H: Handler> Ctx<'a, H> {
     ///
     /// With `send_queue_bytes_max` set, a send that would take the queue past it queues nothing,
     /// returns `false` and aborts the connection (`on_close(QueueOverflow)` follows after this
-    /// callback). Past `read_pause_bytes`, reading pauses until the queue drains to it.
+    /// callback; for an outbound connection still connecting, `on_connect_failed(ECANCELED)`).
+    /// Past `read_pause_bytes`, reading pauses until the queue drains to it.
     pub fn send(&mut self, id: ConnId, buf: Bytes) -> bool {
         let max = self.core.layout.cfg.send_queue_bytes_max;
         let Some(s) = self.core.slot_of_mut(id) else {

@@ -97,7 +97,8 @@ pub trait Handler: Sized + 'static {
     /// decoders can unmask in place. Return how many bytes were consumed (`<= data.len()`); the
     /// engine keeps the rest (bounded by `leftover_bytes_max`, else the connection is closed with
     /// [`CloseReason::LeftoverOverflow`]) and passes them again, followed by new bytes, on the next
-    /// call. An idle connection holds no buffer.
+    /// call. An idle connection holds no buffer. When reading resumes after a pause
+    /// (`read_pause_bytes`), the bytes held meanwhile come in one call with no new bytes.
     fn on_data(
         &mut self,
         ctx: &mut Ctx<'_, Self>,

@@ -104,6 +104,7 @@ impl<H: Handler> Worker<H> {
             return;
         }
         s.leftover.extend_from_slice(input);
+        EngineStats::add(&self.core.shared.stats.read_held_bytes_total, len as u64);
     }
 
     /// Hand `len` bytes of provided buffer `bid` (plus any leftover) to the handler.

@@ -63,6 +63,9 @@ pub struct EngineStats {
     pub closed_queue_overflow_total: AtomicU64,
     /// Times a connection's reading was paused (queued bytes above `read_pause_bytes`).
     pub read_paused_total: AtomicU64,
+    /// Bytes a recv delivered after reading paused (before its cancel landed), held in
+    /// `leftover` for the resume.
+    pub read_held_bytes_total: AtomicU64,
     /// Completions whose generation no longer matched their slot (ignored).
     pub stale_completions_total: AtomicU64,
     /// Multishot recv ended by an empty buffer ring (re-armed, not an error).

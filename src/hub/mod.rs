@@ -115,10 +115,6 @@ pub enum HubError {
     DataTooLarge {
         limit_bytes: usize,
     },
-    /// `topics_max` topics hold history and none is empty.
-    TopicsFull {
-        limit: usize,
-    },
     /// The connection already has `topics_per_conn_max` subscriptions.
     TooManyTopics {
         limit: usize,
@@ -126,13 +122,11 @@ pub enum HubError {
 }
 
 impl HubError {
-    /// 400 for bad names and too many topics, 413 for oversize data, 503 when the server
-    /// cannot take another topic now.
+    /// 400 for bad names and too many topics, 413 for oversize data.
     pub fn status(self) -> u16 {
         match self {
             HubError::TopicInvalid | HubError::EventInvalid | HubError::TooManyTopics { .. } => 400,
             HubError::DataTooLarge { .. } => 413,
-            HubError::TopicsFull { .. } => 503,
         }
     }
 }
@@ -149,9 +143,6 @@ impl fmt::Display for HubError {
             ),
             HubError::DataTooLarge { limit_bytes } => {
                 write!(f, "data larger than the {limit_bytes}-byte limit")
-            }
-            HubError::TopicsFull { limit } => {
-                write!(f, "all {limit} topics hold history; try again later")
             }
             HubError::TooManyTopics { limit } => {
                 write!(f, "a connection may subscribe to at most {limit} topics")
@@ -226,7 +217,6 @@ mod tests {
             (HubError::EventInvalid, 400),
             (HubError::TooManyTopics { limit: 8 }, 400),
             (HubError::DataTooLarge { limit_bytes: 9 }, 413),
-            (HubError::TopicsFull { limit: 7 }, 503),
         ];
         for (e, status) in cases {
             assert_eq!(e.status(), status, "{e}");

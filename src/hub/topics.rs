@@ -16,7 +16,7 @@
 //! The last line is what replay relies on: a request "after L" is complete for this topic
 //! exactly when `L >= evicted_max`. Never here: sockets, clocks, per-connection state.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::id::EventId;
@@ -33,6 +33,8 @@ struct Topic {
     held_bytes: usize,
     /// Highest id dropped from `history`; 0 when nothing was (ids start at 1).
     evicted_max: u64,
+    /// Id of the topic's latest publish: its key in `Topics::by_last_id`.
+    last_id: u64,
 }
 
 impl Topic {
@@ -42,6 +44,7 @@ impl Topic {
             history: VecDeque::new(),
             held_bytes: 0,
             evicted_max: 0,
+            last_id: 0,
         }
     }
 
@@ -178,10 +181,13 @@ pub struct Topics {
     /// The id the next publish gets; ids start at 1 so that 0 means "nothing seen yet".
     next_id: u64,
     topics: HashMap<Arc<str>, Topic>,
+    /// Every topic by the id of its latest publish: the first entry is the least recently
+    /// published topic, the one evicted when the map is full and no topic is empty.
+    by_last_id: BTreeMap<u64, Arc<str>>,
     /// Topics whose history is empty (all evicted); the first to go when the map is full.
     empty_topics: usize,
-    /// Highest `evicted_max` over topics whose state was dropped to make room. A topic we have
-    /// no state for may be one of them, so replay on it must report a gap before this id.
+    /// Highest id any topic whose state was dropped to make room may have held. A topic we
+    /// have no state for may be one of them, so replay on it must report a gap before this id.
     forgotten_max: u64,
     /// Sum of all topics' `held_bytes`, for metrics.
     held_bytes_total: usize,
@@ -199,6 +205,7 @@ impl Topics {
             epoch,
             next_id: 1,
             topics: HashMap::new(),
+            by_last_id: BTreeMap::new(),
             empty_topics: 0,
             forgotten_max: 0,
             held_bytes_total: 0,
@@ -256,7 +263,7 @@ impl Topics {
             });
         }
         if !self.topics.contains_key(topic) {
-            self.make_room()?;
+            self.make_room();
             let name: Arc<str> = Arc::from(topic);
             self.topics.insert(Arc::clone(&name), Topic::new(name));
             self.empty_topics += 1;
@@ -267,6 +274,11 @@ impl Topics {
             .expect("present or just inserted");
         let id = self.next_id;
         self.next_id += 1;
+        if state.last_id != 0 {
+            self.by_last_id.remove(&state.last_id);
+        }
+        state.last_id = id;
+        self.by_last_id.insert(id, Arc::clone(&state.name));
         let msg = Arc::new(Message::encode(
             EventId {
                 epoch: self.epoch,
@@ -288,21 +300,30 @@ impl Topics {
         Ok(msg)
     }
 
-    /// Frees a slot for a new topic: drops every empty topic's state at once (folding their
-    /// eviction records into `forgotten_max`), or fails when none is empty.
-    fn make_room(&mut self) -> Result<(), HubError> {
+    /// Frees a slot for a new topic: drops every empty topic's state at once, or, when no
+    /// topic is empty, the least recently published topic with its history. What a dropped
+    /// topic held is folded into `forgotten_max`, so a later replay on it reports the gap.
+    /// Never fails: the topic table fills, but never for good.
+    fn make_room(&mut self) {
         if self.topics.len() < self.limits.topics_max {
-            return Ok(());
+            return;
         }
         if self.empty_topics == 0 {
-            return Err(HubError::TopicsFull {
-                limit: self.limits.topics_max,
-            });
+            let (_, name) = self
+                .by_last_id
+                .pop_first()
+                .expect("the map is full, so not empty");
+            let t = self.topics.remove(&name).expect("indexed topics exist");
+            self.held_bytes_total -= t.held_bytes;
+            self.forgotten_max = self.forgotten_max.max(t.last_id);
+            return;
         }
         let mut forgotten_max = self.forgotten_max;
+        let by_last_id = &mut self.by_last_id;
         self.topics.retain(|_, t| {
             if t.history.is_empty() {
                 forgotten_max = forgotten_max.max(t.evicted_max);
+                by_last_id.remove(&t.last_id);
                 false
             } else {
                 true
@@ -310,7 +331,6 @@ impl Topics {
         });
         self.forgotten_max = forgotten_max;
         self.empty_topics = 0;
-        Ok(())
     }
 
     /// Everything held after `last_event_id` on `topics`, merged in id order, plus the
@@ -459,6 +479,10 @@ impl Topics {
             empty += usize::from(t.history.is_empty());
         }
         assert_eq!(self.held_bytes_total, total);
+        assert_eq!(self.by_last_id.len(), self.topics.len());
+        for (id, name) in &self.by_last_id {
+            assert_eq!(self.topics[name].last_id, *id, "by_last_id of {name}");
+        }
         assert_eq!(self.empty_topics, empty);
         assert!(self.topics.len() <= self.limits.topics_max);
     }

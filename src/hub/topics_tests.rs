@@ -195,19 +195,30 @@ fn a_topic_whose_evictions_are_all_old_enough_is_no_gap() {
 }
 
 #[test]
-fn topic_count_bound_evicts_only_empty_topics_then_errors() {
+fn topic_count_bound_evicts_empty_topics_first_then_the_least_recently_published() {
     let mut full = Topics::new(HubLimits {
         topics_max: 2,
         ..limits(1, 1 << 20)
     });
-    full.publish("a", None, "x").unwrap();
-    full.publish("b", None, "x").unwrap();
-    let err = full.publish("c", None, "x").unwrap_err();
-    assert_eq!(err, HubError::TopicsFull { limit: 2 });
-    assert_eq!(err.status(), 503);
-    full.publish("a", None, "still fine for known topics")
-        .unwrap();
+    full.publish("a", None, "x").unwrap(); // 1
+    full.publish("b", None, "x").unwrap(); // 2
+    full.publish("a", None, "x").unwrap(); // 3: b is now the least recently published
     full.check_invariants();
+    // Full, nothing empty: "c" evicts "b" with its history (id 2), never refuses.
+    full.publish("c", None, "x").unwrap(); // 4
+    full.check_invariants();
+    assert_eq!(full.topic_count(), 2);
+    assert!(
+        matches!(full.replay(&["b"], 1), Replay::Gap { .. }),
+        "b's id 2 is gone and replay says so"
+    );
+    assert!(matches!(full.replay(&["a"], 2), Replay::Events { .. }));
+    // The table never fills for good: a thousand new topics through a table of two.
+    for i in 0..1000 {
+        full.publish(&format!("t{i}"), None, "x").unwrap();
+    }
+    full.check_invariants();
+    assert_eq!(full.topic_count(), 2);
 
     // With no history every topic is empty after its publish, so it can make room; the
     // dropped topics' eviction records become one conservative bound.

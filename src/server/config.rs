@@ -335,6 +335,8 @@ config_keys! {
     topics_per_conn_max: usize = 64;
     /// Largest published message (HTTP body or WebSocket publish data).
     publish_bytes_max: ByteSize = ByteSize(1 << 20);
+    /// A WebSocket message sent in fragments must be complete within this time.
+    ws_message_timeout: Millis = Millis(10_000);
     /// Largest WebSocket message a client may send (control messages; echo payloads).
     ws_message_bytes_max: ByteSize = ByteSize(64 << 10);
     /// Bytes queued to one connection before it counts as a slow consumer and is closed.
@@ -417,6 +419,7 @@ impl Config {
             ("heartbeat_interval", self.heartbeat_interval),
             ("pong_timeout", self.pong_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("ws_message_timeout", self.ws_message_timeout),
         ] {
             if value < self.tick {
                 return invalid(key, "must be at least one `tick`");

@@ -9,7 +9,8 @@
 //!
 //! Timer use: each connection has one engine timer, and its meaning follows the state:
 //! - HTTP: the request deadline (`request_timeout` from the connection's open or the previous
-//!   response), so a half-sent head (slowloris) or an idle keep-alive connection is closed.
+//!   response), so a half-sent head (slowloris: 408) or a silent or idle keep-alive
+//!   connection (closed without an answer) ends. Bytes arriving do not move it.
 //! - SSE and WebSocket: see `sse` and `ws`.
 
 use std::sync::Arc;
@@ -230,7 +231,13 @@ impl Handler for Dispatcher {
         let Conn { state, closing } = conn;
         let mut out = Out::new(ctx, id, &self.shared, closing);
         match state {
-            State::Http(_) => out.http_error(&HttpError::RequestTimeout),
+            // A client in the middle of a request is told 408. One that sent nothing, or is
+            // idle between requests, is closed quietly: EventSource treats any non-200 answer
+            // as fatal and would never reconnect.
+            State::Http(h) if h.decoder.has_partial_head() || h.publish.is_some() => {
+                out.http_error(&HttpError::RequestTimeout)
+            }
+            State::Http(_) => out.close(CloseKind::RequestTimeout),
             State::Sse(stream) => sse::on_timer(&mut out, stream),
             State::Ws(session) => ws::on_timer(&mut out, session),
         }

@@ -34,16 +34,17 @@ pub fn engine_config(config: &Config) -> EngineConfig {
     // - live fan-out cuts a subscriber whose queue would pass `queue_bytes_max` (`hub::admit`,
     //   which lets one message of any size into an empty queue);
     // - the engine aborts a connection whose queue would pass the hard bound: the queue bound
-    //   plus the largest single buffer (an encoded message, whose data may grow 7x as SSE
-    //   `data:` lines of one byte, or a whole echoed WebSocket message on the echo route)
-    //   plus room for a goodbye frame.
+    //   plus the largest answer a single input can cause: an encoded message (data may grow 7x
+    //   as SSE `data:` lines of one byte) or an echoed WebSocket message, plus room for a
+    //   goodbye frame.
     let queue = config.queue_bytes_max.0;
-    let buffer_bytes_max = (config.publish_bytes_max.0.saturating_mul(7))
-        .max(config.ws_message_bytes_max.0.saturating_add(14));
     e.read_pause_bytes = pause;
-    e.send_queue_bytes_max = queue
-        .saturating_add(buffer_bytes_max)
-        .saturating_add(64 << 10);
+    let largest = config
+        .publish_bytes_max
+        .0
+        .saturating_mul(7)
+        .max(config.ws_message_bytes_max.0 + crate::proto::ws::HEAD_BYTES_MAX);
+    e.send_queue_bytes_max = queue.saturating_add(largest).saturating_add(64 << 10);
     e
 }
 

@@ -14,8 +14,9 @@
 //! the token is closed with 1008 when the token expires, unless a `refresh` op brought a new
 //! one first.
 //!
-//! Timer: the next ping; while a ping is unanswered, the pong deadline if sooner; the token's
-//! expiry if sooner still.
+//! Timer: the next ping; while a ping is unanswered, the pong deadline; while a fragmented
+//! message is arriving, its deadline (`ws_message_timeout`); once a subscription needed the
+//! token, the token's end; whichever is soonest.
 
 use std::borrow::Cow;
 
@@ -51,6 +52,10 @@ pub(super) struct WsSession {
     /// Set when a ping goes out with none outstanding, cleared by any pong: a peer that stays
     /// silent past it is closed (`pong_timeout` after the first unanswered ping).
     pong_deadline_ms: Option<u64>,
+    /// Set when a message's first fragment arrives, cleared when its last does: a message
+    /// must be complete by then (`ws_message_timeout`), so a client cannot hold a
+    /// half-assembled message, and its buffer, forever.
+    message_deadline_ms: Option<u64>,
     /// Since when the connection has had no subscription (for `idle_timeout`).
     idle_since_ms: u64,
     /// What the session's credential allows (`None`: it presented none).
@@ -156,6 +161,7 @@ pub(super) fn upgrade<H: Handler>(
         echo,
         next_ping_ms: now + cfg.heartbeat_interval.0,
         pong_deadline_ms: None,
+        message_deadline_ms: None,
         idle_since_ms: now,
         grant,
         token_end_ms,
@@ -175,7 +181,7 @@ pub(super) fn upgrade<H: Handler>(
     let mut buf = Vec::with_capacity(256);
     accepted.write_response(&mut buf);
     out.send(Bytes::from(buf));
-    arm_timer(out, &session);
+    out.set_timer(next_deadline(&session));
     Some(session)
 }
 
@@ -200,15 +206,6 @@ fn authorize_upgrade<H: Handler>(
     Ok((grant, end))
 }
 
-/// The session's one timer: the sooner of the next ping, the pong deadline and the token's end.
-fn arm_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &WsSession) {
-    let next = ws
-        .pong_deadline_ms
-        .map_or(ws.next_ping_ms, |d| d.min(ws.next_ping_ms))
-        .min(ws.token_end_ms);
-    out.set_timer(next);
-}
-
 /// One decoder step. Returns the bytes consumed and whether another step may progress.
 pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
     out: &mut Out<'_, '_, H>,
@@ -231,8 +228,13 @@ pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
     match event {
         Event::Data { text, payload, fin } => {
             if let Some(m) = ws.assembler.push(text, payload, fin) {
+                ws.message_deadline_ms = None;
                 on_message(out, subs, ws, m.is_text(), m.payload());
                 ws.assembler.recycle(m);
+            } else if ws.message_deadline_ms.is_none() {
+                let timeout = out.shared.config.ws_message_timeout.0;
+                ws.message_deadline_ms = Some(out.now_ms() + timeout);
+                out.set_timer(next_deadline(ws));
             }
         }
         Event::Ping(payload) => {
@@ -241,7 +243,7 @@ pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
         }
         Event::Pong(_) => {
             if ws.pong_deadline_ms.take().is_some() {
-                arm_timer(out, ws);
+                out.set_timer(next_deadline(ws));
             }
         }
         Event::Close { code, .. } => {
@@ -358,7 +360,7 @@ fn subscribe<H: Handler>(
     if needed && ws.token_end_ms == u64::MAX {
         // From now on the session lives only as long as its token (or a refreshed one).
         ws.token_end_ms = ws.grant.as_ref().map_or(now, |g| g.expires_ms);
-        arm_timer(out, ws);
+        out.set_timer(next_deadline(ws));
     }
     let ack = serde_json::json!({"op": "subscribed", "topic": topic});
     if ws.topics.contains(topic) {
@@ -405,7 +407,7 @@ fn refresh<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession, token: &str
         end => (end.saturating_sub(clock.now_ms) / 1000).into(),
     };
     ws.grant = Some(grant);
-    arm_timer(out, ws);
+    out.set_timer(next_deadline(ws));
     out.send(json_frame(
         &serde_json::json!({"op": "refreshed", "expires_in": expires_in}),
     ));
@@ -436,6 +438,14 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
             CloseKind::PongTimeout,
         );
     }
+    if ws.message_deadline_ms.is_some_and(|d| now >= d) {
+        let reason = "message not completed in time";
+        return out.ws_close(
+            close_code::POLICY_VIOLATION,
+            reason,
+            CloseKind::ProtocolError,
+        );
+    }
     if !ws.echo && ws.topics.is_empty() && now.saturating_sub(ws.idle_since_ms) >= idle_timeout {
         return out.ws_close(
             close_code::NORMAL,
@@ -449,7 +459,16 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
         ws.next_ping_ms = now + interval;
         ws.pong_deadline_ms.get_or_insert(now + pong_timeout);
     }
-    arm_timer(out, ws);
+    out.set_timer(next_deadline(ws));
+}
+
+/// The session's one timer: the soonest of the next ping, the pong deadline, the message
+/// deadline and the token's end.
+fn next_deadline(ws: &WsSession) -> u64 {
+    [ws.pong_deadline_ms, ws.message_deadline_ms]
+        .into_iter()
+        .flatten()
+        .fold(ws.next_ping_ms.min(ws.token_end_ms), u64::min)
 }
 
 /// Graceful shutdown: 1001 "Going Away", then close.

@@ -80,6 +80,9 @@ pub struct Subscription {
     pub seq: SeqTracker,
     /// Harness time of the last byte received (heartbeat or delivery), ns.
     pub last_rx_ns: u64,
+    /// WebSocket: the `id` of the last delivery, sent as `since` when resuming (SSE keeps its
+    /// last event id in the parser). Empty before any.
+    pub last_id: String,
 }
 
 impl Subscription {

@@ -1,6 +1,10 @@
 //! SSE subscriber: `GET path` → response head (must be 200) → an endless event stream parsed
 //! by `proto::sse::Parser`. Events are deliveries (envelope, sequence tracking, latency);
-//! comment lines are heartbeats.
+//! comment lines are heartbeats; an `event: reset` (the server's history no longer reaches
+//! back to our `Last-Event-ID`) is counted as `ResumeReset`, a loss.
+//!
+//! A reconnect (`SseSub::resume`) keeps the subscription's sequence tracker and sends
+//! `Last-Event-ID` with the raw text of the last `id:` field received, as a browser does.
 //!
 //! The body is read as the server frames it: until close (uringcast) straight from the
 //! engine's buffer with no copy, or chunked / with a length (other servers) through
@@ -31,6 +35,8 @@ enum Phase {
 pub struct SseSub {
     phase: Phase,
     pub sub: Subscription,
+    /// Sent as `Last-Event-ID` by `request` when not empty.
+    resume_from: String,
 }
 
 impl SseSub {
@@ -38,6 +44,33 @@ impl SseSub {
         SseSub {
             phase: Phase::Head(ResponseDecoder::new()),
             sub: Subscription::new(topic),
+            resume_from: String::new(),
+        }
+    }
+
+    /// The machine for a reconnect of `old`: same subscription (sequence figures carry over),
+    /// resuming after the last event id `old` received.
+    pub fn resume(old: SseSub) -> SseSub {
+        let resume_from = old.last_event_id().to_owned();
+        SseSub {
+            phase: Phase::Head(ResponseDecoder::new()),
+            sub: old.sub,
+            resume_from,
+        }
+    }
+
+    /// The last event ID string (the raw `id:` text; empty before any): what a reconnect
+    /// sends as `Last-Event-ID`.
+    pub fn last_event_id(&self) -> &str {
+        match &self.phase {
+            Phase::Head(_) => &self.resume_from,
+            Phase::Direct(p) | Phase::Framed { parser: p, .. } => {
+                // A stream that carried no id yet keeps the one it resumed from.
+                match p.last_event_id() {
+                    "" => &self.resume_from,
+                    id => id,
+                }
+            }
         }
     }
 
@@ -46,6 +79,9 @@ impl SseSub {
         let mut fields = header_refs(&env.headers);
         fields.push(("Accept", "text/event-stream"));
         fields.push(("Cache-Control", "no-cache"));
+        if !self.resume_from.is_empty() {
+            fields.push(("Last-Event-ID", &self.resume_from));
+        }
         write_get_request(&mut io.out, path, authority, &fields);
     }
 
@@ -159,6 +195,9 @@ impl SseSub {
     fn event(sub: &mut Subscription, env: &Env, io: &mut Io, ev: Event) {
         match ev {
             Event::Comment(_) => io.stats.heartbeats += 1,
+            Event::Message(m) if m.event_type == "reset" => {
+                io.stats.errors.add(ErrorKind::ResumeReset)
+            }
             Event::Message(m) => sub.delivery(env, io, m.data.as_bytes()),
         }
     }
@@ -247,5 +286,44 @@ mod tests {
         let req = String::from_utf8(io.out).unwrap();
         assert!(req.starts_with("GET /sse?topic=t0 HTTP/1.1\r\n"), "{req}");
         assert!(req.contains("Host: h:1\r\n") && req.ends_with("\r\n\r\n"));
+    }
+
+    /// WHATWG HTML §9.2.4: a reconnect sends `Last-Event-ID` with the last id string as
+    /// received (opaque text); sequence figures carry over; `event: reset` counts as loss.
+    #[test]
+    fn resume_sends_the_raw_last_id_and_counts_resets() {
+        let e = env();
+        let mut bytes = stream(&e.template, &[1, 2], false);
+        // A server id is opaque: keep it byte for byte (epoch-sequence here).
+        bytes.extend_from_slice(b"id: 1765015200123-17\ndata: ");
+        e.template.encode(3, 1_000, "t1", 0, &mut bytes);
+        bytes.extend_from_slice(b"\n\n");
+        let mut sub = SseSub::new(1);
+        let mut io = Io::default();
+        assert_eq!(sub.last_event_id(), "");
+        let (ready, fatal) = feed(|io, d| sub.on_data(&e, io, d), &mut io, &bytes, 7);
+        assert!(ready && fatal.is_none());
+        assert_eq!(sub.last_event_id(), "1765015200123-17");
+        let mut again = SseSub::resume(sub);
+        assert_eq!(again.last_event_id(), "1765015200123-17");
+        again.request(&e, &mut io, "h:1", "/sse?topic=t1");
+        let req = String::from_utf8(std::mem::take(&mut io.out)).unwrap();
+        assert!(
+            req.contains("\r\nLast-Event-ID: 1765015200123-17\r\n"),
+            "{req}"
+        );
+        // The resumed stream: a reset notice, then 5 (4 was lost).
+        let mut resumed = b"HTTP/1.1 200 OK\r\n\r\nevent: reset\ndata: {}\n\n".to_vec();
+        resumed.extend_from_slice(b"id: x-5\ndata: ");
+        e.template.encode(5, 1_000, "t1", 0, &mut resumed);
+        resumed.extend_from_slice(b"\n\n");
+        let (ready, fatal) = feed(|io, d| again.on_data(&e, io, d), &mut io, &resumed, 5);
+        assert!(ready && fatal.is_none());
+        assert_eq!(io.stats.errors.get(ErrorKind::ResumeReset), 1);
+        assert_eq!(again.last_event_id(), "x-5");
+        let mut s = crate::stats::Stats::default();
+        again.sub.finish(5, &mut s);
+        assert_eq!((s.missing, s.duplicates), (1, 0));
+        assert_eq!(io.stats.deliveries, 4);
     }
 }

@@ -8,6 +8,9 @@
 //! together by the same `MessageAssembler` the server uses: a message in one frame is read
 //! where it lies, one split across frames or reads is copied into a small reused buffer.
 //! No socket, no clock.
+//!
+//! A subscriber remembers the `"id":"..."` of its last delivery; a reconnect (`resume`) sends
+//! it as `{since}` in the subscribe message, and a `{"op":"reset",...}` answer counts as loss.
 
 use super::{header_refs, mask_key, Env, Io, Outcome, Subscription};
 use crate::echo;
@@ -132,7 +135,10 @@ impl WsClient {
                     if let Mode::Sub(s) = &self.mode {
                         if !env.ws_subscribe_msg.is_empty() {
                             let topic = env.topics.get(s.topic as usize).map_or("", |t| t);
-                            let msg = env.ws_subscribe_msg.replace("{topic}", topic);
+                            let msg = env
+                                .ws_subscribe_msg
+                                .replace("{topic}", topic)
+                                .replace("{since}", &s.last_id);
                             send_text(io, msg.as_bytes(), false);
                             // Publishing must not start before the subscription is in force.
                             self.awaiting_ack = !env.ws_subscribed_marker.is_empty();
@@ -196,6 +202,12 @@ impl WsClient {
         }
     }
 
+    /// The machine for a reconnect of `old`: same mode (a subscriber keeps its sequence
+    /// figures and last id, which the subscribe message sends as `{since}`).
+    pub fn resume(old: WsClient) -> WsClient {
+        WsClient::new(old.mode)
+    }
+
     /// Echo mode: put `inflight_max` messages in flight.
     pub fn start_echo(&mut self, env: &Env, io: &mut Io) {
         let open = self.is_open();
@@ -247,8 +259,14 @@ fn message(mode: &mut Mode, env: &Env, io: &mut Io, payload: &[u8]) {
             if payload.starts_with(br#"{"op":"#) {
                 if payload.starts_with(br#"{"op":"error""#) {
                     io.stats.errors.add(ErrorKind::WsProtocol);
+                } else if payload.starts_with(br#"{"op":"reset""#) {
+                    io.stats.errors.add(ErrorKind::ResumeReset);
                 }
                 return;
+            }
+            if let Some(id) = id_field(payload) {
+                sub.last_id.clear();
+                sub.last_id.push_str(id);
             }
             sub.delivery(env, io, payload);
         }
@@ -268,6 +286,14 @@ fn message(mode: &mut Mode, env: &Env, io: &mut Io, payload: &[u8]) {
         }
         Mode::Pub => {}
     }
+}
+
+/// The hub's delivery id: the text of the first `"id":"..."` (ids are `E-N`, never escaped).
+fn id_field(payload: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = br#""id":""#;
+    let start = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = payload[start..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&payload[start..start + len]).ok()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> bool {
@@ -416,6 +442,69 @@ mod tests {
         assert!(c.on_data(&e, &mut io, &mut ack).ready);
         let _ = c.on_data(&e, &mut io, &mut after);
         assert_eq!(io.stats.deliveries, 1);
+    }
+
+    /// A resume sends the last delivery's id as `since`; a reset notice counts as loss.
+    #[test]
+    fn resume_subscribes_since_the_last_id() {
+        let mut e = env();
+        e.ws_subscribe_msg = r#"{"op":"subscribe","topic":"{topic}","since":"{since}"}"#.into();
+        e.ws_subscribed_marker = "subscribed".into();
+        let mut c = WsClient::new(Mode::Sub(Subscription::new(0)));
+        let mut io = Io::default();
+        c.request(&e, &mut io, "h", "/ws");
+        let req = std::mem::take(&mut io.out);
+        let mut m = br#"{"topic":"t0","id":"1765015200123-7","data":""#.to_vec();
+        e.template.encode(1, 0, "t0", 0, &mut m);
+        m.extend_from_slice(br#""}"#);
+        let bytes = answer(
+            &req,
+            &[
+                (OpCode::Text, br#"{"op":"subscribed"}"#),
+                (OpCode::Text, &m),
+            ],
+        );
+        let (ready, fatal) = feed(|io, d| c.on_data(&e, io, d), &mut io, &bytes, 11);
+        assert!(ready && fatal.is_none());
+        assert_eq!(io.stats.deliveries, 1);
+        let unmask = |f: &[u8]| -> Vec<u8> {
+            let key = [f[2], f[3], f[4], f[5]];
+            f[6..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ key[i % 4])
+                .collect()
+        };
+        assert_eq!(
+            unmask(&io.out),
+            br#"{"op":"subscribe","topic":"t0","since":""}"#
+        );
+
+        let mut again = WsClient::resume(c);
+        io.out.clear();
+        again.request(&e, &mut io, "h", "/ws");
+        let req = std::mem::take(&mut io.out);
+        let reset = br#"{"op":"reset","topic":"t0","oldest":"1765015200123-9","requested":"x"}"#;
+        let bytes = answer(
+            &req,
+            &[
+                (OpCode::Text, br#"{"op":"subscribed"}"#),
+                (OpCode::Text, reset),
+            ],
+        );
+        let (ready, _) = feed(|io, d| again.on_data(&e, io, d), &mut io, &bytes, 4096);
+        assert!(ready);
+        let sent = unmask(&io.out);
+        assert_eq!(
+            sent,
+            br#"{"op":"subscribe","topic":"t0","since":"1765015200123-7"}"#,
+            "{}",
+            String::from_utf8_lossy(&sent)
+        );
+        assert_eq!(io.stats.errors.get(ErrorKind::ResumeReset), 1);
+        assert_eq!(io.stats.deliveries, 1, "control answers are not deliveries");
+        assert_eq!(id_field(br#"{"id":"a-1","x":"y"}"#), Some("a-1"));
+        assert_eq!(id_field(br#"{"id":3}"#), None);
     }
 
     #[test]

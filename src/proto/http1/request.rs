@@ -42,6 +42,13 @@ impl RequestDecoder {
         self.scanner = HeadScanner::default();
     }
 
+    /// Whether part of a head has arrived (the caller has passed bytes that did not complete
+    /// one). False between requests, which is how a server tells an idle connection from a
+    /// slow one.
+    pub fn has_partial_head(&self) -> bool {
+        !self.scanner.is_fresh()
+    }
+
     /// Decode one request head from the front of `input`.
     ///
     /// `Ok(consumed = 0, None)`: need more bytes. `Ok(consumed = head length, Some(head))`:

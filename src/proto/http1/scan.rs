@@ -41,6 +41,11 @@ pub(crate) struct HeadSpan {
 }
 
 impl HeadScanner {
+    /// No byte of a head has been examined since the last complete head (or ever).
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.pos == 0
+    }
+
     /// Scan `input` (the same bytes as last time plus possibly more). `Ok(None)` means "need
     /// more bytes"; `Ok(Some(span))` resets the scanner for the next head.
     ///
