@@ -234,7 +234,9 @@ impl Handler for Dispatcher {
             // A client in the middle of a request is told 408. One that sent nothing, or is
             // idle between requests, is closed quietly: EventSource treats any non-200 answer
             // as fatal and would never reconnect.
-            State::Http(h) if h.decoder.has_partial_head() || h.publish.is_some() => {
+            State::Http(h)
+                if h.decoder.has_partial_head() || h.publish.is_some() || h.ticket.is_some() =>
+            {
                 out.http_error(&HttpError::RequestTimeout)
             }
             State::Http(_) => out.close(CloseKind::RequestTimeout),
