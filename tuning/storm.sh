@@ -108,12 +108,11 @@ if [[ -z "$BUILD" ]]; then
     fi
 fi
 BIN="$ROOT/target/$BUILD"
-if [[ ! -x "$BIN/uringcast" || ! -x "$BIN/uringcast-bench" ]]; then
-    log "building the $BUILD binaries"
-    flag=()
-    [[ "$BUILD" == release ]] && flag=(--release)
-    (cd "$ROOT" && cargo build "${flag[@]}" -p uringcast -p uringcast-bench --bins)
-fi
+# Always through cargo: a no-op when the binaries are current, and never a stale binary.
+log "building the $BUILD binaries (no-op when current)"
+flag=()
+[[ "$BUILD" == release ]] && flag=(--release)
+(cd "$ROOT" && cargo build -q "${flag[@]}" -p uringcast -p uringcast-bench --bins)
 
 SERVER_PID=""
 SAMPLER_PID=""
@@ -179,7 +178,8 @@ RUST_LOG=warn "$BIN/uringcast" "${SERVER_ARGS[@]}" >"$OUT/server.out" 2>"$OUT/se
 SERVER_PID=$!
 ADDR=""
 for _ in $(seq 1 600); do
-    ADDR=$(sed -n 's/^uringcast: listening on \([^ ]*\) .*/\1/p' "$OUT/server.out" | head -1)
+    # The shell creates server.out in the child after the fork: it may not exist yet.
+    ADDR=$(sed -n 's/^uringcast: listening on \([^ ]*\) .*/\1/p' "$OUT/server.out" 2>/dev/null | head -1 || true)
     [[ -n "$ADDR" ]] && break
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.err" >&2; die "the server exited at start-up"; }
     sleep 0.1
