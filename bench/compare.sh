@@ -109,7 +109,8 @@ port_of() {
 server_cmd() { # peer port -> the command line, one word per line
     local d=$PEERS_DIR/$1
     case $1 in
-    uringcast) printf '%s\n' "$UC_BIN" serve --listen "127.0.0.1:$2" --workers 1 --echo-path /echo ;;
+    # --publish-open: the fan-out cells publish without a key, as they do to every peer.
+    uringcast) printf '%s\n' "$UC_BIN" serve --listen "127.0.0.1:$2" --workers 1 --echo-path /echo --publish-open true ;;
     fastws) printf '%s\n' "$d/target/release/fastws-peer" "$2" ;;
     axum) printf '%s\n' "$d/target/release/axum-peer" "$2" ;;
     bun) printf '%s\n' "$d/node_modules/@oven/bun-linux-x64/bin/bun" "$d/server.js" "$2" ;;

@@ -4,12 +4,15 @@
 //! page must still see every message exactly once, in order. The page reports back by
 //! publishing its findings to a topic the test subscribes to.
 //!
+//! A second page trades a JWT for single-use tickets (`POST /tickets` over `fetch`, so CORS
+//! preflights too) and subscribes over WebSocket and EventSource with them.
+//!
 //! Needs Debian's `chromium` (`.ci/run` installs it); skips on a machine without it unless
 //! URINGCAST_REQUIRE_EXTERNAL=1.
 
 mod common;
 
-use common::{publish, Server, SseClient};
+use common::{publish, publish_as, Server, SseClient};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,12 +87,47 @@ impl Control {
     }
 }
 
+/// Chromium's path, if installed.
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+/// Write `html` to a file and open it in headless Chromium with `?query`; the browser is
+/// killed when the returned guard drops.
+fn open_page(chromium: &str, name: &str, html: &str, query: &str) -> KillOnDrop {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("browser-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("page.html");
+    std::fs::write(&page, html).unwrap();
+    let profile = dir.join("profile");
+    KillOnDrop(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--allow-file-access-from-files",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("file://{}?{query}", page.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium"),
+    )
+}
+
 #[test]
 fn eventsource_resumes_with_last_event_id_and_websocket_receives() {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(chromium) = chromium else {
+    let Some(chromium) = chromium() else {
         return skip("chromium not installed (apt-get install chromium)");
     };
     let s = Server::start(&[
@@ -107,31 +145,11 @@ fn eventsource_resumes_with_last_event_id_and_websocket_receives() {
         addr: s.addr,
     };
 
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("browser-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let page = dir.join("page.html");
-    std::fs::write(&page, PAGE).unwrap();
-    let profile = dir.join("profile");
-    let _browser = KillOnDrop(
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-                "--allow-file-access-from-files",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("file://{}?port={}", page.display(), s.addr.port()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromium"),
+    let _browser = open_page(
+        chromium,
+        "eventsource",
+        PAGE,
+        &format!("port={}", s.addr.port()),
     );
     let ready = control.next_event().expect("the page reports ready");
     assert_eq!(ready.data, "ready");
@@ -167,4 +185,98 @@ fn eventsource_resumes_with_last_event_id_and_websocket_receives() {
     );
     assert_eq!(ids, expected_ids);
     assert_eq!(ws, expected, "WebSocket saw every message");
+}
+
+/// A page that holds a JWT gets two tickets over `fetch` (an `Authorization` header, so a CORS
+/// preflight first), opens a WebSocket with one and an EventSource with the other, and reports
+/// what each received by publishing with its token (another preflighted request).
+const TICKET_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<title>uringcast ticket test</title>
+<script>
+const q = new URLSearchParams(location.search);
+const port = q.get('port'), token = q.get('token');
+const base = 'http://127.0.0.1:' + port;
+const got = { ws: [], sse: [] };
+let opened = 0, reported = false;
+function report(body) {
+  fetch(base + '/publish?topic=control', {
+    method: 'POST', headers: { 'Authorization': 'Bearer ' + token }, body: body });
+}
+async function ticket() {
+  const r = await fetch(base + '/tickets', {
+    method: 'POST',
+    headers: { 'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ topics: ['news'] }) });
+  if (r.status !== 200) throw new Error('POST /tickets answered ' + r.status);
+  return (await r.json()).ticket;
+}
+function check() {
+  if (!reported && got.ws.length && got.sse.length) { reported = true; report(JSON.stringify(got)); }
+}
+function onOpen() { if (++opened === 2) report('ready'); }
+(async () => {
+  try {
+    const forWs = await ticket(), forSse = await ticket();
+    const ws = new WebSocket('ws://127.0.0.1:' + port + '/ws?topic=news&ticket=' + forWs);
+    ws.onopen = onOpen;
+    ws.onmessage = (m) => { const v = JSON.parse(m.data); if (v.data !== undefined) { got.ws.push(v.data); check(); } };
+    const es = new EventSource(base + '/sse?topic=news&ticket=' + forSse);
+    es.onopen = onOpen;
+    es.onmessage = (e) => { got.sse.push(e.data); check(); };
+  } catch (e) { report('error: ' + e); }
+})();
+</script>
+"#;
+
+#[test]
+fn a_page_trades_its_token_for_tickets_and_subscribes_with_them() {
+    let Some(chromium) = chromium() else {
+        return skip("chromium not installed (apt-get install chromium)");
+    };
+    const SECRET: &str = "browser-test-secret-of-32-bytes-or-more";
+    let s = Server::start_strict(&[
+        "--jwt-hs256-secret",
+        SECRET,
+        "--publish-key",
+        "browser-test-key",
+        "--public-topics",
+        "control",
+    ]);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let claims = serde_json::json!({"exp": exp, "subscribe": ["news"], "publish": ["control"]});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    // Without a ticket or token, the page's subscriptions would be refused.
+    assert_eq!(
+        SseClient::connect(s.addr, "/sse?topic=news", "").status,
+        401
+    );
+    let mut control = Control {
+        client: SseClient::connect(s.addr, "/sse?topic=control", ""),
+        last_id: None,
+        addr: s.addr,
+    };
+    let query = format!("port={}&token={token}", s.addr.port());
+    let _browser = open_page(chromium, "tickets", TICKET_PAGE, &query);
+    let ready = control.next_event().expect("the page reports");
+    assert_eq!(ready.data, "ready", "the page opened both with its tickets");
+    let id = publish_as(s.addr, Some("browser-test-key"), "news", "hello");
+    let report = control
+        .next_event()
+        .expect("the page reports what it received");
+    let v: serde_json::Value = serde_json::from_str(&report.data).expect("report JSON");
+    assert_eq!(
+        v,
+        serde_json::json!({"ws": ["hello"], "sse": ["hello"]}),
+        "message {id}"
+    );
 }

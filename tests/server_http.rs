@@ -39,7 +39,7 @@ fn healthz_metrics_404_405() {
         b"DELETE /publish?topic=a HTTP/1.1\r\nHost: t\r\n\r\n",
     );
     assert_eq!(status, 405);
-    assert_eq!(header(&headers, "allow"), Some("POST"));
+    assert_eq!(header(&headers, "allow"), Some("POST, OPTIONS"));
 }
 
 #[test]
@@ -114,17 +114,20 @@ fn publish_chunked_and_non_utf8() {
 }
 
 #[test]
-fn publish_key_gives_401_and_403() {
-    let s = Server::start(&["--publish-key", "s3cret"]);
+fn publish_key_gives_401() {
+    let s = Server::start_strict(&["--publish-key", "s3cret"]);
     let req = |auth: &str| {
         format!("POST /publish?topic=k HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 1\r\nConnection: close\r\n\r\nx")
     };
     let (status, headers, _) = http(s.addr, req("").as_bytes());
     assert_eq!(status, 401);
     assert_eq!(header(&headers, "www-authenticate"), Some("Bearer"));
+    // A wrong key is a worthless credential: 401 too (RFC 6750 invalid_token).
+    let (status, headers, _) = http(s.addr, req("Authorization: Bearer wrong\r\n").as_bytes());
+    assert_eq!(status, 401);
     assert_eq!(
-        http(s.addr, req("Authorization: Bearer wrong\r\n").as_bytes()).0,
-        403
+        header(&headers, "www-authenticate"),
+        Some("Bearer error=\"invalid_token\"")
     );
     assert_eq!(
         http(s.addr, req("Authorization: Bearer s3cret\r\n").as_bytes()).0,

@@ -281,7 +281,9 @@ start_server() {
     local n="$1"
     SERVER_ARGS=(serve --listen 127.0.0.1:0 --connections-max "$((n + n / 8 + SAMPLE + 1000))"
         --heartbeat-interval "${HB_INTERVAL_S}s" --pong-timeout "${SLACK_S}s"
-        --request-timeout "${SLACK_S}s" --idle-timeout 1h)
+        --request-timeout "${SLACK_S}s" --idle-timeout 1h
+        # The fan-out sample publishes without a key: an experiment on loopback, said so here.
+        --publish-open true)
     ((WORKERS)) && SERVER_ARGS+=(--workers "$WORKERS")
     log "starting $BIN/uringcast ${SERVER_ARGS[*]}"
     DOCTOR_FILE="$LOGS/doctor-$n.txt"

@@ -168,7 +168,9 @@ NSRC=$(((4 * CONNS + PORTS - 1) / PORTS))
 SRC="127.0.0.2-127.0.0.$((1 + NSRC))"
 
 SERVER_ARGS=(serve --listen 127.0.0.1:0 --connections-max "$((2 * CONNS + CONNS / 8 + 1000))"
-    --request-timeout 120s --idle-timeout 1h)
+    --request-timeout 120s --idle-timeout 1h
+    # The harness publishes without a key: an experiment on loopback, said so here.
+    --publish-open true)
 ((WORKERS)) && SERVER_ARGS+=(--workers "$WORKERS")
 [[ -n "$HISTORY" ]] && SERVER_ARGS+=(--history-messages "$HISTORY")
 log "starting $BIN/uringcast ${SERVER_ARGS[*]}"

@@ -87,6 +87,8 @@ pub fn config_from(
         }
     }
     config.validate()?;
+    // The JWT key file is read and parsed now, so a bad one stops the start with its key's name.
+    super::auth::Auth::from_config(&config)?;
     Ok(config)
 }
 

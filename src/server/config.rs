@@ -303,10 +303,26 @@ config_keys! {
     sse_stream_lifetime: Millis = Millis(0);
     /// Path of the WebSocket echo endpoint (conformance tests, echo benchmark); empty = off.
     echo_path: Option<String> = None;
-    /// Let WebSocket clients publish with {"op":"publish",...} messages.
+    /// Let WebSocket clients publish with {"op":"publish",...} messages (each still needs publish rights).
     ws_publish: bool = false;
-    /// Bearer key required to publish; empty = no key needed on a loopback listen address, publishing refused on any other.
+    /// Let anyone who can reach the server publish, with no key or token.
+    publish_open: bool = false;
+    /// Bearer key that may publish (and subscribe, and get tickets) on every topic; with no key, no JWT key and publish_open false, serve generates one and prints it.
     publish_key: Option<String> = None;
+    /// HMAC secret (32+ bytes) of HS256 JWTs; with a JWT key set, subscribing needs a token.
+    jwt_hs256_secret: Option<String> = None;
+    /// PEM file with the public key of RS256, ES256 or EdDSA JWTs; with a JWT key set, subscribing needs a token.
+    jwt_public_key_file: Option<String> = None;
+    /// Topic patterns (name, prefix*, *) anyone may subscribe to without a token.
+    public_topics: Vec<String> = Vec::new();
+    /// Cookie that may carry the JWT for /sse and /ws; read only when allowed_origins lists origins; empty = none.
+    auth_cookie: Option<String> = Some("uringcast_token".to_owned());
+    /// Origins (https://host[:port], or null) whose pages may use /sse, /ws, /publish and /tickets; * = any.
+    allowed_origins: Vec<String> = vec!["*".to_owned()];
+    /// Lifetime of a ticket from POST /tickets.
+    ticket_ttl: Millis = Millis(30_000);
+    /// Most tickets issued within one ticket_ttl; POST /tickets answers 503 beyond.
+    tickets_max: usize = 10_000;
     /// WebSocket subprotocols the server accepts, in preference order.
     ws_protocols: Vec<String> = Vec::new();
     /// Messages kept per topic for Last-Event-ID replay.

@@ -2,9 +2,11 @@
 //! request in progress, an SSE stream or a WebSocket session) and why the server is closing
 //! it, once it decided to. Never here: behaviour; each state's module owns that.
 
+use super::auth::Cors;
 use super::metrics::{CloseKind, ConnKind};
 use super::publish::PendingPublish;
 use super::sse::SseStream;
+use super::tickets::PendingTicket;
 use super::ws::WsSession;
 use crate::proto::http1::RequestDecoder;
 
@@ -50,4 +52,8 @@ pub(super) struct HttpConn {
     /// A publish whose body is still arriving. Boxed: rare, and it would triple the size of
     /// every idle connection if inline.
     pub publish: Option<Box<PendingPublish>>,
+    /// A `POST /tickets` whose body is still arriving. Boxed for the same reason.
+    pub ticket: Option<Box<PendingTicket>>,
+    /// The CORS fields of the request being answered, kept while its body arrives.
+    pub cors: Cors,
 }

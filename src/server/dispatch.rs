@@ -15,13 +15,14 @@
 
 use std::sync::Arc;
 
+use super::auth::Cors;
 use super::conn::{Conn, State};
 use super::metrics::{render_engine, CloseKind, ConnKind};
 use super::out::{Out, TEXT};
 use super::route::Route;
 use super::shared::{Shared, Sub, WorkerMsg};
 use super::subscribe::Subscriptions;
-use super::{publish, sse, subscribe, ws};
+use super::{publish, sse, subscribe, tickets, ws};
 use crate::engine::{CloseReason, ConnId, Ctx, EngineStats, Handler, Origin};
 use crate::proto::http1::{BodyKind, HttpError, RequestHead, Version};
 use crate::proto::Progress;
@@ -42,7 +43,7 @@ impl Dispatcher {
     }
 }
 
-/// One step of an HTTP connection: a request head, or a piece of a publish body. Returns the
+/// One step of an HTTP connection: a request head, or a piece of a publish or ticket body. Returns the
 /// bytes consumed and whether another step may make progress.
 fn http_step(
     out: &mut Out<'_, '_, Dispatcher>,
@@ -54,8 +55,12 @@ fn http_step(
         unreachable!("http_step on a non-HTTP connection")
     };
     out.http10_keep_alive = http.http10_keep_alive;
+    out.cors = http.cors;
     if http.publish.is_some() {
         return publish::body_step(out, &mut http.publish, input);
+    }
+    if http.ticket.is_some() {
+        return tickets::body_step(out, &mut http.ticket, input);
     }
     match http.decoder.decode(&out.shared.http_limits, input) {
         Ok(Progress {
@@ -97,6 +102,23 @@ fn route(
         shared.config.echo_path.as_deref(),
     );
     let close = !head.keep_alive() || (!route.reads_body() && head.body() != BodyKind::None);
+    // Routes a browser page may call: a page from an origin outside `allowed_origins` is
+    // refused before anything else, and the answers carry the CORS fields of the policy.
+    http.cors = Cors::Off;
+    let for_browsers = matches!(
+        route,
+        Route::Sse | Route::Ws | Route::Publish | Route::Tickets | Route::Preflight { .. }
+    );
+    if for_browsers {
+        match shared.auth.cors_for(head.header("origin")) {
+            Ok(cors) => http.cors = cors,
+            Err(e) => {
+                out.cors = Cors::Off;
+                return out.deny(&e);
+            }
+        }
+    }
+    out.cors = http.cors;
     match route {
         Route::NotFound => out.respond(404, TEXT, b"not found\n", close),
         Route::MethodNotAllowed { allow } => out.http_error(&HttpError::MethodNotAllowed { allow }),
@@ -107,6 +129,18 @@ fn route(
             out.respond(200, &fields, text.as_bytes(), close)
         }
         Route::Publish => http.publish = publish::begin(out, head),
+        Route::Tickets => http.ticket = tickets::begin(out, head),
+        Route::Preflight { methods } => {
+            let fields = [
+                ("Access-Control-Allow-Methods", methods),
+                (
+                    "Access-Control-Allow-Headers",
+                    "Authorization, Content-Type, Last-Event-ID",
+                ),
+                ("Access-Control-Max-Age", "600"),
+            ];
+            out.respond(204, &fields, b"", close)
+        }
         Route::Sse => {
             if let Some(stream) = sse::start(out, subs, head) {
                 shared.metrics.conn_changed(ConnKind::Http, ConnKind::Sse);
@@ -200,7 +234,9 @@ impl Handler for Dispatcher {
             // A client in the middle of a request is told 408. One that sent nothing, or is
             // idle between requests, is closed quietly: EventSource treats any non-200 answer
             // as fatal and would never reconnect.
-            State::Http(h) if h.decoder.has_partial_head() || h.publish.is_some() => {
+            State::Http(h)
+                if h.decoder.has_partial_head() || h.publish.is_some() || h.ticket.is_some() =>
+            {
                 out.http_error(&HttpError::RequestTimeout)
             }
             State::Http(_) => out.close(CloseKind::RequestTimeout),

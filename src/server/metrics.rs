@@ -24,10 +24,12 @@ pub enum CloseKind {
     Done,
     /// The engine's hard bound on queued bytes was reached (see `serve::engine_config`).
     QueueOverflow,
+    /// The token a stream's subscriptions needed expired (SSE ends, WebSocket 1008).
+    TokenExpired,
 }
 
 impl CloseKind {
-    pub const ALL: [CloseKind; 10] = [
+    pub const ALL: [CloseKind; 11] = [
         CloseKind::PeerClosed,
         CloseKind::ProtocolError,
         CloseKind::RequestTimeout,
@@ -38,6 +40,7 @@ impl CloseKind {
         CloseKind::IoError,
         CloseKind::Done,
         CloseKind::QueueOverflow,
+        CloseKind::TokenExpired,
     ];
 
     pub fn label(self) -> &'static str {
@@ -52,6 +55,7 @@ impl CloseKind {
             CloseKind::IoError => "io_error",
             CloseKind::Done => "done",
             CloseKind::QueueOverflow => "queue_overflow",
+            CloseKind::TokenExpired => "token_expired",
         }
     }
 }

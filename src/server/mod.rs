@@ -8,17 +8,27 @@
 //! dispatch                    engine Handler: the read loop, routing, state changes
 //! conn                        per-connection state (Http | Sse | Ws) and close reason
 //! sse, ws                     one behaviour each: an SSE stream, a WebSocket session
-//! publish                     the whole publish (HTTP and WebSocket), auth included
+//! publish                     the whole publish (HTTP and WebSocket), asking auth who may
+//! tickets                     POST /tickets: a token traded for a single-use ticket
 //! subscribe                   subscriptions, replay, live fan-out, slow-consumer cut
+//! body                        a request body being read (publish, tickets)
 //! out                         a connection's way out: every queued byte, every close
-//! route, shared, metrics, config   leaves: route table, shared state, counters, config
+//! shared                      what all workers share: config, auth, the hub lock, counters
+//! auth                        who may do what: tokens, tickets, public topics, origins
+//! jwt, ticket_table           auth's parts: token checks, the shared ticket table
+//! grant                       patterns, scopes, grants, AuthError, constant-time compare
+//! route, metrics, config      leaves: route table, counters, config
 //! ```
 
+mod auth;
+mod body;
 pub mod cli;
 pub mod config;
 mod conn;
 mod dispatch;
 pub mod doctor;
+mod grant;
+mod jwt;
 pub mod metrics;
 mod out;
 mod publish;
@@ -27,6 +37,8 @@ pub mod serve;
 mod shared;
 mod sse;
 mod subscribe;
+mod ticket_table;
+mod tickets;
 mod ws;
 
 pub use dispatch::Dispatcher;

@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 
+use super::auth::{AuthError, Cors};
 use super::metrics::{CloseKind, Counter};
 use super::shared::Shared;
 use crate::engine::{ConnId, Ctx, Handler};
@@ -28,6 +29,8 @@ pub(super) struct Out<'a, 'c, H: Handler> {
     pub closing: &'a mut Option<CloseKind>,
     /// The request being answered is HTTP/1.0 with `Connection: keep-alive`.
     pub http10_keep_alive: bool,
+    /// The CORS fields every answer to the current request carries (`auth::Cors`).
+    pub cors: Cors,
 }
 
 impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
@@ -43,6 +46,7 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
             shared,
             closing,
             http10_keep_alive: false,
+            cors: Cors::Off,
         }
     }
 
@@ -94,14 +98,19 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
             self.shared.metrics.inc(Counter::HttpErrors);
         }
         let mut buf = Vec::with_capacity(192 + body.len());
+        let mut with = fields.to_vec();
+        self.shared.auth.cors_fields(self.cors, &mut with);
         // HTTP/1.0 closes by default; a 1.0 client that asked to keep the connection is told
         // it was kept (RFC 9112 §9.3).
         if self.http10_keep_alive && !close {
-            let mut with = fields.to_vec();
             with.push(("Connection", "keep-alive"));
-            http1::write_response(&mut buf, status, &with, body, close);
+        }
+        if status == 204 {
+            // No body and no length field (RFC 9110 §8.6).
+            debug_assert!(body.is_empty(), "204 with a body");
+            http1::write_response_head(&mut buf, status, &with, http1::Framing::Omitted, close);
         } else {
-            http1::write_response(&mut buf, status, fields, body, close);
+            http1::write_response(&mut buf, status, &with, body, close);
         }
         self.send(Bytes::from(buf));
         if close {
@@ -115,5 +124,22 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
     /// A plain-text error answer that ends the connection.
     pub fn refuse(&mut self, status: u16, text: &str) {
         self.respond(status, TEXT, text.as_bytes(), true);
+    }
+
+    /// The answer to a refused credential, topic or origin: its status and text, with
+    /// `WWW-Authenticate` on a 401 (RFC 6750 §3), and the connection closed.
+    pub fn deny(&mut self, e: &AuthError) {
+        let status = e.status();
+        let text = format!("{e}\n");
+        // No credential: just the scheme; a worthless one: `invalid_token` (RFC 6750 §3.1).
+        let fields: &[(&str, &str)] = match e {
+            AuthError::Missing => &[("WWW-Authenticate", "Bearer"), TEXT[0]],
+            _ if status == 401 => &[
+                ("WWW-Authenticate", "Bearer error=\"invalid_token\""),
+                TEXT[0],
+            ],
+            _ => TEXT,
+        };
+        self.respond(status, fields, text.as_bytes(), true);
     }
 }

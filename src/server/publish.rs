@@ -1,6 +1,7 @@
 //! The whole publish, over HTTP (`POST /publish`: authorisation, the body by Content-Length or
 //! chunked, bounded by `publish_bytes_max`, the UTF-8 check) and over WebSocket (`{"op":
-//! "publish"}`, allowed by `ws_publish`), ending in the one call that publishes: [`publish`].
+//! "publish"}`, allowed by `ws_publish` and the connection's grant), ending in the one call
+//! that publishes: [`publish`]. Who may publish is decided by `auth`; this file asks it.
 //!
 //! Ordering: [`publish`] assigns the id and posts the message to every worker (this one
 //! included) under one hold of the hub lock, so every worker's inbox holds messages in id
@@ -10,18 +11,18 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::auth::{Accept, AuthError, Clock, Credential, Grant};
+use super::body::{BodyReader, Read};
 use super::metrics::Counter;
 use super::out::{Out, JSON, TEXT};
 use super::shared::{Shared, WorkerMsg};
 use crate::engine::{Ctx, Handler};
 use crate::hub::{EventId, HubError};
-use crate::proto::http1::{self, BodyDecoder, BodyEvent, RequestHead};
-use crate::proto::Progress;
+use crate::proto::http1::{self, RequestHead};
 
 /// A publish whose body is still arriving.
 pub(super) struct PendingPublish {
-    body: BodyDecoder,
-    data: Vec<u8>,
+    body: BodyReader,
     topic: String,
     event: Option<String>,
     close: bool,
@@ -45,24 +46,13 @@ pub(super) fn publish<H: Handler<Msg = WorkerMsg>>(
     Ok(msg.event_id())
 }
 
-/// `POST /publish` head: authorise, parse the query, set up the body decoder. Returns the
+/// `POST /publish` head: parse the query, authorise, set up the body reader. Returns the
 /// pending publish while a body is to come; `None` once answered (refused, or an empty body
 /// published at once).
 pub(super) fn begin<H: Handler<Msg = WorkerMsg>>(
     out: &mut Out<'_, '_, H>,
     head: &RequestHead,
 ) -> Option<Box<PendingPublish>> {
-    // Authorisation comes first, before a byte of the body is read. A refusal closes the
-    // connection because the body is left unread.
-    if let Err((status, text)) = authorize_http(out.shared, head) {
-        let fields: &[(&str, &str)] = if status == 401 {
-            &[("WWW-Authenticate", "Bearer"), TEXT[0]]
-        } else {
-            TEXT
-        };
-        out.respond(status, fields, text.as_bytes(), true);
-        return None;
-    }
     let mut topic = None;
     let mut event = None;
     for (k, v) in http1::query_pairs(head.query().unwrap_or("")) {
@@ -80,7 +70,13 @@ pub(super) fn begin<H: Handler<Msg = WorkerMsg>>(
         out.refuse(400, "missing ?topic=\n");
         return None;
     };
-    let body = match BodyDecoder::new(head.body(), &out.shared.http_limits) {
+    // Authorisation comes before a byte of the body is read. A refusal closes the connection
+    // because the body is left unread.
+    if let Err(e) = authorize_http(out, head, &topic) {
+        out.deny(&e);
+        return None;
+    }
+    let body = match BodyReader::new(head.body(), &out.shared.http_limits) {
         Ok(b) => b,
         Err(e) => {
             out.http_error(&e);
@@ -92,7 +88,6 @@ pub(super) fn begin<H: Handler<Msg = WorkerMsg>>(
     }
     let pending = PendingPublish {
         body,
-        data: Vec::new(),
         topic,
         event,
         close: !head.keep_alive(),
@@ -104,46 +99,21 @@ pub(super) fn begin<H: Handler<Msg = WorkerMsg>>(
     Some(Box::new(pending))
 }
 
-/// Feed body bytes to the pending publish in `slot`; publishes and empties `slot` when the
-/// body is complete. Returns the bytes consumed and whether another step may make progress.
+/// Feed body bytes to the pending publish; publishes when the body is complete
+/// (`done`: the dispatcher then drops it).
 pub(super) fn body_step<H: Handler<Msg = WorkerMsg>>(
     out: &mut Out<'_, '_, H>,
     slot: &mut Option<Box<PendingPublish>>,
     input: &[u8],
 ) -> (usize, bool) {
     let p = slot.as_mut().expect("body_step without a pending publish");
-    match p.body.decode(input) {
-        Ok(Progress {
-            consumed,
-            event: Some(BodyEvent::Data(d)),
-        }) => {
-            p.data.extend_from_slice(d);
-            // A Content-Length body is complete with its last byte: finish now rather than
-            // wait for an `End` that needs another (possibly never coming) read.
-            let ended = matches!(
-                p.body.decode(&[]),
-                Ok(Progress {
-                    event: Some(BodyEvent::End),
-                    ..
-                })
-            );
-            if ended {
-                finish(out, *slot.take().expect("checked above"));
-            }
-            (consumed, true)
-        }
-        Ok(Progress {
-            consumed,
-            event: Some(BodyEvent::End),
-        }) => {
+    match p.body.read(input) {
+        Read::Partial { consumed, more } => (consumed, more),
+        Read::Complete { consumed } => {
             finish(out, *slot.take().expect("checked above"));
             (consumed, true)
         }
-        Ok(Progress {
-            consumed,
-            event: None,
-        }) => (consumed, false),
-        Err(e) => {
+        Read::Failed(e) => {
             out.http_error(&e);
             (input.len(), false)
         }
@@ -151,7 +121,8 @@ pub(super) fn body_step<H: Handler<Msg = WorkerMsg>>(
 }
 
 fn finish<H: Handler<Msg = WorkerMsg>>(out: &mut Out<'_, '_, H>, p: PendingPublish) {
-    let Ok(data) = std::str::from_utf8(&p.data) else {
+    let data = p.body.into_data();
+    let Ok(data) = std::str::from_utf8(&data) else {
         let msg = b"body must be UTF-8 text (SSE carries only text)\n";
         return out.respond(400, TEXT, msg, p.close);
     };
@@ -167,34 +138,31 @@ fn finish<H: Handler<Msg = WorkerMsg>>(out: &mut Out<'_, '_, H>, p: PendingPubli
     }
 }
 
-/// `Ok` if this HTTP request may publish; else the status and the reason.
-fn authorize_http(shared: &Shared, head: &RequestHead) -> Result<(), (u16, &'static str)> {
-    match &shared.config.publish_key {
-        Some(key) => {
-            let Some(auth) = head.header("authorization") else {
-                return Err((401, "publishing needs Authorization: Bearer KEY\n"));
-            };
-            let given = auth.strip_prefix(b"Bearer ").unwrap_or(b"");
-            if constant_time_eq(given, key.as_bytes()) {
-                Ok(())
-            } else {
-                Err((403, "wrong publish key\n"))
-            }
-        }
-        None if shared.keyless_publish_allowed => Ok(()),
-        None => Err((
-            403,
-            "no publish_key is set and this server listens on a non-loopback address, \
-             so publishing is refused: set publish_key\n",
-        )),
+/// May this HTTP request publish to `topic`? With `publish_open`, always; otherwise the
+/// publish key or a JWT whose `publish` claim covers the topic, from the `Authorization`
+/// header or `?token=` (never the cookie: a browser attaches it to cross-site posts).
+fn authorize_http<H: Handler>(
+    out: &Out<'_, '_, H>,
+    head: &RequestHead,
+    topic: &str,
+) -> Result<(), AuthError> {
+    let auth = &out.shared.auth;
+    if auth.publish_open() {
+        return Ok(());
     }
+    let clock = Clock::read(out.now_ms());
+    let credential = Credential::of(head, Accept::HeaderOrQuery, None);
+    let grant = auth.authenticate(credential, clock)?;
+    auth.may_publish(grant.as_ref(), topic, clock.now_ms)
 }
 
-/// `{"op":"publish"}` from a WebSocket client: allowed by `ws_publish`. Returns the id, or the
-/// error text for the client's `error` message.
+/// `{"op":"publish"}` from a WebSocket client: allowed by `ws_publish`, and then only with
+/// `publish_open` or a live `grant` (from the upgrade request, or a `refresh`) whose publish
+/// scope covers the topic. Returns the id, or the error text for the client's `error` message.
 pub(super) fn from_ws<H: Handler<Msg = WorkerMsg>>(
     shared: &Shared,
     ctx: &mut Ctx<'_, H>,
+    grant: Option<&Grant>,
     topic: &str,
     event: Option<&str>,
     data: &str,
@@ -202,14 +170,9 @@ pub(super) fn from_ws<H: Handler<Msg = WorkerMsg>>(
     if !shared.config.ws_publish {
         return Err("publishing over WebSocket is off (server flag --ws-publish)".to_owned());
     }
+    shared
+        .auth
+        .may_publish(grant, topic, ctx.now_ms())
+        .map_err(|e| format!("publishing refused: {e}"))?;
     publish(shared, ctx, topic, event, data).map_err(|e| e.to_string())
-}
-
-/// Compare secrets without an early exit, so the time taken does not reveal how many leading
-/// bytes of a guessed key were right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -2,7 +2,9 @@
 //! compares paths or methods. Never here: I/O, hub access, responses.
 
 /// The built-in paths. `echo_path` must not collide with any of them (checked by the config).
-pub const BUILTIN_PATHS: [&str; 5] = ["/sse", "/ws", "/publish", "/healthz", "/metrics"];
+pub const BUILTIN_PATHS: [&str; 6] = [
+    "/sse", "/ws", "/publish", "/tickets", "/healthz", "/metrics",
+];
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +17,11 @@ pub enum Route {
     Echo,
     /// `POST /publish`.
     Publish,
+    /// `POST /tickets`: trade a token for a single-use ticket.
+    Tickets,
+    /// `OPTIONS` on a route browsers call across origins: a CORS preflight, answered with
+    /// these methods.
+    Preflight { methods: &'static str },
     /// `GET /healthz`.
     Healthz,
     /// `GET /metrics`.
@@ -28,17 +35,21 @@ pub enum Route {
 impl Route {
     /// Match `method` and `path` (without the query). `echo_path` is the configured echo route.
     pub fn of(method: &str, path: &str, echo_path: Option<&str>) -> Route {
-        let (route, allow) = match path {
-            "/sse" => (Route::Sse, "GET"),
-            "/ws" => (Route::Ws, "GET"),
-            "/publish" => (Route::Publish, "POST"),
-            "/healthz" => (Route::Healthz, "GET"),
-            "/metrics" => (Route::Metrics, "GET"),
-            _ if echo_path == Some(path) => (Route::Echo, "GET"),
+        // (route, its method, what `Allow` lists: OPTIONS too where a preflight is answered)
+        let (route, method_of_route, allow) = match path {
+            "/sse" => (Route::Sse, "GET", "GET, OPTIONS"),
+            "/ws" => (Route::Ws, "GET", "GET"),
+            "/publish" => (Route::Publish, "POST", "POST, OPTIONS"),
+            "/tickets" => (Route::Tickets, "POST", "POST, OPTIONS"),
+            "/healthz" => (Route::Healthz, "GET", "GET"),
+            "/metrics" => (Route::Metrics, "GET", "GET"),
+            _ if echo_path == Some(path) => (Route::Echo, "GET", "GET"),
             _ => return Route::NotFound,
         };
-        if method == allow {
+        if method == method_of_route {
             route
+        } else if method == "OPTIONS" && allow.ends_with("OPTIONS") {
+            Route::Preflight { methods: allow }
         } else {
             Route::MethodNotAllowed { allow }
         }
@@ -48,7 +59,7 @@ impl Route {
     /// answered and the connection closed, so the unread body can never be taken for the next
     /// request.
     pub fn reads_body(self) -> bool {
-        self == Route::Publish
+        matches!(self, Route::Publish | Route::Tickets)
     }
 }
 
@@ -64,10 +75,38 @@ mod tests {
             ("GET", "/ws", Route::Ws),
             ("GET", "/echo", Route::Echo),
             ("POST", "/publish", Route::Publish),
+            ("POST", "/tickets", Route::Tickets),
+            (
+                "OPTIONS",
+                "/publish",
+                Route::Preflight {
+                    methods: "POST, OPTIONS",
+                },
+            ),
+            (
+                "OPTIONS",
+                "/sse",
+                Route::Preflight {
+                    methods: "GET, OPTIONS",
+                },
+            ),
+            ("OPTIONS", "/ws", Route::MethodNotAllowed { allow: "GET" }),
             ("GET", "/healthz", Route::Healthz),
             ("GET", "/metrics", Route::Metrics),
-            ("GET", "/publish", Route::MethodNotAllowed { allow: "POST" }),
-            ("POST", "/sse", Route::MethodNotAllowed { allow: "GET" }),
+            (
+                "GET",
+                "/publish",
+                Route::MethodNotAllowed {
+                    allow: "POST, OPTIONS",
+                },
+            ),
+            (
+                "POST",
+                "/sse",
+                Route::MethodNotAllowed {
+                    allow: "GET, OPTIONS",
+                },
+            ),
             ("POST", "/echo", Route::MethodNotAllowed { allow: "GET" }),
             ("GET", "/nope", Route::NotFound),
             ("GET", "/sse/", Route::NotFound),

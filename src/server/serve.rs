@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use super::auth::{self, Auth};
 use super::config::Config;
 use super::dispatch::Dispatcher;
 use super::shared::{Shared, WorkerMsg};
-use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::engine::{Engine, EngineConfig};
 
 /// The engine's share of the config: sizes, timeouts and the listen address.
 pub fn engine_config(config: &Config) -> EngineConfig {
@@ -48,21 +49,25 @@ pub fn engine_config(config: &Config) -> EngineConfig {
 
 /// Run the server until SIGTERM/SIGINT. Prints `uringcast: listening on ADDR` on stdout once
 /// every ring is ready (tests and scripts wait for that line).
-pub fn serve(config: Config) -> Result<(), EngineError> {
-    let shared = Arc::new(Shared::new(config));
+///
+/// Without a publish key, a JWT key or `publish_open`, nobody could publish; so a random
+/// publish key is made for this run, and a curl command that uses it is printed on stderr.
+pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let generated_key = config.publish_key.is_none()
+        && config.jwt_hs256_secret.is_none()
+        && config.jwt_public_key_file.is_none()
+        && !config.publish_open;
+    if generated_key {
+        config.publish_key = Some(auth::random_key());
+    }
+    let auth = Auth::from_config(&config)?;
+    let shared = Arc::new(Shared::new(config, auth));
     let cfg = &shared.config;
-    if cfg.publish_key.is_none() {
-        if shared.keyless_publish_allowed {
+    if shared.auth.subscriptions_need_token() && shared.auth.cookie().is_none() {
+        if let Some(name) = &cfg.auth_cookie {
             eprintln!(
-                "uringcast: no publish_key set: anyone who can reach {} may publish (a loopback \
-                 listen address, so only this host or a proxy on it)",
-                cfg.listen
-            );
-        } else {
-            eprintln!(
-                "uringcast: no publish_key set and listening on non-loopback {}: publishing is \
-                 refused (403) until publish_key is set",
-                cfg.listen
+                "uringcast: the {name} cookie is not read while allowed_origins is *: any web \
+                 page could make a browser send it; list your origins to use it"
             );
         }
     }
@@ -79,12 +84,33 @@ pub fn serve(config: Config) -> Result<(), EngineError> {
     let engine: Engine<WorkerMsg> = Engine::start(engine_cfg, move |_worker| {
         Dispatcher::new(Arc::clone(&for_workers))
     })?;
-    let addr = engine
-        .local_addr()
-        .map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let local = engine.local_addr();
+    let addr = local.map_or_else(|| "?".to_owned(), |a| a.to_string());
     println!(
         "uringcast: listening on {addr} (capacity {} connections)",
         engine.connections_capacity()
     );
-    engine.wait()
+    if cfg.publish_open {
+        eprintln!("uringcast: publish_open is set: anyone who can reach {addr} may publish");
+    }
+    if generated_key {
+        // An unspecified listen address (0.0.0.0, ::) is reached locally through loopback.
+        let reach = local.map_or(cfg.listen, |mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(if a.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            a
+        });
+        let key = cfg.publish_key.as_deref().unwrap_or_default();
+        eprintln!(
+            "uringcast: no publish_key, JWT key or publish_open set: this run's publish key is \
+             {key}\nuringcast: publish with: curl -H 'Authorization: Bearer {key}' \
+             --data-binary hello 'http://{reach}/publish?topic=news'"
+        );
+    }
+    Ok(engine.wait()?)
 }

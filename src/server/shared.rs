@@ -1,15 +1,18 @@
-//! What all workers share: the validated config, the hub behind its one lock, the counters,
-//! and the message one worker posts to another. Never here: connection state, I/O.
+//! What all workers share: the validated config, the security policy (with the ticket table
+//! behind its own lock), the hub behind its one lock, the counters, and the message one
+//! worker posts to another. Never here: connection state, I/O.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::auth::Auth;
 use super::config::Config;
 use super::metrics::Metrics;
 use crate::engine::ConnId;
 use crate::hub::{self, Message, Topics};
 use crate::proto::http1::HttpLimits;
 
-/// State shared by all workers. Only `hub` is locked, and only on publish and subscribe.
+/// State shared by all workers. Only `hub` (on publish and subscribe) and the ticket table (on
+/// issuing or using a ticket) are locked.
 pub struct Shared {
     pub config: Config,
     pub http_limits: HttpLimits,
@@ -18,21 +21,15 @@ pub struct Shared {
     /// This lifetime's epoch, the first half of every wire id (the hub's, copied so that
     /// formatting an id needs no lock).
     pub epoch: u64,
-    /// Without a `publish_key`, publishing needs no key when the server listens on a loopback
-    /// address. Multishot accept into a direct descriptor reports no peer address, so this is
-    /// decided by the listen address, not by each peer: on a loopback listener every peer is
-    /// local, and so is a reverse proxy forwarding to it.
-    pub keyless_publish_allowed: bool,
     /// Bytes of one replay page: `Config::read_pause_bytes`, so that a page joins a queue that
     /// has drained to the engine's drain level without passing the bound.
     pub replay_page_bytes: usize,
-    /// `Access-Control-Allow-Origin` for SSE and publish answers, so browser pages served from
-    /// another origin can subscribe.
-    pub allow_origin: String,
+    /// Who may do what: tokens, tickets, public topics, origins (see `auth`).
+    pub auth: Auth,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Shared {
+    pub fn new(config: Config, auth: Auth) -> Shared {
         let http_limits = HttpLimits {
             request_line_bytes_max: config.request_line_bytes_max.0,
             head_bytes_max: config.head_bytes_max.0,
@@ -49,8 +46,7 @@ impl Shared {
         };
         let epoch = epoch_now();
         Shared {
-            keyless_publish_allowed: config.listen.ip().is_loopback(),
-            allow_origin: "*".to_owned(),
+            auth,
             replay_page_bytes: config.read_pause_bytes(),
             http_limits,
             hub: Mutex::new(Topics::with_epoch(hub_limits, epoch)),

@@ -3,10 +3,16 @@
 //! and the optional stream lifetime. SSE responses are close-delimited: the stream ends when
 //! the server closes the connection.
 //!
-//! Timer: the next heartbeat comment, or the end of `sse_stream_lifetime` if sooner.
+//! Who may subscribe is decided by `auth` before anything is subscribed: a refused stream is
+//! answered 401/403 and never starts. A stream whose topics needed its token ends when the
+//! token expires (the client comes back with a new one).
+//!
+//! Timer: the next heartbeat comment, or the end of `sse_stream_lifetime` or of the token, if
+//! sooner.
 
 use bytes::Bytes;
 
+use super::auth::{Accept, AuthError, Clock, Credential};
 use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::shared::Sub;
@@ -23,8 +29,10 @@ pub(super) struct SseStream {
     pub topics: ConnTopics,
     /// The replay still streaming, if any (see `subscribe`).
     pub replaying: Option<Box<Replaying>>,
-    /// `now_ms` at which the server ends the stream; `u64::MAX` = never.
+    /// `now_ms` at which the server ends the stream (lifetime or token); `u64::MAX` = never.
     end_ms: u64,
+    /// `now_ms` at which the token the stream's topics needed expires; `u64::MAX` = never.
+    token_end_ms: u64,
 }
 
 /// Answer `GET /sse`: subscribe, queue the head, the replay, and arm the heartbeat. `None`
@@ -61,6 +69,14 @@ pub(super) fn start<H: Handler>(
         out.refuse(400, &format!("{e}\n"));
         return None;
     }
+    let clock = Clock::read(out.now_ms());
+    let token_end_ms = match authorize(out, head, &topics, clock) {
+        Ok(end) => end,
+        Err(e) => {
+            out.deny(&e);
+            return None;
+        }
+    };
     let requested = resume.as_deref().map_or("", str::trim);
     let resume = match parse_resume(requested, shared.epoch) {
         Ok(r) => r,
@@ -92,8 +108,9 @@ pub(super) fn start<H: Handler>(
         }
     };
     let mut buf = Vec::with_capacity(192);
-    let origin = shared.allow_origin.as_str();
-    http1::write_sse_response_head(&mut buf, &[("Access-Control-Allow-Origin", origin)]);
+    let mut fields = Vec::with_capacity(3);
+    shared.auth.cors_fields(out.cors, &mut fields);
+    http1::write_sse_response_head(&mut buf, &fields);
     crate::proto::sse::write_retry(&mut buf, cfg.sse_retry.0);
     crate::proto::sse::write_end(&mut buf);
     out.send(Bytes::from(buf));
@@ -106,19 +123,44 @@ pub(super) fn start<H: Handler>(
         u64::MAX
     } else {
         now + lifetime
-    };
+    }
+    .min(token_end_ms);
     let next = (now + cfg.heartbeat_interval.0).min(end_ms);
     out.set_timer(next);
     Some(SseStream {
         topics: conn_topics,
         replaying,
         end_ms,
+        token_end_ms,
+    })
+}
+
+/// May this request subscribe to `topics`? Returns when the stream must end for its token
+/// (`u64::MAX` when no topic needed one). A ticket is used up here.
+fn authorize<H: Handler>(
+    out: &Out<'_, '_, H>,
+    head: &RequestHead,
+    topics: &[String],
+    clock: Clock,
+) -> Result<u64, AuthError> {
+    let auth = &out.shared.auth;
+    let grant = auth.authenticate(Credential::of(head, Accept::Any, auth.cookie()), clock)?;
+    let mut needed = false;
+    for topic in topics {
+        needed |= auth.may_subscribe(grant.as_ref(), topic, clock.now_ms)?;
+    }
+    Ok(match grant {
+        Some(g) if needed => g.expires_ms,
+        _ => u64::MAX,
     })
 }
 
 /// The stream's timer: end it (the browser reconnects with Last-Event-ID) or send a heartbeat.
 pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, sse: &SseStream) {
     let now = out.now_ms();
+    if now >= sse.token_end_ms {
+        return out.close(CloseKind::TokenExpired);
+    }
     if now >= sse.end_ms {
         return out.close(CloseKind::Done);
     }

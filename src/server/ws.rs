@@ -7,14 +7,23 @@
 //! header, before any payload); an idle WebSocket keeps at most
 //! `MessageAssembler::KEEP_BYTES_MAX` (4 KiB) of assembly buffer, and usually none.
 //!
+//! Authorisation (decided by `auth`): the upgrade request's credential (`?ticket=`, bearer
+//! header, `?token=`, cookie) becomes the session's grant; `?topic=` subscriptions are checked
+//! before the 101 (a refusal is answered 401/403), `subscribe` and `publish` ops against the
+//! grant (a refusal is an `error` message). A session that subscribed to a topic that needed
+//! the token is closed with 1008 when the token expires, unless a `refresh` op brought a new
+//! one first.
+//!
 //! Timer: the next ping; while a ping is unanswered, the pong deadline; while a fragmented
-//! message is arriving, its deadline (`ws_message_timeout`); whichever is soonest.
+//! message is arriving, its deadline (`ws_message_timeout`); once a subscription needed the
+//! token, the token's end; whichever is soonest.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::auth::{Accept, AuthError, Clock, Credential, Grant};
 use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::publish;
@@ -49,6 +58,11 @@ pub(super) struct WsSession {
     message_deadline_ms: Option<u64>,
     /// Since when the connection has had no subscription (for `idle_timeout`).
     idle_since_ms: u64,
+    /// What the session's credential allows (`None`: it presented none).
+    grant: Option<Grant>,
+    /// When the session is closed for its token: the grant's expiry once a subscription has
+    /// needed the grant, else `u64::MAX`.
+    token_end_ms: u64,
 }
 
 /// A control message from a client. Unknown fields are ignored so clients may add their own.
@@ -65,6 +79,9 @@ struct Control<'a> {
     event: Option<Cow<'a, str>>,
     #[serde(default)]
     data: Option<serde_json::Value>,
+    /// A new token (`refresh`).
+    #[serde(borrow, default)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// One whole unmasked server frame in an allocation of exactly its size: `Bytes::from` a Vec
@@ -118,6 +135,19 @@ pub(super) fn upgrade<H: Handler>(
         }
     }
     let now = out.now_ms();
+    // The echo route is for conformance tests and the echo benchmark: it subscribes and
+    // publishes nothing, so it asks for no credential.
+    let (grant, token_end_ms) = if echo {
+        (None, u64::MAX)
+    } else {
+        match authorize_upgrade(out, head, &topics) {
+            Ok(g) => g,
+            Err(e) => {
+                out.deny(&e);
+                return None;
+            }
+        }
+    };
     let mut session = Box::new(WsSession {
         decoder: Decoder::new(
             Role::Server,
@@ -133,6 +163,8 @@ pub(super) fn upgrade<H: Handler>(
         pong_deadline_ms: None,
         message_deadline_ms: None,
         idle_since_ms: now,
+        grant,
+        token_end_ms,
     });
     if !topics.is_empty() {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -149,8 +181,29 @@ pub(super) fn upgrade<H: Handler>(
     let mut buf = Vec::with_capacity(256);
     accepted.write_response(&mut buf);
     out.send(Bytes::from(buf));
-    out.set_timer(session.next_ping_ms);
+    out.set_timer(next_deadline(&session));
     Some(session)
+}
+
+/// The upgrade's grant, and when the session must end for it: the query's topics are checked
+/// here. A ticket is used up here.
+fn authorize_upgrade<H: Handler>(
+    out: &Out<'_, '_, H>,
+    head: &RequestHead,
+    topics: &[String],
+) -> Result<(Option<Grant>, u64), AuthError> {
+    let auth = &out.shared.auth;
+    let clock = Clock::read(out.now_ms());
+    let grant = auth.authenticate(Credential::of(head, Accept::Any, auth.cookie()), clock)?;
+    let mut needed = false;
+    for topic in topics {
+        needed |= auth.may_subscribe(grant.as_ref(), topic, clock.now_ms)?;
+    }
+    let end = match &grant {
+        Some(g) if needed => g.expires_ms,
+        _ => u64::MAX,
+    };
+    Ok((grant, end))
 }
 
 /// One decoder step. Returns the bytes consumed and whether another step may progress.
@@ -259,7 +312,8 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
                 None => Cow::Borrowed(""),
             };
             let event = control.event.as_deref();
-            match publish::from_ws(out.shared, out.ctx, topic, event, &data) {
+            let grant = ws.grant.as_ref();
+            match publish::from_ws(out.shared, out.ctx, grant, topic, event, &data) {
                 Ok(msg_id) => {
                     let id = msg_id.to_string();
                     let ack = serde_json::json!({"op": "published", "topic": topic, "id": id});
@@ -268,11 +322,12 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
                 Err(e) => send_error(out, Some(topic), &e),
             }
         }
+        ("refresh", _) => refresh(out, ws, control.token.as_deref().unwrap_or("")),
         ("subscribe" | "unsubscribe" | "publish", None) => {
             send_error(out, None, "this op needs a \"topic\"")
         }
         (op, _) => {
-            let e = format!("unknown op {op:?} (subscribe, unsubscribe, publish)");
+            let e = format!("unknown op {op:?} (subscribe, unsubscribe, publish, refresh)");
             send_error(out, topic, &e)
         }
     }
@@ -297,6 +352,16 @@ fn subscribe<H: Handler>(
         Ok(r) => r,
         Err(e) => return send_error(out, Some(topic), &format!("bad since: {e}")),
     };
+    let now = out.now_ms();
+    let needed = match out.shared.auth.may_subscribe(ws.grant.as_ref(), topic, now) {
+        Ok(needed) => needed,
+        Err(e) => return send_error(out, Some(topic), &format!("subscription refused: {e}")),
+    };
+    if needed && ws.token_end_ms == u64::MAX {
+        // From now on the session lives only as long as its token (or a refreshed one).
+        ws.token_end_ms = ws.grant.as_ref().map_or(now, |g| g.expires_ms);
+        out.set_timer(next_deadline(ws));
+    }
     let ack = serde_json::json!({"op": "subscribed", "topic": topic});
     if ws.topics.contains(topic) {
         // Already in force: a second replay would deliver messages twice.
@@ -320,7 +385,35 @@ fn subscribe<H: Handler>(
     }
 }
 
-/// The session's timer: the pong deadline, the idle cut, or the next ping.
+/// `{"op":"refresh","token":"..."}`: a new token replaces the session's grant, provided it
+/// still allows every topic the session holds (otherwise the old grant stays, with its end).
+fn refresh<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession, token: &str) {
+    let auth = &out.shared.auth;
+    let clock = Clock::read(out.now_ms());
+    let grant = match auth.authenticate_token(token, clock) {
+        Ok(g) => g,
+        Err(e) => return send_error(out, None, &format!("refresh refused: {e}")),
+    };
+    for topic in ws.topics.topics() {
+        if let Err(e) = auth.may_subscribe(Some(&grant), topic, clock.now_ms) {
+            return send_error(out, Some(topic), &format!("refresh refused: {e}"));
+        }
+    }
+    if ws.token_end_ms != u64::MAX {
+        ws.token_end_ms = grant.expires_ms;
+    }
+    let expires_in = match grant.expires_ms {
+        u64::MAX => serde_json::Value::Null,
+        end => (end.saturating_sub(clock.now_ms) / 1000).into(),
+    };
+    ws.grant = Some(grant);
+    out.set_timer(next_deadline(ws));
+    out.send(json_frame(
+        &serde_json::json!({"op": "refreshed", "expires_in": expires_in}),
+    ));
+}
+
+/// The session's timer: the token's end, the pong deadline, the idle cut, or the next ping.
 pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession) {
     let cfg = &out.shared.config;
     let (interval, pong_timeout, idle_timeout) = (
@@ -329,6 +422,13 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
         cfg.idle_timeout.0,
     );
     let now = out.now_ms();
+    if now >= ws.token_end_ms {
+        return out.ws_close(
+            close_code::POLICY_VIOLATION,
+            "token expired",
+            CloseKind::TokenExpired,
+        );
+    }
     if ws.pong_deadline_ms.is_some_and(|d| now >= d) {
         // The peer is gone or stuck: say why (1008), and the close is bounded by the engine's
         // close-flush timeout rather than waiting for the peer's reply.
@@ -362,13 +462,13 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
     out.set_timer(next_deadline(ws));
 }
 
-/// The session's one timer: the soonest of the next ping, the pong deadline and the message
-/// deadline.
+/// The session's one timer: the soonest of the next ping, the pong deadline, the message
+/// deadline and the token's end.
 fn next_deadline(ws: &WsSession) -> u64 {
     [ws.pong_deadline_ms, ws.message_deadline_ms]
         .into_iter()
         .flatten()
-        .fold(ws.next_ping_ms, u64::min)
+        .fold(ws.next_ping_ms.min(ws.token_end_ms), u64::min)
 }
 
 /// Graceful shutdown: 1001 "Going Away", then close.

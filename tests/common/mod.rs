@@ -14,8 +14,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `uringcast serve --listen 127.0.0.1:0 ARGS...` and wait for its "listening on" line.
+    /// Start `uringcast serve --listen 127.0.0.1:0 --publish-open true ARGS...` and wait for
+    /// its "listening on" line: anyone may publish, so tests publish with [`publish`]. Tests
+    /// of the security rules use [`Server::start_strict`].
     pub fn start(args: &[&str]) -> Server {
+        let mut all = vec!["--publish-open", "true"];
+        all.extend_from_slice(args);
+        Server::start_strict(&all)
+    }
+
+    /// Start `uringcast serve --listen 127.0.0.1:0 ARGS...` with nothing else: without a
+    /// publish key, JWT key or `--publish-open true` in ARGS, the server makes its own key.
+    pub fn start_strict(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_uringcast"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -127,10 +137,18 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
-/// Publish `data` to `topic` from loopback; returns the assigned id (`E-N`).
+/// Publish `data` to `topic` without a credential (a server with `--publish-open true`);
+/// returns the assigned id (`E-N`).
 pub fn publish(addr: SocketAddr, topic: &str, data: &str) -> String {
+    publish_as(addr, None, topic, data)
+}
+
+/// Publish `data` to `topic` with `Authorization: Bearer TOKEN` when `token` is given;
+/// returns the assigned id (`E-N`), panics unless the answer is 200.
+pub fn publish_as(addr: SocketAddr, token: Option<&str>, topic: &str, data: &str) -> String {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!(
-        "POST /publish?topic={topic} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{data}",
+        "POST /publish?topic={topic} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{data}",
         data.len()
     );
     let (status, _, body) = http(addr, req.as_bytes());
