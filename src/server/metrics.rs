@@ -214,10 +214,15 @@ impl Metrics {
 
 /// The engine's plain counters: (name, help, which counter). One line each.
 type EngineCounter = (&'static str, &'static str, fn(&EngineStats) -> &AtomicU64);
-const ENGINE_COUNTERS: [EngineCounter; 9] = [
+const ENGINE_COUNTERS: [EngineCounter; 10] = [
     ("uringcast_accepted_total", "Connections accepted.", |s| {
         &s.accepted_total
     }),
+    (
+        "uringcast_peer_unknown_total",
+        "Accepted connections opened without a peer address (lookup failed or unsupported).",
+        |s| &s.peer_unknown_total,
+    ),
     (
         "uringcast_stale_completions_total",
         "Completions for reused slots (ignored).",
