@@ -7,6 +7,10 @@
 //! It never touches the ring: bytes come from the engine and leave as shared buffers through
 //! `Out`. The HTTP and WebSocket rules live in `proto`, topics and replay in `hub`.
 //!
+//! Admission: `on_open` asks `limits` about the peer's IP; a refused connection is answered
+//! (429/503) at its first request head, before any route or upgrade, and closed. `/metrics` is
+//! answered to loopback peers (`metrics_loopback`) and to the admin key, others get 403.
+//!
 //! Timer use: each connection has one engine timer, and its meaning follows the state:
 //! - HTTP: the request deadline (`request_timeout` from the connection's open or the previous
 //!   response), so a half-sent head (slowloris) or an idle keep-alive connection is closed.
@@ -14,8 +18,9 @@
 
 use std::sync::Arc;
 
-use super::conn::{Conn, State};
-use super::metrics::{render_engine, CloseKind, ConnKind};
+use super::conn::{Conn, Peer, Refusal, State};
+use super::limits::Admission;
+use super::metrics::{render_engine, CloseKind, ConnKind, Counter};
 use super::out::{Out, TEXT};
 use super::route::Route;
 use super::shared::{Shared, Sub, WorkerMsg};
@@ -47,6 +52,7 @@ fn http_step(
     out: &mut Out<'_, '_, Dispatcher>,
     subs: &mut Subscriptions,
     state: &mut State,
+    peer: &Peer,
     input: &[u8],
 ) -> (usize, bool) {
     let State::Http(http) = state else {
@@ -66,7 +72,10 @@ fn http_step(
             event: Some(head),
         }) => {
             http.decoder.reset();
-            route(out, subs, state, &head);
+            match peer.refused {
+                Some(r) => out.respond(r.status(), TEXT, r.text().as_bytes(), true),
+                None => route(out, subs, state, peer, &head),
+            }
             (consumed, true)
         }
         Err(e) => {
@@ -82,6 +91,7 @@ fn route(
     out: &mut Out<'_, '_, Dispatcher>,
     subs: &mut Subscriptions,
     state: &mut State,
+    peer: &Peer,
     head: &RequestHead,
 ) {
     let State::Http(http) = state else {
@@ -100,6 +110,11 @@ fn route(
         Route::NotFound => out.respond(404, TEXT, b"not found\n", close),
         Route::MethodNotAllowed { allow } => out.http_error(&HttpError::MethodNotAllowed { allow }),
         Route::Healthz => out.respond(200, TEXT, b"ok\n", close),
+        Route::Metrics if !metrics_allowed(shared, peer, head) => {
+            shared.metrics.inc(Counter::MetricsForbidden);
+            let text = b"/metrics is answered to loopback peers and to Authorization: Bearer <admin_key>\n";
+            out.respond(403, TEXT, text, close)
+        }
         Route::Metrics => {
             let text = render_metrics(shared, out.ctx.stats());
             let fields = [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")];
@@ -123,6 +138,51 @@ fn route(
     }
 }
 
+/// `/metrics` for this peer: a loopback peer while `metrics_loopback` is on, or any peer
+/// with `Authorization: Bearer <admin_key>`.
+fn metrics_allowed(shared: &Shared, peer: &Peer, head: &RequestHead) -> bool {
+    if shared.config.metrics_loopback && peer.loopback {
+        return true;
+    }
+    let (Some(key), Some(auth)) = (&shared.config.admin_key, head.header("authorization")) else {
+        return false;
+    };
+    let given = auth.strip_prefix(b"Bearer ").unwrap_or(b"");
+    publish::constant_time_eq(given, key.as_bytes())
+}
+
+/// What `on_open` learns of the peer: whether it is loopback, and its admission under the
+/// per-IP limits. A peer the engine could not name is taken as loopback on a loopback
+/// listener (every peer is local there) and is not limited (it has no IP to count).
+fn admit(shared: &Shared, origin: Origin, now_ms: u64) -> Peer {
+    let addr = match origin {
+        Origin::Accepted { peer } => peer,
+        Origin::Connected => None,
+    };
+    let loopback = addr.map_or(shared.listen_is_loopback, |a| {
+        a.ip().to_canonical().is_loopback()
+    });
+    let mut peer = Peer {
+        loopback,
+        ..Peer::default()
+    };
+    let Some(addr) = addr else {
+        return peer;
+    };
+    match shared.limits.admit(addr.ip(), now_ms) {
+        Admission::Admitted(key) => peer.counted = key,
+        Admission::TooFast => {
+            shared.metrics.inc(Counter::RefusedPerIpRate);
+            peer.refused = Some(Refusal::TooFast);
+        }
+        Admission::TooMany => {
+            shared.metrics.inc(Counter::RefusedPerIpConnections);
+            peer.refused = Some(Refusal::TooMany);
+        }
+    }
+    peer
+}
+
 fn render_metrics(shared: &Shared, stats: &EngineStats) -> String {
     let hub = shared.hub();
     let (topics, held) = (hub.topic_count() as u64, hub.held_bytes() as u64);
@@ -142,10 +202,10 @@ impl Handler for Dispatcher {
     type Conn = Conn;
     type Msg = WorkerMsg;
 
-    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, _origin: Origin) -> Conn {
+    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, origin: Origin) -> Conn {
         self.shared.metrics.conn_opened(ConnKind::Http);
         ctx.set_timer(id, ctx.now_ms() + self.shared.config.request_timeout.0);
-        Conn::new()
+        Conn::new(admit(&self.shared, origin, ctx.now_ms()))
     }
 
     fn on_data(
@@ -155,7 +215,11 @@ impl Handler for Dispatcher {
         conn: &mut Conn,
         data: &mut [u8],
     ) -> usize {
-        let Conn { state, closing } = conn;
+        let Conn {
+            state,
+            closing,
+            peer,
+        } = conn;
         let mut out = Out::new(ctx, id, &self.shared, closing);
         let mut pos = 0;
         // Steps run until one says it needs more bytes, even on empty input: a decoder may
@@ -172,7 +236,7 @@ impl Handler for Dispatcher {
                 break;
             }
             let (consumed, more) = match state {
-                State::Http(_) => http_step(&mut out, &mut self.subs, state, &data[pos..]),
+                State::Http(_) => http_step(&mut out, &mut self.subs, state, peer, &data[pos..]),
                 // An SSE client has nothing more to say; what it sends is read and dropped so
                 // that it cannot fill the leftover buffer.
                 State::Sse(_) => (data.len() - pos, false),
@@ -193,7 +257,7 @@ impl Handler for Dispatcher {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
-        let Conn { state, closing } = conn;
+        let Conn { state, closing, .. } = conn;
         let mut out = Out::new(ctx, id, &self.shared, closing);
         match state {
             State::Http(_) => out.http_error(&HttpError::RequestTimeout),
@@ -203,6 +267,9 @@ impl Handler for Dispatcher {
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, id: ConnId, mut conn: Conn, why: CloseReason) {
+        if let Some(key) = conn.peer.counted {
+            self.shared.limits.release(key);
+        }
         let kind = conn.state.kind();
         match &mut conn.state {
             State::Http(_) => {}
@@ -231,7 +298,7 @@ impl Handler for Dispatcher {
     }
 
     fn on_drain(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
-        let Conn { state, closing } = conn;
+        let Conn { state, closing, .. } = conn;
         let mut out = Out::new(ctx, id, &self.shared, closing);
         match state {
             State::Http(_) => {}
@@ -245,7 +312,7 @@ impl Handler for Dispatcher {
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
-        let Conn { state, closing } = conn;
+        let Conn { state, closing, .. } = conn;
         let mut out = Out::new(ctx, id, &self.shared, closing);
         match state {
             State::Ws(_) => ws::on_shutdown(&mut out),

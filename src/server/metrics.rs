@@ -80,10 +80,13 @@ pub enum Counter {
     Dropped,
     HttpErrors,
     Heartbeats,
+    RefusedPerIpConnections,
+    RefusedPerIpRate,
+    MetricsForbidden,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 10] = [
         Counter::Published,
         Counter::Delivered,
         Counter::Replayed,
@@ -91,6 +94,9 @@ impl Counter {
         Counter::Dropped,
         Counter::HttpErrors,
         Counter::Heartbeats,
+        Counter::RefusedPerIpConnections,
+        Counter::RefusedPerIpRate,
+        Counter::MetricsForbidden,
     ];
 
     /// (Prometheus name, help text).
@@ -120,6 +126,18 @@ impl Counter {
             Counter::Heartbeats => (
                 "uringcast_heartbeats_total",
                 "SSE heartbeat comments and WebSocket pings sent.",
+            ),
+            Counter::RefusedPerIpConnections => (
+                "uringcast_refused_connections_per_ip_total",
+                "Connections refused (503) because their IP held connections_per_ip_max.",
+            ),
+            Counter::RefusedPerIpRate => (
+                "uringcast_refused_handshakes_per_ip_total",
+                "Connections refused (429) because their IP passed handshakes_per_ip_per_sec.",
+            ),
+            Counter::MetricsForbidden => (
+                "uringcast_metrics_forbidden_total",
+                "Requests for /metrics refused (403): not loopback, no admin key.",
             ),
         }
     }

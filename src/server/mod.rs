@@ -11,7 +11,8 @@
 //! publish                     the whole publish (HTTP and WebSocket), auth included
 //! subscribe                   subscriptions, replay, live fan-out, slow-consumer cut
 //! out                         a connection's way out: every queued byte, every close
-//! route, shared, metrics, config   leaves: route table, shared state, counters, config
+//! route, shared, metrics, config,  leaves: route table, shared state, counters, config,
+//! limits                           per-IP admission
 //! ```
 
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod config;
 mod conn;
 mod dispatch;
 pub mod doctor;
+pub mod limits;
 pub mod metrics;
 mod out;
 mod publish;

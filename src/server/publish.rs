@@ -207,7 +207,7 @@ pub(super) fn from_ws<H: Handler<Msg = WorkerMsg>>(
 
 /// Compare secrets without an early exit, so the time taken does not reveal how many leading
 /// bytes of a guessed key were right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

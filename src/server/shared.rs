@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::config::Config;
+use super::limits::Limits;
 use super::metrics::Metrics;
 use crate::engine::ConnId;
 use crate::hub::{self, Message, Topics};
@@ -19,10 +20,15 @@ pub struct Shared {
     /// formatting an id needs no lock).
     pub epoch: u64,
     /// Without a `publish_key`, publishing needs no key when the server listens on a loopback
-    /// address. Multishot accept into a direct descriptor reports no peer address, so this is
-    /// decided by the listen address, not by each peer: on a loopback listener every peer is
-    /// local, and so is a reverse proxy forwarding to it.
+    /// address: decided by the listen address, not by each peer, because a reverse proxy
+    /// forwarding to a loopback listener is local too (docs/decisions.md).
     pub keyless_publish_allowed: bool,
+    /// The listen address is loopback: every peer is local. Stands in for a peer address the
+    /// engine could not look up (`Origin::Accepted { peer: None }`).
+    pub listen_is_loopback: bool,
+    /// Per-IP connection count and handshake rate (`connections_per_ip_max`,
+    /// `handshakes_per_ip_per_sec`).
+    pub limits: Limits,
     /// Bytes of one replay page: `Config::read_pause_bytes`, so that a page joins a queue that
     /// has drained to the engine's drain level without passing the bound.
     pub replay_page_bytes: usize,
@@ -50,6 +56,11 @@ impl Shared {
         let epoch = epoch_now();
         Shared {
             keyless_publish_allowed: config.listen.ip().is_loopback(),
+            listen_is_loopback: config.listen.ip().is_loopback(),
+            limits: Limits::new(
+                config.connections_per_ip_max,
+                config.handshakes_per_ip_per_sec,
+            ),
             allow_origin: "*".to_owned(),
             replay_page_bytes: config.read_pause_bytes(),
             http_limits,
