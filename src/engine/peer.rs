@@ -167,4 +167,49 @@ mod tests {
         );
         assert_eq!(parse_sockaddr(&[0u8; 4], 16), None, "len past the buffer");
     }
+
+    /// The kernel cost of one lookup: `SO_PEERNAME` on a registered accepted socket, 64 per
+    /// submit (as a busy accept turn batches them). Run with
+    /// `cargo test --release --lib peer_lookup_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "measurement, not a check"]
+    fn peer_lookup_cost() {
+        use std::os::fd::AsRawFd;
+        let Ok(mut ring) = io_uring::IoUring::new(128) else {
+            eprintln!("SKIPPED: io_uring unavailable");
+            return;
+        };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        ring.submitter().register_files(&[s.as_raw_fd()]).unwrap();
+        let mut buf = [0u8; PEER_BYTES_MAX];
+        let (batches, batch) = (20_000u32, 64u32);
+        let t = std::time::Instant::now();
+        for _ in 0..batches {
+            for _ in 0..batch {
+                let e = opcode::GetSockOpt::new(
+                    types::Fixed(0),
+                    libc::SOL_SOCKET as u32,
+                    libc::SO_PEERNAME as u32,
+                    buf.as_mut_ptr().cast(),
+                    16,
+                )
+                .build();
+                // SAFETY: `buf` outlives the op: every op completes before the next batch.
+                unsafe { ring.submission().push(&e).unwrap() };
+            }
+            ring.submit_and_wait(batch as usize).unwrap();
+            for cqe in ring.completion() {
+                if cqe.result() == -libc::EOPNOTSUPP {
+                    eprintln!("SKIPPED: SO_PEERNAME through io_uring needs Linux 6.7");
+                    return;
+                }
+                assert_eq!(cqe.result(), 16);
+            }
+        }
+        let ns = t.elapsed().as_nanos() as f64 / f64::from(batches * batch);
+        println!("SO_PEERNAME via io_uring: {ns:.0} ns per lookup (batches of {batch})");
+        assert_eq!(parse_sockaddr(&buf, 16), Some(_c.local_addr().unwrap()));
+    }
 }
