@@ -30,6 +30,10 @@ use crate::engine::{CloseReason, ConnId, Ctx, EngineStats, Handler, Origin};
 use crate::proto::http1::{BodyKind, HttpError, RequestHead, Version};
 use crate::proto::Progress;
 
+/// How long a connection refused by the per-IP limits has to send its first request head (to
+/// be told why) before it is closed; `request_timeout` if that is shorter.
+const REFUSED_REQUEST_TIMEOUT_MS: u64 = 1_000;
+
 /// The server's handler on one worker.
 pub struct Dispatcher {
     shared: Arc<Shared>,
@@ -204,8 +208,15 @@ impl Handler for Dispatcher {
 
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, origin: Origin) -> Conn {
         self.shared.metrics.conn_opened(ConnKind::Http);
-        ctx.set_timer(id, ctx.now_ms() + self.shared.config.request_timeout.0);
-        Conn::new(admit(&self.shared, origin, ctx.now_ms()))
+        let peer = admit(&self.shared, origin, ctx.now_ms());
+        let mut timeout_ms = self.shared.config.request_timeout.0;
+        if peer.refused.is_some() {
+            // A refused connection is not counted against its IP; keeping it short keeps the
+            // refused ones from piling up while their client stays silent.
+            timeout_ms = timeout_ms.min(REFUSED_REQUEST_TIMEOUT_MS);
+        }
+        ctx.set_timer(id, ctx.now_ms() + timeout_ms);
+        Conn::new(peer)
     }
 
     fn on_data(
