@@ -91,7 +91,11 @@ fn connections_beyond_the_per_ip_limit_get_503_while_other_ips_connect() {
         .collect();
     // The fourth from the same IP is refused before any upgrade, then closed.
     let mut fourth = connect_from([127, 0, 0, 2], s.addr);
-    assert_eq!(status_of(&mut fourth, SSE), 503);
+    fourth.write_all(SSE.as_bytes()).unwrap();
+    let (status, headers, body) = read_response(&mut fourth);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(common::header(&headers, "retry-after"), Some("1"));
+    assert_eq!(common::header(&headers, "connection"), Some("close"));
     assert!(closed_by_server(&mut fourth));
     // Any request counts, not only streams.
     let mut plain = connect_from([127, 0, 0, 2], s.addr);

@@ -77,7 +77,12 @@ fn http_step(
         }) => {
             http.decoder.reset();
             match peer.refused {
-                Some(r) => out.respond(r.status(), TEXT, r.text().as_bytes(), true),
+                Some(r) => {
+                    // Both refusals pass within a second or so: the bucket refills, or a
+                    // connection of the IP closes.
+                    let fields = [TEXT[0], ("Retry-After", "1")];
+                    out.respond(r.status(), &fields, r.text().as_bytes(), true)
+                }
                 None => route(out, subs, state, peer, &head),
             }
             (consumed, true)
@@ -191,13 +196,16 @@ fn render_metrics(shared: &Shared, stats: &EngineStats) -> String {
     let hub = shared.hub();
     let (topics, held) = (hub.topic_count() as u64, hub.held_bytes() as u64);
     drop(hub);
+    let tracked = shared.limits.tracked_ips();
     let mut text = shared.metrics.render(&[]);
     text.push_str(&render_engine(stats));
     text.push_str(&format!(
         "# HELP uringcast_topics Topics holding history.\n# TYPE uringcast_topics gauge\n\
          uringcast_topics {topics}\n\
          # HELP uringcast_history_bytes Bytes held for replay.\n\
-         # TYPE uringcast_history_bytes gauge\nuringcast_history_bytes {held}\n"
+         # TYPE uringcast_history_bytes gauge\nuringcast_history_bytes {held}\n\
+         # HELP uringcast_limits_tracked_ips Source IPs holding connections counted by connections_per_ip_max.\n\
+         # TYPE uringcast_limits_tracked_ips gauge\nuringcast_limits_tracked_ips {tracked}\n"
     ));
     text
 }
