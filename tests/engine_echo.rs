@@ -30,7 +30,7 @@ fn echo_round_trip_with_split_lines_and_leftover() {
     write(&mut c, b"close\n");
     assert_eq!(read_to_eof(&mut c), b"");
     match events.recv_timeout(Duration::from_secs(2)).unwrap() {
-        engine_common::Event::Open(_, _, Origin::Accepted) => {}
+        engine_common::Event::Open(_, _, Origin::Accepted { .. }) => {}
         other => panic!("expected open, got {other:?}"),
     }
     match events.recv_timeout(Duration::from_secs(2)).unwrap() {
@@ -249,6 +249,80 @@ fn post_from_a_foreign_thread_reaches_the_worker() {
     poster.join().unwrap();
     let want = format!("posted {worker} 7\n");
     assert_eq!(read_n(&mut c, want.len()), want.as_bytes());
+    engine.handle().shutdown();
+    engine.wait().unwrap();
+}
+
+/// `on_open(Accepted { peer })` carries the client's address and port, for clients bound to
+/// different loopback sources (the per-IP limits of the server rest on it).
+#[test]
+fn accepted_connections_carry_the_peer_address() {
+    let Some((engine, events)) = start(base_config(), false) else {
+        return;
+    };
+    let addr = engine.local_addr().unwrap();
+    for src in [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]] {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&std::net::SocketAddr::from((src, 0)).into())
+            .unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let mut c: std::net::TcpStream = sock.into();
+        let local = c.local_addr().unwrap();
+        write(&mut c, b"hi\n");
+        assert_eq!(read_n(&mut c, 3), b"hi\n");
+        let peer = loop {
+            match events.recv_timeout(Duration::from_secs(2)).unwrap() {
+                engine_common::Event::Open(_, _, Origin::Accepted { peer }) => break peer,
+                _ => continue,
+            }
+        };
+        let Some(peer) = peer else {
+            eprintln!("SKIPPED: no peer address (getsockopt SO_PEERNAME via io_uring needs 6.7)");
+            break;
+        };
+        assert_eq!(peer, local, "the server sees the client's own address");
+    }
+    engine.handle().shutdown();
+    engine.wait().unwrap();
+}
+
+/// On an IPv6 listener the lookup asks for a `sockaddr_in6` (28 bytes): an IPv6 client and an
+/// IPv4 client (dual stack, seen as `::ffff:127.0.0.1`) both come with their address.
+#[test]
+fn ipv6_listener_reports_ipv6_and_mapped_peers() {
+    let mut cfg = base_config();
+    cfg.listen = Some("[::]:0".parse().unwrap());
+    let Some((engine, events)) = start(cfg, false) else {
+        return;
+    };
+    let port = engine.local_addr().unwrap().port();
+    for target in ["[::1]", "127.0.0.1"] {
+        let addr: std::net::SocketAddr = format!("{target}:{port}").parse().unwrap();
+        let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+            eprintln!("SKIPPED {target}: no route on this box");
+            continue;
+        };
+        let local = c.local_addr().unwrap();
+        write(&mut c, b"hi\n");
+        assert_eq!(read_n(&mut c, 3), b"hi\n");
+        let peer = loop {
+            match events.recv_timeout(Duration::from_secs(2)).unwrap() {
+                engine_common::Event::Open(_, _, Origin::Accepted { peer }) => break peer,
+                _ => continue,
+            }
+        };
+        let Some(peer) = peer else {
+            eprintln!("SKIPPED: no peer address (getsockopt SO_PEERNAME via io_uring needs 6.7)");
+            break;
+        };
+        assert_eq!(peer.ip().to_canonical(), local.ip(), "{target}");
+        assert_eq!(peer.port(), local.port(), "{target}");
+        assert!(
+            peer.is_ipv6(),
+            "an IPv6 listener's sockets report sockaddr_in6"
+        );
+    }
     engine.handle().shutdown();
     engine.wait().unwrap();
 }

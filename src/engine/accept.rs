@@ -1,6 +1,7 @@
 //! Accept path: one SO_REUSEPORT listener per ring and a multishot accept (`AcceptMulti`, 5.19)
 //! straight into the ring's sparse table (`IORING_FILE_INDEX_ALLOC`), so a socket never takes a
-//! process fd.
+//! process fd. An accepted socket waits in `State::Accepting` for its peer address lookup
+//! (`peer.rs`) before the handler hears of it.
 //!
 //! Table discipline (accepting into a full table loses the connection): the accept is cancelled
 //! when `used` reaches `accept_limit`, which leaves `backlog + 16` slots spare for what one
@@ -31,7 +32,7 @@ use super::slab::{flag, State};
 use super::stats::{AcceptErrorKind, EngineStats};
 use super::user_data::{OpKind, UserData};
 use super::worker::Worker;
-use super::{EngineError, Handler, Origin};
+use super::{EngineError, Handler};
 
 const BACKOFF_MS_MIN: u64 = 10;
 const BACKOFF_MS_MAX: u64 = 1000;
@@ -278,13 +279,16 @@ impl<H: Handler> Worker<H> {
             core.raw_close(r, file);
             return;
         }
-        let slot = core.insert_slot(r as u8, State::Open);
+        let slot = core.insert_slot(r as u8, State::Accepting);
         let s = &mut core.slots[slot as usize];
         s.file = file;
-        s.set(flag::HAS_FILE);
-        core.arm_recv(slot);
+        s.set(flag::HAS_FILE | flag::NEVER_OPENED);
         EngineStats::add(&core.shared.stats.accepted_total, 1);
-        EngineStats::add(&core.shared.stats.connections_open, 1);
-        self.open(slot, Origin::Accepted);
+        if core.peer_lookup {
+            // `on_open` follows the lookup's completion (`peer.rs`).
+            core.push_peer_lookup(slot);
+        } else {
+            self.open_accepted(slot, None);
+        }
     }
 }

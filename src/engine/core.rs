@@ -70,6 +70,9 @@ pub(crate) struct Core<M> {
     pub shutting_down: bool,
     /// When the next accept stall check is due (`now_ms` time).
     pub stall_check_due_ms: u64,
+    /// Look up each accepted socket's peer address (`peer.rs`); turned off for good by the
+    /// first `-EOPNOTSUPP`/`-EINVAL` (a kernel before 6.7).
+    pub peer_lookup: bool,
     /// The eventfd read's destination; boxed so the kernel writes to a stable address.
     pub wake_buf: Box<u64>,
 }
@@ -105,6 +108,7 @@ impl<M> Core<M> {
             send_pool: Vec::new(),
             shutting_down: false,
             stall_check_due_ms: 0,
+            peer_lookup: true,
             wake_buf: Box::new(0),
         }
     }

@@ -6,7 +6,8 @@
 //! wheel; nothing on the per-connection path takes a lock.
 //!
 //! Kernel features used (minimum version beside each): multishot accept into a sparse registered
-//! file table (`AcceptMulti` + `IORING_FILE_INDEX_ALLOC`, 5.19), multishot receive with a provided
+//! file table (`AcceptMulti` + `IORING_FILE_INDEX_ALLOC`, 5.19), the accepted socket's peer
+//! address by `getsockopt(SO_PEERNAME)` through `IORING_OP_URING_CMD` (6.7), multishot receive with a provided
 //! buffer ring (`RecvMulti` 6.0, `register_buf_ring` 5.19), cancel by fixed fd (`AsyncCancel2`,
 //! 5.19), `Socket` with a direct descriptor (5.19), `Bind` (6.11) for the client role, and
 //! `IORING_ENTER_EXT_ARG` wait timeouts (5.11).
@@ -27,6 +28,7 @@ mod ctx;
 mod error;
 mod flow;
 mod inbox;
+mod peer;
 mod recv;
 mod ring;
 mod run;
@@ -37,6 +39,8 @@ mod stats;
 pub mod user_data;
 pub mod wheel;
 mod worker;
+
+use std::net::SocketAddr;
 
 pub use config::{EngineConfig, RingLayout};
 pub use ctx::Ctx;
@@ -53,12 +57,15 @@ pub struct ConnId {
     pub gen: u32,
 }
 
-/// How a connection came to be.
+/// How a connection came to be. Given to [`Handler::on_open`] only: the engine keeps no
+/// address per connection, so a handler that needs the peer later keeps what it needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// Accepted on this worker's listener. Multishot accept into a direct descriptor reports no
-    /// peer address (and `getpeername` needs a process fd), so none is given.
-    Accepted,
+    /// Accepted on this worker's listener. `peer` is the client's address, looked up with
+    /// `getsockopt(SO_PEERNAME)` through io_uring (Linux 6.7; `peer.rs`); `None` if the lookup
+    /// failed or the kernel lacks it. On an IPv6 listener an IPv4 client appears as an
+    /// IPv4-mapped address (`::ffff:a.b.c.d`).
+    Accepted { peer: Option<SocketAddr> },
     /// Outbound, from [`Ctx::connect`] (client role).
     Connected,
 }

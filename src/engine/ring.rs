@@ -56,6 +56,9 @@ pub(crate) struct Ring {
     /// Changed only through `take_file` / `release_file`.
     pub used: u32,
     pub index: u8,
+    /// Length of the listener family's sockaddr (16 for IPv4, 28 for IPv6): what
+    /// `SO_PEERNAME` of an accepted socket must be asked for (`peer.rs`).
+    pub peer_len: u32,
 }
 
 impl Ring {
@@ -102,10 +105,17 @@ impl Ring {
                 },
                 _ => EngineError::from_setup("register_buf_ring", e),
             })?;
+        let peer_len = match listener.as_ref().map(socket2::SockRef::from) {
+            Some(l) if l.local_addr().is_ok_and(|a| a.is_ipv6()) => {
+                std::mem::size_of::<libc::sockaddr_in6>() as u32
+            }
+            _ => std::mem::size_of::<libc::sockaddr_in>() as u32,
+        };
         Ok(Ring {
             uring,
             bufs,
             listener,
+            peer_len,
             accept: AcceptState::default(),
             used: 0,
             index,

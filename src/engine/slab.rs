@@ -6,7 +6,7 @@
 //! flight. The handler's `Conn` lives in a parallel `Vec<Option<H::Conn>>` owned by the worker,
 //! so a `Ctx` can borrow this side while the handler holds `&mut Conn`.
 //!
-//! Life of a slot: `Connecting` (client role) or `Open` → optionally `Closing` (flushing the
+//! Life of a slot: `Connecting` (client role) or `Accepting` (server role) → `Open` → optionally `Closing` (flushing the
 //! queue) → `Dead` (cancel + close submitted, `on_close` due) → freed once `inflight == 0` and
 //! `on_close` was delivered. Never freed earlier: the kernel may still read the send queue's
 //! buffers or the op memory of an op in flight.
@@ -19,6 +19,9 @@ use bytes::Bytes;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
     Connecting,
+    /// Accepted; the peer address lookup (`peer.rs`) is in flight, the handler knows nothing
+    /// yet and no recv is armed.
+    Accepting,
     Open,
     Closing,
     Dead,
@@ -49,6 +52,9 @@ pub(crate) mod flag {
     pub const DRAIN_WANTED: u16 = 512;
     /// `on_drain` is due: the slot's id is in the worker's drain list.
     pub const DRAIN_DUE: u16 = 1024;
+    /// Accepted and never opened (`State::Accepting`, or torn down from it): no handler call
+    /// is owed for it, not even `on_connect_failed`.
+    pub const NEVER_OPENED: u16 = 2048;
 }
 
 /// Most queued buffers gathered into one `SendMsg` (the size of a `SendMem`'s iovec array).
@@ -78,7 +84,18 @@ impl SendMem {
 pub(crate) enum OpMem {
     Send(Box<SendMem>),
     Connect(Box<ConnectMem>),
+    /// The peer address being written by the `SO_PEERNAME` lookup of an accepted socket.
+    Peer(Box<PeerMem>),
 }
+
+/// Where the kernel writes an accepted socket's peer address (`peer.rs`): the bytes of a
+/// `sockaddr_in` (16) or `sockaddr_in6` (28), parsed as bytes so no cast is needed.
+pub(crate) struct PeerMem {
+    pub buf: [u8; PEER_BYTES_MAX],
+}
+
+/// Size of a `sockaddr_in6`, the larger of the two families.
+pub(crate) const PEER_BYTES_MAX: usize = 28;
 
 /// Socket addresses of an outbound connection, read by the kernel during `Bind` and `Connect`.
 pub(crate) struct ConnectMem {

@@ -73,6 +73,9 @@ pub struct EngineStats {
     /// Provided buffers handed to the kernel, all rings, start-up and growth included (times
     /// `buf_bytes`: the read buffer memory in use).
     pub recv_buffers_added_total: AtomicU64,
+    /// Accepted connections opened with no peer address (the `SO_PEERNAME` lookup failed or
+    /// is unsupported).
+    pub peer_unknown_total: AtomicU64,
     /// Accept cancelled because a ring's table reached its accept limit.
     pub accept_paused_total: AtomicU64,
     /// Accepts found armed but not accepting a queued listener, and restarted.

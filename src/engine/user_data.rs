@@ -51,10 +51,12 @@ pub enum OpKind {
     Nop = 12,
     /// `IP_BIND_ADDRESS_NO_PORT` on an outbound socket before its `Bind`.
     SockOpt = 13,
+    /// `getsockopt(SO_PEERNAME)` of an accepted socket (`peer.rs`).
+    PeerName = 14,
 }
 
 impl OpKind {
-    const ALL: [OpKind; 14] = [
+    const ALL: [OpKind; 15] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -69,6 +71,7 @@ impl OpKind {
         OpKind::RawClose,
         OpKind::Nop,
         OpKind::SockOpt,
+        OpKind::PeerName,
     ];
 
     fn from_bits(bits: u8) -> Option<OpKind> {

@@ -315,6 +315,7 @@ impl<H: Handler> Worker<H> {
             | OpKind::Socket
             | OpKind::Bind
             | OpKind::SockOpt
+            | OpKind::PeerName
             | OpKind::Connect => {
                 let slot = ud.slot;
                 let current = self.core.slots.get(slot as usize).is_some()
@@ -342,6 +343,7 @@ impl<H: Handler> Worker<H> {
                     OpKind::SockOpt => self.on_sockopt_cqe(slot, res),
                     OpKind::Bind => self.on_bind_cqe(slot, res),
                     OpKind::Connect => self.on_connect_cqe(slot, res),
+                    OpKind::PeerName => self.on_peer_cqe(slot, res),
                     _ => unreachable!(),
                 }
                 self.core.try_free(slot);
@@ -397,7 +399,9 @@ impl<H: Handler> Worker<H> {
     fn deliver_close(&mut self, slot: u32, why: CloseReason) {
         let id = self.core.id(slot);
         let conn = self.conns.get_mut(slot as usize).and_then(Option::take);
-        self.core.slots[slot as usize].set(flag::DELIVERED);
+        let s = &mut self.core.slots[slot as usize];
+        s.set(flag::DELIVERED);
+        let never_opened = s.has(flag::NEVER_OPENED);
         let shared = Arc::clone(&self.core.shared);
         let stats = &shared.stats;
         let mut ctx = Ctx::new(&mut self.core);
@@ -407,6 +411,9 @@ impl<H: Handler> Worker<H> {
                 stats.connections_open.fetch_sub(1, Ordering::Relaxed);
                 self.handler.on_close(&mut ctx, id, conn, why);
             }
+            // Accepted, torn down before its peer lookup finished (shutdown): the handler never
+            // heard of it.
+            None if never_opened => {}
             None => {
                 EngineStats::add(&stats.connect_failed_total, 1);
                 let errno = match why {
@@ -450,7 +457,7 @@ impl<H: Handler> Worker<H> {
             State::Connecting => self
                 .core
                 .teardown(slot, CloseReason::Error(libc::ETIMEDOUT)),
-            State::Dead => {}
+            State::Accepting | State::Dead => {}
         }
     }
 

@@ -349,6 +349,14 @@ config_keys! {
     headers_max: usize = 64;
     /// Timer wheel tick; timers fire with this granularity.
     tick: Millis = Millis(10);
+    /// Connections one source IP (IPv6: one /64) may hold; more are answered 503 and closed; 0 = unlimited.
+    connections_per_ip_max: usize = 0;
+    /// New connections one source IP (IPv6: one /64) may open per second, in bursts of as many; more are answered 429 and closed; 0 = unlimited.
+    handshakes_per_ip_per_sec: usize = 0;
+    /// Bearer key that opens /metrics to any peer (`Authorization: Bearer <key>`); empty = none.
+    admin_key: Option<String> = None;
+    /// Answer /metrics to loopback peers without the admin key (off: only the key opens it).
+    metrics_loopback: bool = true;
 }
 
 impl Config {
@@ -435,6 +443,9 @@ impl Config {
         }
         if matches!(&self.publish_key, Some(k) if k.chars().any(|c| c.is_ascii_whitespace())) {
             return invalid("publish_key", "must not contain whitespace");
+        }
+        if matches!(&self.admin_key, Some(k) if k.chars().any(|c| c.is_ascii_whitespace())) {
+            return invalid("admin_key", "must not contain whitespace");
         }
         if self.history_messages == 0 {
             return invalid("history_messages", "must be at least 1");

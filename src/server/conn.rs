@@ -3,6 +3,7 @@
 //! it, once it decided to. Never here: behaviour; each state's module owns that.
 
 use super::auth::Cors;
+use super::limits::IpKey;
 use super::metrics::{CloseKind, ConnKind};
 use super::publish::PendingPublish;
 use super::sse::SseStream;
@@ -14,13 +15,55 @@ pub struct Conn {
     pub(super) state: State,
     /// Why the server is closing it, once it decided to; read by `on_close` for metrics.
     pub(super) closing: Option<CloseKind>,
+    /// What the server keeps of the peer address the engine gave `on_open` (it keeps none).
+    pub(super) peer: Peer,
 }
 
 impl Conn {
-    pub(super) fn new() -> Conn {
+    pub(super) fn new(peer: Peer) -> Conn {
         Conn {
             state: State::Http(HttpConn::default()),
             closing: None,
+            peer,
+        }
+    }
+}
+
+/// The peer, as far as the server needs it after `on_open`: 16 bytes, not a `SocketAddr`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Peer {
+    /// Counted in the per-IP connection limit; released at close.
+    pub counted: Option<IpKey>,
+    /// A loopback peer (or, with no peer address, a loopback listener): may read `/metrics`
+    /// when `metrics_loopback` is on.
+    pub loopback: bool,
+    /// Refused at open: the first request is answered with this and the connection closed.
+    pub refused: Option<Refusal>,
+}
+
+/// Why a connection was refused at open (`limits::Admission`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// 429: the IP opens connections faster than `handshakes_per_ip_per_sec`.
+    TooFast,
+    /// 503: the IP holds `connections_per_ip_max` connections.
+    TooMany,
+}
+
+impl Refusal {
+    pub(super) fn status(self) -> u16 {
+        match self {
+            Refusal::TooFast => 429,
+            Refusal::TooMany => 503,
+        }
+    }
+
+    pub(super) fn text(self) -> &'static str {
+        match self {
+            Refusal::TooFast => {
+                "too many new connections from your address (handshakes_per_ip_per_sec)\n"
+            }
+            Refusal::TooMany => "too many connections from your address (connections_per_ip_max)\n",
         }
     }
 }
@@ -56,4 +99,17 @@ pub(super) struct HttpConn {
     pub ticket: Option<Box<PendingTicket>>,
     /// The CORS fields of the request being answered, kept while its body arrives.
     pub cors: Cors,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_stays_small() {
+        let (conn, peer) = (std::mem::size_of::<Conn>(), std::mem::size_of::<Peer>());
+        let state = std::mem::size_of::<State>();
+        println!("size_of::<Conn>() = {conn}, of which Peer = {peer}, State = {state}");
+        assert!(peer <= 16, "Peer grew to {peer} bytes");
+    }
 }

@@ -7,6 +7,10 @@
 //! It never touches the ring: bytes come from the engine and leave as shared buffers through
 //! `Out`. The HTTP and WebSocket rules live in `proto`, topics and replay in `hub`.
 //!
+//! Admission: `on_open` asks `limits` about the peer's IP; a refused connection is answered
+//! (429/503) at its first request head, before any route or upgrade, and closed. `/metrics` is
+//! answered to loopback peers (`metrics_loopback`) and to the admin key, others get 403.
+//!
 //! Timer use: each connection has one engine timer, and its meaning follows the state:
 //! - HTTP: the request deadline (`request_timeout` from the connection's open or the previous
 //!   response), so a half-sent head (slowloris: 408) or a silent or idle keep-alive
@@ -16,8 +20,9 @@
 use std::sync::Arc;
 
 use super::auth::Cors;
-use super::conn::{Conn, State};
-use super::metrics::{render_engine, CloseKind, ConnKind};
+use super::conn::{Conn, Peer, Refusal, State};
+use super::limits::Admission;
+use super::metrics::{render_engine, CloseKind, ConnKind, Counter};
 use super::out::{Out, TEXT};
 use super::route::Route;
 use super::shared::{Shared, Sub, WorkerMsg};
@@ -26,6 +31,10 @@ use super::{publish, sse, subscribe, tickets, ws};
 use crate::engine::{CloseReason, ConnId, Ctx, EngineStats, Handler, Origin};
 use crate::proto::http1::{BodyKind, HttpError, RequestHead, Version};
 use crate::proto::Progress;
+
+/// How long a connection refused by the per-IP limits has to send its first request head (to
+/// be told why) before it is closed; `request_timeout` if that is shorter.
+const REFUSED_REQUEST_TIMEOUT_MS: u64 = 1_000;
 
 /// The server's handler on one worker.
 pub struct Dispatcher {
@@ -49,6 +58,7 @@ fn http_step(
     out: &mut Out<'_, '_, Dispatcher>,
     subs: &mut Subscriptions,
     state: &mut State,
+    peer: &Peer,
     input: &[u8],
 ) -> (usize, bool) {
     let State::Http(http) = state else {
@@ -72,7 +82,15 @@ fn http_step(
             event: Some(head),
         }) => {
             http.decoder.reset();
-            route(out, subs, state, &head);
+            match peer.refused {
+                Some(r) => {
+                    // Both refusals pass within a second or so: the bucket refills, or a
+                    // connection of the IP closes.
+                    let fields = [TEXT[0], ("Retry-After", "1")];
+                    out.respond(r.status(), &fields, r.text().as_bytes(), true)
+                }
+                None => route(out, subs, state, peer, &head),
+            }
             (consumed, true)
         }
         Err(e) => {
@@ -88,6 +106,7 @@ fn route(
     out: &mut Out<'_, '_, Dispatcher>,
     subs: &mut Subscriptions,
     state: &mut State,
+    peer: &Peer,
     head: &RequestHead,
 ) {
     let State::Http(http) = state else {
@@ -123,6 +142,11 @@ fn route(
         Route::NotFound => out.respond(404, TEXT, b"not found\n", close),
         Route::MethodNotAllowed { allow } => out.http_error(&HttpError::MethodNotAllowed { allow }),
         Route::Healthz => out.respond(200, TEXT, b"ok\n", close),
+        Route::Metrics if !metrics_allowed(shared, peer, head) => {
+            shared.metrics.inc(Counter::MetricsForbidden);
+            let text = b"/metrics is answered to loopback peers and to Authorization: Bearer <admin_key>\n";
+            out.respond(403, TEXT, text, close)
+        }
         Route::Metrics => {
             let text = render_metrics(shared, out.ctx.stats());
             let fields = [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")];
@@ -158,17 +182,65 @@ fn route(
     }
 }
 
+/// `/metrics` for this peer: a loopback peer while `metrics_loopback` is on, or any peer
+/// with `Authorization: Bearer <admin_key>`.
+fn metrics_allowed(shared: &Shared, peer: &Peer, head: &RequestHead) -> bool {
+    if shared.config.metrics_loopback && peer.loopback {
+        return true;
+    }
+    let (Some(key), Some(auth)) = (&shared.config.admin_key, head.header("authorization")) else {
+        return false;
+    };
+    let given = auth.strip_prefix(b"Bearer ").unwrap_or(b"");
+    super::grant::constant_time_eq(given, key.as_bytes())
+}
+
+/// What `on_open` learns of the peer: whether it is loopback, and its admission under the
+/// per-IP limits. A peer the engine could not name is taken as loopback on a loopback
+/// listener (every peer is local there) and is not limited (it has no IP to count).
+fn admit(shared: &Shared, origin: Origin, now_ms: u64) -> Peer {
+    let addr = match origin {
+        Origin::Accepted { peer } => peer,
+        Origin::Connected => None,
+    };
+    let loopback = addr.map_or(shared.listen_is_loopback, |a| {
+        a.ip().to_canonical().is_loopback()
+    });
+    let mut peer = Peer {
+        loopback,
+        ..Peer::default()
+    };
+    let Some(addr) = addr else {
+        return peer;
+    };
+    match shared.limits.admit(addr.ip(), now_ms) {
+        Admission::Admitted(key) => peer.counted = key,
+        Admission::TooFast => {
+            shared.metrics.inc(Counter::RefusedPerIpRate);
+            peer.refused = Some(Refusal::TooFast);
+        }
+        Admission::TooMany => {
+            shared.metrics.inc(Counter::RefusedPerIpConnections);
+            peer.refused = Some(Refusal::TooMany);
+        }
+    }
+    peer
+}
+
 fn render_metrics(shared: &Shared, stats: &EngineStats) -> String {
     let hub = shared.hub();
     let (topics, held) = (hub.topic_count() as u64, hub.held_bytes() as u64);
     drop(hub);
+    let tracked = shared.limits.tracked_ips();
     let mut text = shared.metrics.render(&[]);
     text.push_str(&render_engine(stats));
     text.push_str(&format!(
         "# HELP uringcast_topics Topics holding history.\n# TYPE uringcast_topics gauge\n\
          uringcast_topics {topics}\n\
          # HELP uringcast_history_bytes Bytes held for replay.\n\
-         # TYPE uringcast_history_bytes gauge\nuringcast_history_bytes {held}\n"
+         # TYPE uringcast_history_bytes gauge\nuringcast_history_bytes {held}\n\
+         # HELP uringcast_limits_tracked_ips Source IPs holding connections counted by connections_per_ip_max.\n\
+         # TYPE uringcast_limits_tracked_ips gauge\nuringcast_limits_tracked_ips {tracked}\n"
     ));
     text
 }
@@ -177,10 +249,17 @@ impl Handler for Dispatcher {
     type Conn = Conn;
     type Msg = WorkerMsg;
 
-    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, _origin: Origin) -> Conn {
+    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, origin: Origin) -> Conn {
         self.shared.metrics.conn_opened(ConnKind::Http);
-        ctx.set_timer(id, ctx.now_ms() + self.shared.config.request_timeout.0);
-        Conn::new()
+        let peer = admit(&self.shared, origin, ctx.now_ms());
+        let mut timeout_ms = self.shared.config.request_timeout.0;
+        if peer.refused.is_some() {
+            // A refused connection is not counted against its IP; keeping it short keeps the
+            // refused ones from piling up while their client stays silent.
+            timeout_ms = timeout_ms.min(REFUSED_REQUEST_TIMEOUT_MS);
+        }
+        ctx.set_timer(id, ctx.now_ms() + timeout_ms);
+        Conn::new(peer)
     }
 
     fn on_data(
@@ -190,7 +269,11 @@ impl Handler for Dispatcher {
         conn: &mut Conn,
         data: &mut [u8],
     ) -> usize {
-        let Conn { state, closing } = conn;
+        let Conn {
+            state,
+            closing,
+            peer,
+        } = conn;
         let mut out = Out::new(ctx, id, &self.shared, closing);
         let mut pos = 0;
         // Steps run until one says it needs more bytes, even on empty input: a decoder may
@@ -207,7 +290,7 @@ impl Handler for Dispatcher {
                 break;
             }
             let (consumed, more) = match state {
-                State::Http(_) => http_step(&mut out, &mut self.subs, state, &data[pos..]),
+                State::Http(_) => http_step(&mut out, &mut self.subs, state, peer, &data[pos..]),
                 // An SSE client has nothing more to say; what it sends is read and dropped so
                 // that it cannot fill the leftover buffer.
                 State::Sse(_) => (data.len() - pos, false),
@@ -228,7 +311,7 @@ impl Handler for Dispatcher {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
-        let Conn { state, closing } = conn;
+        let Conn { state, closing, .. } = conn;
         let mut out = Out::new(ctx, id, &self.shared, closing);
         match state {
             // A client in the middle of a request is told 408. One that sent nothing, or is
@@ -246,6 +329,9 @@ impl Handler for Dispatcher {
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, id: ConnId, mut conn: Conn, why: CloseReason) {
+        if let Some(key) = conn.peer.counted {
+            self.shared.limits.release(key);
+        }
         let kind = conn.state.kind();
         match &mut conn.state {
             State::Http(_) => {}
@@ -274,7 +360,7 @@ impl Handler for Dispatcher {
     }
 
     fn on_drain(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
-        let Conn { state, closing } = conn;
+        let Conn { state, closing, .. } = conn;
         let mut out = Out::new(ctx, id, &self.shared, closing);
         match state {
             State::Http(_) => {}
@@ -288,7 +374,7 @@ impl Handler for Dispatcher {
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
-        let Conn { state, closing } = conn;
+        let Conn { state, closing, .. } = conn;
         let mut out = Out::new(ctx, id, &self.shared, closing);
         match state {
             State::Ws(_) => ws::on_shutdown(&mut out),

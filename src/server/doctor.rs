@@ -20,8 +20,9 @@ use crate::engine::{CloseReason, ConnId, Ctx, Engine, EngineConfig, Handler, Ori
 
 /// Server userspace bytes per idle held connection (slab slots, timer node, subscription),
 /// measured as server RSS growth / connections held by `tuning/capacity.sh` on Linux 6.18:
-/// 450-465 B at 200k-400k connections (docs/capacity.md); rounded up.
-pub const SERVER_BYTES_PER_CONNECTION: u64 = 480;
+/// 450-465 B at 200k-400k connections (docs/capacity.md); rounded up to 480, plus the 16 B of
+/// `conn::Peer` (the per-IP limits' key and the loopback bit) added since, not re-measured.
+pub const SERVER_BYTES_PER_CONNECTION: u64 = 496;
 /// Kernel bytes per idle TCP socket end with its armed multishot recv (TCP slab,
 /// sock_inode_cache, dentry, filp, io_uring request), measured by `tuning/capacity.sh` as
 /// `Slab:` growth / TCP sockets growth: 4.4-4.7 KB at 200k-400k connections; rounded up.

@@ -84,10 +84,13 @@ pub enum Counter {
     Dropped,
     HttpErrors,
     Heartbeats,
+    RefusedPerIpConnections,
+    RefusedPerIpRate,
+    MetricsForbidden,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 10] = [
         Counter::Published,
         Counter::Delivered,
         Counter::Replayed,
@@ -95,6 +98,9 @@ impl Counter {
         Counter::Dropped,
         Counter::HttpErrors,
         Counter::Heartbeats,
+        Counter::RefusedPerIpConnections,
+        Counter::RefusedPerIpRate,
+        Counter::MetricsForbidden,
     ];
 
     /// (Prometheus name, help text).
@@ -124,6 +130,18 @@ impl Counter {
             Counter::Heartbeats => (
                 "uringcast_heartbeats_total",
                 "SSE heartbeat comments and WebSocket pings sent.",
+            ),
+            Counter::RefusedPerIpConnections => (
+                "uringcast_refused_connections_per_ip_total",
+                "Connections refused (503) because their IP held connections_per_ip_max.",
+            ),
+            Counter::RefusedPerIpRate => (
+                "uringcast_refused_handshakes_per_ip_total",
+                "Connections refused (429) because their IP passed handshakes_per_ip_per_sec.",
+            ),
+            Counter::MetricsForbidden => (
+                "uringcast_metrics_forbidden_total",
+                "Requests for /metrics refused (403): not loopback, no admin key.",
             ),
         }
     }
@@ -218,10 +236,15 @@ impl Metrics {
 
 /// The engine's plain counters: (name, help, which counter). One line each.
 type EngineCounter = (&'static str, &'static str, fn(&EngineStats) -> &AtomicU64);
-const ENGINE_COUNTERS: [EngineCounter; 10] = [
+const ENGINE_COUNTERS: [EngineCounter; 11] = [
     ("uringcast_accepted_total", "Connections accepted.", |s| {
         &s.accepted_total
     }),
+    (
+        "uringcast_peer_unknown_total",
+        "Accepted connections opened without a peer address (lookup failed or unsupported).",
+        |s| &s.peer_unknown_total,
+    ),
     (
         "uringcast_stale_completions_total",
         "Completions for reused slots (ignored).",

@@ -18,6 +18,7 @@
 //! jwt, ticket_table           auth's parts: token checks, the shared ticket table
 //! grant                       patterns, scopes, grants, AuthError, constant-time compare
 //! route, metrics, config      leaves: route table, counters, config
+//! limits                      per-IP admission (connection count, handshake rate)
 //! ```
 
 mod auth;
@@ -29,6 +30,7 @@ mod dispatch;
 pub mod doctor;
 mod grant;
 mod jwt;
+pub mod limits;
 pub mod metrics;
 mod out;
 mod publish;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::auth::Auth;
 use super::config::Config;
+use super::limits::Limits;
 use super::metrics::Metrics;
 use crate::engine::ConnId;
 use crate::hub::{self, Message, Topics};
@@ -21,6 +22,12 @@ pub struct Shared {
     /// This lifetime's epoch, the first half of every wire id (the hub's, copied so that
     /// formatting an id needs no lock).
     pub epoch: u64,
+    /// The listen address is loopback: every peer is local. Stands in for a peer address the
+    /// engine could not look up (`Origin::Accepted { peer: None }`).
+    pub listen_is_loopback: bool,
+    /// Per-IP connection count and handshake rate (`connections_per_ip_max`,
+    /// `handshakes_per_ip_per_sec`).
+    pub limits: Limits,
     /// Bytes of one replay page: `Config::read_pause_bytes`, so that a page joins a queue that
     /// has drained to the engine's drain level without passing the bound.
     pub replay_page_bytes: usize,
@@ -47,6 +54,11 @@ impl Shared {
         let epoch = epoch_now();
         Shared {
             auth,
+            listen_is_loopback: config.listen.ip().is_loopback(),
+            limits: Limits::new(
+                config.connections_per_ip_max,
+                config.handshakes_per_ip_per_sec,
+            ),
             replay_page_bytes: config.read_pause_bytes(),
             http_limits,
             hub: Mutex::new(Topics::with_epoch(hub_limits, epoch)),
