@@ -48,7 +48,8 @@ impl Latency {
         let _ = self.0.add(&other.0);
     }
 
-    #[cfg(test)]
+    
+#[cfg(test)]
     pub fn count(&self) -> u64 {
         self.0.len()
     }
@@ -217,7 +218,7 @@ pub struct Stats {
     pub held: u64,
     pub errors: Errors,
     /// Reconnect storm figures (`fanout --storm-at`).
-    pub storm: crate::storm::StormStats,
+    pub storm: StormStats,
 }
 
 impl Stats {
@@ -300,6 +301,39 @@ pub fn cpu_seconds() -> f64 {
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// One worker's storm figures, merged across workers at the end.
+#[derive(Debug, Clone, Default)]
+pub struct StormStats {
+    /// Subscriber connections the storm aborted.
+    pub dropped: u64,
+    /// Reconnects started (connect submitted or attempted).
+    pub reconnects_started: u64,
+    /// Reconnects whose response head (SSE 200 / WebSocket 101) was validated.
+    pub reconnected: u64,
+    /// Reconnects that never completed their handshake (refused, timed out, closed, ...).
+    pub reconnect_failed: u64,
+    /// Reconnected subscribers that then received a message published after their drop.
+    pub resumed: u64,
+    /// Harness clock (ns) of the last reconnect handshake and of the last resume; 0 = none.
+    pub last_reconnect_ns: u64,
+    pub last_resumed_ns: u64,
+    /// Drop → reconnect's response head, per subscriber.
+    pub reconnect_latency: Latency,
+}
+
+impl StormStats {
+    pub fn merge(&mut self, o: &StormStats) {
+        self.dropped += o.dropped;
+        self.reconnects_started += o.reconnects_started;
+        self.reconnected += o.reconnected;
+        self.reconnect_failed += o.reconnect_failed;
+        self.resumed += o.resumed;
+        self.last_reconnect_ns = self.last_reconnect_ns.max(o.last_reconnect_ns);
+        self.last_resumed_ns = self.last_resumed_ns.max(o.last_resumed_ns);
+        self.reconnect_latency.merge(&o.reconnect_latency);
+    }
 }
 
 #[cfg(test)]

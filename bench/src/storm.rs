@@ -17,10 +17,11 @@
 //! Resumed`. A reconnect that fails (refused, timed out, closed before its head) is not
 //! retried: it counts in `reconnect_failed`, and its subscription still counts what it missed.
 //!
-//! This module holds the per-connection phase, the per-worker figures and their report; the
+//! This module holds the per-connection phase and the report of the per-worker figures
+//! (`stats::StormStats`, kept with the other counters); the
 //! transport (`driver`) moves the connections. No socket, no clock, no thread.
 
-use crate::stats::{Latency, Percentiles};
+use crate::stats::{Percentiles, StormStats};
 use serde::Serialize;
 
 /// Where one subscriber is in the storm.
@@ -37,39 +38,6 @@ pub enum Phase {
     Resuming,
     /// Received a message published after the drop: resumed.
     Resumed,
-}
-
-/// One worker's storm figures, merged across workers at the end.
-#[derive(Debug, Clone, Default)]
-pub struct StormStats {
-    /// Subscriber connections the storm aborted.
-    pub dropped: u64,
-    /// Reconnects started (connect submitted or attempted).
-    pub reconnects_started: u64,
-    /// Reconnects whose response head (SSE 200 / WebSocket 101) was validated.
-    pub reconnected: u64,
-    /// Reconnects that never completed their handshake (refused, timed out, closed, ...).
-    pub reconnect_failed: u64,
-    /// Reconnected subscribers that then received a message published after their drop.
-    pub resumed: u64,
-    /// Harness clock (ns) of the last reconnect handshake and of the last resume; 0 = none.
-    pub last_reconnect_ns: u64,
-    pub last_resumed_ns: u64,
-    /// Drop → reconnect's response head, per subscriber.
-    pub reconnect_latency: Latency,
-}
-
-impl StormStats {
-    pub fn merge(&mut self, o: &StormStats) {
-        self.dropped += o.dropped;
-        self.reconnects_started += o.reconnects_started;
-        self.reconnected += o.reconnected;
-        self.reconnect_failed += o.reconnect_failed;
-        self.resumed += o.resumed;
-        self.last_reconnect_ns = self.last_reconnect_ns.max(o.last_reconnect_ns);
-        self.last_resumed_ns = self.last_resumed_ns.max(o.last_resumed_ns);
-        self.reconnect_latency.merge(&o.reconnect_latency);
-    }
 }
 
 /// The storm part of the report (`storm` in the JSON; absent from runs without `--storm-at`).

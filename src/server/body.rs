@@ -36,11 +36,6 @@ impl BodyReader {
         })
     }
 
-    /// The body is complete already (no body, or `Content-Length: 0`).
-    pub fn is_done(&self) -> bool {
-        self.decoder.is_done()
-    }
-
     pub fn read(&mut self, input: &[u8]) -> Read {
         match self.decoder.decode(input) {
             Ok(Progress {

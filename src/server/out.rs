@@ -10,10 +10,11 @@
 use bytes::Bytes;
 
 use super::auth::{AuthError, Cors};
+use super::body::BodyReader;
 use super::metrics::{CloseKind, Counter};
 use super::shared::Shared;
 use crate::engine::{ConnId, Ctx, Handler};
-use crate::proto::http1::{self, HttpError};
+use crate::proto::http1::{self, HttpError, HttpLimits, RequestHead};
 use crate::proto::ws::ControlFrame;
 
 pub(super) const TEXT: &[(&str, &str)] = &[("Content-Type", "text/plain; charset=utf-8")];
@@ -141,5 +142,23 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
             _ => TEXT,
         };
         self.respond(status, fields, text.as_bytes(), true);
+    }
+
+    /// Begin reading the body `head` announces: a declared length over `limits` is refused
+    /// (413) before any of it is read, and `Expect: 100-continue` is answered. `None` once
+    /// refused (the answer is queued and the connection is closing).
+    pub fn begin_body(&mut self, head: &RequestHead, limits: &HttpLimits) -> Option<BodyReader> {
+        match BodyReader::new(head.body(), limits) {
+            Ok(body) => {
+                if head.expects_continue() {
+                    self.send(Bytes::from_static(http1::CONTINUE_RESPONSE));
+                }
+                Some(body)
+            }
+            Err(e) => {
+                self.http_error(&e);
+                None
+            }
+        }
     }
 }

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 
 use super::auth::{Accept, AuthError, Clock, Credential, Grant};
 use super::body::{BodyReader, Read};
@@ -76,27 +75,17 @@ pub(super) fn begin<H: Handler<Msg = WorkerMsg>>(
         out.deny(&e);
         return None;
     }
-    let body = match BodyReader::new(head.body(), &out.shared.http_limits) {
-        Ok(b) => b,
-        Err(e) => {
-            out.http_error(&e);
-            return None;
-        }
-    };
-    if head.expects_continue() {
-        out.send(Bytes::from_static(http1::CONTINUE_RESPONSE));
-    }
-    let pending = PendingPublish {
+    let body = out.begin_body(head, &out.shared.http_limits)?;
+    let close = !head.keep_alive();
+    let mut slot = Some(Box::new(PendingPublish {
         body,
         topic,
         event,
-        close: !head.keep_alive(),
-    };
-    if pending.body.is_done() {
-        finish(out, pending);
-        return None;
-    }
-    Some(Box::new(pending))
+        close,
+    }));
+    // A body that is complete already (none, or empty) is published now.
+    body_step(out, &mut slot, &[]);
+    slot
 }
 
 /// Feed body bytes to the pending publish; publishes when the body is complete

@@ -6,7 +6,6 @@
 //!
 //! What a ticket carries and the table that holds it are `auth`'s; this file is the exchange.
 
-use bytes::Bytes;
 use serde::Deserialize;
 
 use super::auth::{Accept, AuthError, Clock, Credential, Grant, PATTERNS_MAX};
@@ -14,7 +13,7 @@ use super::body::{BodyReader, Read};
 use super::out::{Out, JSON};
 use crate::engine::Handler;
 use crate::hub::TOPIC_BYTES_MAX;
-use crate::proto::http1::{self, HttpLimits, RequestHead};
+use crate::proto::http1::{HttpLimits, RequestHead};
 
 /// Largest request body: `PATTERNS_MAX` quoted patterns of a topic's length and a comma each,
 /// plus the object around them.
@@ -57,26 +56,12 @@ pub(super) fn begin<H: Handler>(
         body_bytes_max: TICKET_BODY_BYTES_MAX,
         ..out.shared.http_limits.clone()
     };
-    let body = match BodyReader::new(head.body(), &limits) {
-        Ok(b) => b,
-        Err(e) => {
-            out.http_error(&e);
-            return None;
-        }
-    };
-    if head.expects_continue() {
-        out.send(Bytes::from_static(http1::CONTINUE_RESPONSE));
-    }
-    let pending = PendingTicket {
-        body,
-        grant,
-        close: !head.keep_alive(),
-    };
-    if pending.body.is_done() {
-        finish(out, pending);
-        return None;
-    }
-    Some(Box::new(pending))
+    let body = out.begin_body(head, &limits)?;
+    let close = !head.keep_alive();
+    let mut slot = Some(Box::new(PendingTicket { body, grant, close }));
+    // A request without a body (or an empty one) is answered now.
+    body_step(out, &mut slot, &[]);
+    slot
 }
 
 /// Feed body bytes to the pending request; answers and empties `slot` when it is complete.
