@@ -48,8 +48,7 @@ impl Latency {
         let _ = self.0.add(&other.0);
     }
 
-    
-#[cfg(test)]
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.0.len()
     }

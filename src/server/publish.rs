@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-
 use super::auth::{Accept, AuthError, Clock, Credential, Grant};
 use super::body::{BodyReader, Read};
 use super::metrics::Counter;
