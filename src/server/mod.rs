@@ -4,15 +4,15 @@
 //!
 //! Files, each one concern, lower ones never importing higher ones:
 //! ```text
-//! cli, serve, doctor          entry points (serve starts the engine with a Dispatcher)
+//! doctor, cli, serve          entry points (serve starts the engine with a Dispatcher)
 //! dispatch                    engine Handler: the read loop, routing, state changes
 //! conn                        per-connection state (Http | Sse | Ws) and close reason
 //! sse, ws                     one behaviour each: an SSE stream, a WebSocket session
 //! publish                     the whole publish (HTTP and WebSocket), asking auth who may
 //! tickets                     POST /tickets: a token traded for a single-use ticket
 //! subscribe                   subscriptions, replay, live fan-out, slow-consumer cut
-//! body                        a request body being read (publish, tickets)
 //! out                         a connection's way out: every queued byte, every close
+//! body                        a request body being read (publish, tickets)
 //! shared                      what all workers share: config, auth, the hub lock, counters
 //! auth                        who may do what: tokens, tickets, public topics, origins
 //! jwt, ticket_table           auth's parts: token checks, the shared ticket table
