@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use super::auth::{AuthError, Cors};
-use super::body::BodyReader;
+use super::body::{BodyReader, Read};
 use super::metrics::{CloseKind, Counter};
 use super::shared::Shared;
 use crate::engine::{ConnId, Ctx, Handler};
@@ -158,6 +158,30 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
             Err(e) => {
                 self.http_error(&e);
                 None
+            }
+        }
+    }
+
+    /// One step of the body of the request pending in `slot` (whose reader `body` picks):
+    /// when the body is complete, the request leaves `slot` for `finish`. Returns the bytes
+    /// consumed and whether another step may make progress.
+    pub fn read_body<P>(
+        &mut self,
+        slot: &mut Option<Box<P>>,
+        input: &[u8],
+        body: impl FnOnce(&mut P) -> &mut BodyReader,
+        finish: impl FnOnce(&mut Self, P),
+    ) -> (usize, bool) {
+        let pending = slot.as_mut().expect("read_body without a pending request");
+        match body(pending).read(input) {
+            Read::Partial { consumed, more } => (consumed, more),
+            Read::Complete { consumed } => {
+                finish(self, *slot.take().expect("checked above"));
+                (consumed, true)
+            }
+            Read::Failed(e) => {
+                self.http_error(&e);
+                (input.len(), false)
             }
         }
     }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::auth::{Accept, AuthError, Clock, Credential, Grant};
-use super::body::{BodyReader, Read};
+use super::body::BodyReader;
 use super::metrics::Counter;
 use super::out::{Out, JSON, TEXT};
 use super::shared::{Shared, WorkerMsg};
@@ -94,18 +94,7 @@ pub(super) fn body_step<H: Handler<Msg = WorkerMsg>>(
     slot: &mut Option<Box<PendingPublish>>,
     input: &[u8],
 ) -> (usize, bool) {
-    let p = slot.as_mut().expect("body_step without a pending publish");
-    match p.body.read(input) {
-        Read::Partial { consumed, more } => (consumed, more),
-        Read::Complete { consumed } => {
-            finish(out, *slot.take().expect("checked above"));
-            (consumed, true)
-        }
-        Read::Failed(e) => {
-            out.http_error(&e);
-            (input.len(), false)
-        }
-    }
+    out.read_body(slot, input, |p| &mut p.body, finish)
 }
 
 fn finish<H: Handler<Msg = WorkerMsg>>(out: &mut Out<'_, '_, H>, p: PendingPublish) {

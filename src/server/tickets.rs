@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use super::auth::{Accept, AuthError, Clock, Credential, Grant, PATTERNS_MAX};
-use super::body::{BodyReader, Read};
+use super::body::BodyReader;
 use super::out::{Out, JSON};
 use crate::engine::Handler;
 use crate::hub::TOPIC_BYTES_MAX;
@@ -70,20 +70,7 @@ pub(super) fn body_step<H: Handler>(
     slot: &mut Option<Box<PendingTicket>>,
     input: &[u8],
 ) -> (usize, bool) {
-    let p = slot
-        .as_mut()
-        .expect("body_step without a pending ticket request");
-    match p.body.read(input) {
-        Read::Partial { consumed, more } => (consumed, more),
-        Read::Complete { consumed } => {
-            finish(out, *slot.take().expect("checked above"));
-            (consumed, true)
-        }
-        Read::Failed(e) => {
-            out.http_error(&e);
-            (input.len(), false)
-        }
-    }
+    out.read_body(slot, input, |p| &mut p.body, finish)
 }
 
 fn finish<H: Handler>(out: &mut Out<'_, '_, H>, p: PendingTicket) {
