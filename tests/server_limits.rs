@@ -187,3 +187,64 @@ fn metrics_answers_loopback_peers_and_the_admin_key() {
     let mut c = connect_from([127, 0, 0, 6], s.addr);
     assert_eq!(status_of(&mut c, HEALTHZ), 200);
 }
+
+/// `--admin-listen`: a second address that serves `/metrics` (whatever `metrics_loopback` and
+/// the key say, since the operator chose who can reach it) and `/healthz`, and nothing else;
+/// its `/metrics` reports the main listener's traffic.
+#[test]
+fn admin_listen_serves_metrics_and_nothing_else() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_uringcast"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--metrics-loopback",
+            "false",
+            "--publish-open",
+            "true",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr_of = |prefix: &str| -> SocketAddr {
+        loop {
+            let line = lines.next().expect("server output").unwrap();
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        }
+    };
+    let main = addr_of("uringcast: listening on ");
+    let admin = addr_of("uringcast: admin listening on ");
+    let get = |addr: SocketAddr, path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        common::http(addr, req.as_bytes())
+    };
+    assert_eq!(
+        get(main, "/metrics").0,
+        403,
+        "main listener: loopback is not enough"
+    );
+    common::publish(main, "a", "x");
+    let (status, _, body) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("uringcast_published_total 1"),
+        "the admin address reports the server's counters: {text}"
+    );
+    assert!(
+        !text.contains("uringcast_accepted_total 0\n"),
+        "the main engine's accepts"
+    );
+    assert_eq!(get(admin, "/healthz").0, 200);
+    assert_eq!(get(admin, "/sse?topic=a").0, 404);
+    assert_eq!(get(admin, "/publish?topic=a").0, 404);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -124,6 +124,20 @@ impl ConfigValue for SocketAddr {
     }
 }
 
+impl ConfigValue for Option<SocketAddr> {
+    const EXPECTED: &'static str = "an address like 127.0.0.1:9090, or empty for none";
+    fn parse_value(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Some(None);
+        }
+        text.parse().ok().map(Some)
+    }
+    fn show(&self) -> String {
+        self.map(|a| a.to_string()).unwrap_or_default()
+    }
+}
+
 impl ConfigValue for Option<String> {
     const EXPECTED: &'static str = "a string (empty for none)";
     fn parse_value(text: &str) -> Option<Self> {
@@ -357,6 +371,8 @@ config_keys! {
     admin_key: Option<String> = None;
     /// Answer /metrics to loopback peers without the admin key (off: only the key opens it).
     metrics_loopback: bool = true;
+    /// A second address that serves /metrics (to anyone who reaches it) and /healthz only; empty = none.
+    admin_listen: Option<SocketAddr> = None;
 }
 
 impl Config {
@@ -443,6 +459,9 @@ impl Config {
         }
         if matches!(&self.publish_key, Some(k) if k.chars().any(|c| c.is_ascii_whitespace())) {
             return invalid("publish_key", "must not contain whitespace");
+        }
+        if matches!(self.admin_listen, Some(a) if a == self.listen && a.port() != 0) {
+            return invalid("admin_listen", "must differ from listen");
         }
         if matches!(&self.admin_key, Some(k) if k.chars().any(|c| c.is_ascii_whitespace())) {
             return invalid("admin_key", "must not contain whitespace");

@@ -40,6 +40,9 @@ const REFUSED_REQUEST_TIMEOUT_MS: u64 = 1_000;
 pub struct Dispatcher {
     shared: Arc<Shared>,
     subs: Subscriptions,
+    /// This dispatcher serves the `admin_listen` address: `/metrics` (to anyone who reaches
+    /// it) and `/healthz` only.
+    admin: bool,
 }
 
 impl Dispatcher {
@@ -48,6 +51,15 @@ impl Dispatcher {
         Dispatcher {
             shared,
             subs: Subscriptions::new(per_conn),
+            admin: false,
+        }
+    }
+
+    /// The dispatcher of the `admin_listen` engine.
+    pub fn admin(shared: Arc<Shared>) -> Dispatcher {
+        Dispatcher {
+            admin: true,
+            ..Dispatcher::new(shared)
         }
     }
 }
@@ -59,6 +71,7 @@ fn http_step(
     subs: &mut Subscriptions,
     state: &mut State,
     peer: &Peer,
+    admin: bool,
     input: &[u8],
 ) -> (usize, bool) {
     let State::Http(http) = state else {
@@ -89,6 +102,7 @@ fn http_step(
                     let fields = [TEXT[0], ("Retry-After", "1")];
                     out.respond(r.status(), &fields, r.text().as_bytes(), true)
                 }
+                None if admin => admin_route(out, &head),
                 None => route(out, subs, state, peer, &head),
             }
             (consumed, true)
@@ -147,11 +161,7 @@ fn route(
             let text = b"/metrics is answered to loopback peers and to Authorization: Bearer <admin_key>\n";
             out.respond(403, TEXT, text, close)
         }
-        Route::Metrics => {
-            let text = render_metrics(shared, out.ctx.stats());
-            let fields = [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")];
-            out.respond(200, &fields, text.as_bytes(), close)
-        }
+        Route::Metrics => answer_metrics(out, close),
         Route::Publish => http.publish = publish::begin(out, head),
         Route::Tickets => http.ticket = tickets::begin(out, head),
         Route::Preflight { methods } => {
@@ -180,6 +190,34 @@ fn route(
             }
         }
     }
+}
+
+/// A request on the `admin_listen` address: `/metrics` to anyone who reaches it (the operator
+/// chose who can), `/healthz`, and nothing else.
+fn admin_route(out: &mut Out<'_, '_, Dispatcher>, head: &RequestHead) {
+    let close = !head.keep_alive() || head.body() != BodyKind::None;
+    match Route::of(head.method(), head.path(), None) {
+        Route::Metrics => answer_metrics(out, close),
+        Route::Healthz => out.respond(200, TEXT, b"ok\n", close),
+        _ => out.respond(
+            404,
+            TEXT,
+            b"the admin address serves /metrics and /healthz\n",
+            close,
+        ),
+    }
+}
+
+/// The metrics of the server: the main engine's counters, wherever the request came in.
+fn answer_metrics(out: &mut Out<'_, '_, Dispatcher>, close: bool) {
+    let shared = out.shared;
+    let stats = shared
+        .main_engine
+        .get()
+        .map_or_else(|| out.ctx.stats(), |engine| engine.stats());
+    let text = render_metrics(shared, stats);
+    let fields = [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")];
+    out.respond(200, &fields, text.as_bytes(), close)
 }
 
 /// `/metrics` for this peer: a loopback peer while `metrics_loopback` is on, or any peer
@@ -290,7 +328,10 @@ impl Handler for Dispatcher {
                 break;
             }
             let (consumed, more) = match state {
-                State::Http(_) => http_step(&mut out, &mut self.subs, state, peer, &data[pos..]),
+                State::Http(_) => {
+                    let admin = self.admin;
+                    http_step(&mut out, &mut self.subs, state, peer, admin, &data[pos..])
+                }
                 // An SSE client has nothing more to say; what it sends is read and dropped so
                 // that it cannot fill the leftover buffer.
                 State::Sse(_) => (data.len() - pos, false),

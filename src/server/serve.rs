@@ -90,6 +90,36 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         "uringcast: listening on {addr} (capacity {} connections)",
         engine.connections_capacity()
     );
+    let _ = shared.main_engine.set(engine.handle());
+    // The admin address gets an engine of its own, one worker and one small ring: a listener
+    // is per ring in the engine, and /metrics needs no more.
+    let admin = match cfg.admin_listen {
+        Some(listen) => {
+            let admin_cfg = EngineConfig {
+                listen: Some(listen),
+                workers: 1,
+                rings_per_worker: 1,
+                connections_max: 64,
+                files_per_ring: 256,
+                listen_backlog: 16,
+                tick_ms: cfg.tick.0,
+                drain_timeout_ms: cfg.drain_timeout.0,
+                // The main engine turns SIGTERM/SIGINT into a shutdown; this one follows it.
+                handle_signals: false,
+                ..EngineConfig::default()
+            };
+            let for_admin = Arc::clone(&shared);
+            let admin: Engine<WorkerMsg> = Engine::start(admin_cfg, move |_worker| {
+                Dispatcher::admin(Arc::clone(&for_admin))
+            })?;
+            let admin_addr = admin
+                .local_addr()
+                .map_or_else(|| "?".to_owned(), |a| a.to_string());
+            println!("uringcast: admin listening on {admin_addr} (/metrics, /healthz)");
+            Some(admin)
+        }
+        None => None,
+    };
     if cfg.publish_open {
         eprintln!("uringcast: publish_open is set: anyone who can reach {addr} may publish");
     }
@@ -112,5 +142,10 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
              --data-binary hello 'http://{reach}/publish?topic=news'"
         );
     }
-    Ok(engine.wait()?)
+    let result = engine.wait();
+    if let Some(admin) = admin {
+        admin.handle().shutdown();
+        admin.wait()?;
+    }
+    Ok(result?)
 }

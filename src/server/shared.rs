@@ -2,13 +2,13 @@
 //! behind its own lock), the hub behind its one lock, the counters, and the message one
 //! worker posts to another. Never here: connection state, I/O.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::auth::Auth;
 use super::config::Config;
 use super::limits::Limits;
 use super::metrics::Metrics;
-use crate::engine::ConnId;
+use crate::engine::{ConnId, EngineHandle};
 use crate::hub::{self, Message, Topics};
 use crate::proto::http1::HttpLimits;
 
@@ -25,6 +25,9 @@ pub struct Shared {
     /// The listen address is loopback: every peer is local. Stands in for a peer address the
     /// engine could not look up (`Origin::Accepted { peer: None }`).
     pub listen_is_loopback: bool,
+    /// The main engine, once started: `/metrics` on the `admin_listen` address reports its
+    /// counters, not those of the small engine that serves that address.
+    pub main_engine: OnceLock<EngineHandle<WorkerMsg>>,
     /// Per-IP connection count and handshake rate (`connections_per_ip_max`,
     /// `handshakes_per_ip_per_sec`).
     pub limits: Limits,
@@ -55,6 +58,7 @@ impl Shared {
         Shared {
             auth,
             listen_is_loopback: config.listen.ip().is_loopback(),
+            main_engine: OnceLock::new(),
             limits: Limits::new(
                 config.connections_per_ip_max,
                 config.handshakes_per_ip_per_sec,
