@@ -10,27 +10,12 @@
 
 mod common;
 
+use common::bench_bin;
+
 use common::Server;
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-fn bench_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "uringcast-bench"])
-            .status()
-            .expect("run cargo build -p uringcast-bench");
-        assert!(status.success(), "building uringcast-bench failed");
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_uringcast")).with_file_name("uringcast-bench");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-}
 
 struct Run {
     code: i32,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{header, http, publish_as, Server, SseClient};
+use common::{header, http, publish_as, rt, ws_next, Server, SseClient, Ws};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use std::time::{Duration, Instant};
@@ -13,17 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 use uringcast::proto::ws::close_code;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn unix_s() -> u64 {
     std::time::SystemTime::now()
@@ -89,22 +79,6 @@ fn http_name(k: &str) -> tokio_tungstenite::tungstenite::http::HeaderName {
 
 async fn ws_connect(url: &str) -> Ws {
     ws_open(url, &[]).await.expect("upgrade accepted")
-}
-
-/// Next JSON text message, skipping pings; panics after 10 s.
-async fn ws_next(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("timed out waiting for a WebSocket message")
-            .expect("stream ended")
-            .expect("ws error");
-        match m {
-            WsMsg::Text(t) => return serde_json::from_str(&t).expect("JSON"),
-            WsMsg::Ping(_) | WsMsg::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 async fn ws_send(ws: &mut Ws, v: serde_json::Value) {

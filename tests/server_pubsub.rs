@@ -2,45 +2,11 @@
 
 mod common;
 
-use common::{publish, Server, SseClient};
+use common::{publish, rt, ws_connect, ws_next, Server, SseClient};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 use uringcast::proto::ws::close_code;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws_connect(url: &str) -> Ws {
-    let (ws, resp) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("ws connect");
-    assert_eq!(resp.status(), 101);
-    ws
-}
-
-/// Next JSON text message, skipping pings; panics after 10 s.
-async fn ws_next(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("timed out waiting for a WebSocket message")
-            .expect("stream ended")
-            .expect("ws error");
-        match m {
-            WsMsg::Text(t) => return serde_json::from_str(&t).expect("JSON"),
-            WsMsg::Ping(_) | WsMsg::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn sse_and_ws_subscribers_on_all_workers_get_every_message_in_order() {

@@ -3,34 +3,10 @@
 
 mod common;
 
-use common::{publish, Server, SseClient};
-use futures_util::{SinkExt, StreamExt};
+use common::{publish, rt, ws_next, Server, SseClient};
+use futures_util::SinkExt;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn ws_next(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> serde_json::Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("timed out")
-            .expect("stream ended")
-            .expect("ws error");
-        if let WsMsg::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
 
 /// The measurement: 500 read from the old process, restart, one message on the topic,
 /// 600 on another, one more on the topic, resume with the old id: a reset, then both.

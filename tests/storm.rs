@@ -11,26 +11,11 @@
 
 mod common;
 
-use common::Server;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use common::bench_bin;
 
-fn bench_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "uringcast-bench"])
-            .status()
-            .expect("run cargo build -p uringcast-bench");
-        assert!(status.success(), "building uringcast-bench failed");
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_uringcast")).with_file_name("uringcast-bench");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-}
+use common::Server;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// WebSocket subscribers subscribe by message, so a resume can carry `since`.
 const WS_SUBSCRIBE: &str = r#"{"op":"subscribe","topic":"{topic}","since":"{since}"}"#;

@@ -32,6 +32,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=tuning/lib.sh
+. "$ROOT/tuning/lib.sh"
 ORIG_ARGS=("$@")
 STEPS="10000,25000,50000,100000,200000,400000,700000,1000000"
 MAX=0
@@ -184,17 +186,6 @@ HOLD_PID=""
 FANOUT_PID=""
 SYSCTL_APPLIED=0
 SYSCTL_STATE="$LOGS/sysctl.saved"
-kill_pid() {
-    local pid="$1"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
     local rc=$?

@@ -33,6 +33,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=tuning/lib.sh
+. "$ROOT/tuning/lib.sh"
 ORIG_ARGS=("$@")
 CONNS=20000
 TOPICS=1
@@ -118,17 +120,6 @@ SERVER_PID=""
 SAMPLER_PID=""
 SYSCTL_APPLIED=0
 SYSCTL_STATE="$OUT/sysctl.saved"
-kill_pid() {
-    local pid="$1"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
     local rc=$?

@@ -78,6 +78,15 @@ impl<'a, H: Handler> Ctx<'a, H> {
         self.core.notify_drain(id);
     }
 
+    /// Whether the engine has stopped reading `id` because its queue is above
+    /// `read_pause_bytes` (see `flow.rs`). A handler looping over input already received
+    /// should stop taking more requests then: each may queue another answer.
+    pub fn read_paused(&self, id: ConnId) -> bool {
+        self.core
+            .slot_of(id)
+            .is_some_and(|s| s.has(flag::READ_PAUSED))
+    }
+
     /// Bytes queued on `id` and not yet acknowledged as sent by the kernel (0 if stale).
     pub fn queued_bytes(&self, id: ConnId) -> usize {
         self.core.slot_of(id).map_or(0, |s| s.queued)

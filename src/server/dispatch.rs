@@ -319,12 +319,11 @@ impl Handler for Dispatcher {
         // invalid UTF-8 tail on the call after it delivered the valid prefix). Two steps in a
         // row that consume nothing end the loop, whatever they claim.
         let mut idle_steps = 0;
-        let pause_bytes = self.shared.config.read_pause_bytes();
         while out.closing.is_none() && idle_steps < 2 {
             // Backpressure: above the pause level no further request or frame is taken (each
             // may queue an answer); the rest waits as leftover until the queue has drained and
             // the engine resumes reading. An SSE stream's input is dropped whatever the queue.
-            if !matches!(state, State::Sse(_)) && out.ctx.queued_bytes(id) > pause_bytes {
+            if !matches!(state, State::Sse(_)) && out.ctx.read_paused(id) {
                 break;
             }
             let (consumed, more) = match state {

@@ -31,9 +31,6 @@ pub struct Shared {
     /// Per-IP connection count and handshake rate (`connections_per_ip_max`,
     /// `handshakes_per_ip_per_sec`).
     pub limits: Limits,
-    /// Bytes of one replay page: `Config::read_pause_bytes`, so that a page joins a queue that
-    /// has drained to the engine's drain level without passing the bound.
-    pub replay_page_bytes: usize,
     /// Who may do what: tokens, tickets, public topics, origins (see `auth`).
     pub auth: Auth,
 }
@@ -63,7 +60,6 @@ impl Shared {
                 config.connections_per_ip_max,
                 config.handshakes_per_ip_per_sec,
             ),
-            replay_page_bytes: config.read_pause_bytes(),
             http_limits,
             hub: Mutex::new(Topics::with_epoch(hub_limits, epoch)),
             epoch,

@@ -126,7 +126,10 @@ impl Subscriptions {
         replaying: &mut Option<Box<Replaying>>,
     ) -> ReplayPage {
         let r = replaying.as_mut().expect("a replay in progress");
-        let page = hub.replay_page(&mut r.cursor, shared.replay_page_bytes, sub.ws);
+        // A page is as large as the level the queue drains to before the next one, so the
+        // queue stays within twice that (`Config::read_pause_bytes`).
+        let page_bytes = shared.config.read_pause_bytes();
+        let page = hub.replay_page(&mut r.cursor, page_bytes, sub.ws);
         if let Some(watermark) = page.caught_up {
             for topic in r.cursor.topics() {
                 self.index.set_watermark(conn_topics, sub, topic, watermark);

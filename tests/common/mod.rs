@@ -268,3 +268,60 @@ impl SseClient {
         }
     }
 }
+
+/// A tokio-tungstenite client connection, as the WebSocket tests use it.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A single-threaded runtime for one test's async clients.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Open a WebSocket; panics unless the server answers 101.
+pub async fn ws_connect(url: &str) -> Ws {
+    let (ws, resp) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Next JSON text message, skipping pings and pongs; panics after 10 s or on anything else.
+pub async fn ws_next(ws: &mut Ws) -> serde_json::Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out waiting for a WebSocket message")
+            .expect("stream ended")
+            .expect("ws error");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The `uringcast-bench` binary, built once per test process (it belongs to another package,
+/// so Cargo does not build it for this crate's tests by itself).
+pub fn bench_bin() -> &'static std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "uringcast-bench"])
+            .status()
+            .expect("run cargo build -p uringcast-bench");
+        assert!(status.success(), "building uringcast-bench failed");
+        let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_uringcast"))
+            .with_file_name("uringcast-bench");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+}
