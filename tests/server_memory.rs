@@ -30,7 +30,8 @@ fn rss_bytes(pid: u32) -> u64 {
 
 #[test]
 fn pipelined_requests_never_read_keep_server_memory_under_the_queue_bound() {
-    let queue_bytes_max: u64 = 4 << 20; // the default
+    // The default bound.
+    let queue_bytes_max: u64 = 4 << 20;
     // One worker with one ring, so the attackers share the warmed-up receive buffers.
     let s = Server::start(&["--workers", "1", "--connections-max", "1000"]);
     // Warm up what any busy server has touched anyway: every provided receive buffer of the
