@@ -243,6 +243,9 @@ fn admin_listen_serves_metrics_and_nothing_else() {
         "the main engine's accepts"
     );
     assert_eq!(get(admin, "/healthz").0, 200);
+    let (status, _, body) = get(admin, "/topics/a");
+    assert_eq!(status, 200, "the admin address answers /topics too");
+    assert!(String::from_utf8_lossy(&body).contains("\"name\":\"a\""));
     assert_eq!(get(admin, "/sse?topic=a").0, 404);
     assert_eq!(get(admin, "/publish?topic=a").0, 404);
     let _ = child.kill();

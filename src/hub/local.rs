@@ -20,7 +20,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::message::Message;
-use super::{validate_topic, HubError};
+use super::{validate_any_topic, HubError};
 
 #[derive(Debug, Clone, Copy)]
 struct Sub<K> {
@@ -99,6 +99,7 @@ impl<K: Copy + Eq> LocalIndex<K> {
     /// Subscribes connection `key` (whose list is `conn`) to `topic`, delivering only messages
     /// with id > `deliver_after_id`: pass `Replay::last_id()` or `Topics::last_id()`, read
     /// under the same lock hold (see [`crate::hub`]). Fails on a bad name or a full `conn`.
+    /// System topics (`$stats`) are accepted: keeping clients off them is the caller's job.
     pub fn subscribe(
         &mut self,
         conn: &mut ConnTopics,
@@ -106,7 +107,7 @@ impl<K: Copy + Eq> LocalIndex<K> {
         topic: &str,
         deliver_after_id: u64,
     ) -> Result<Subscribed, HubError> {
-        validate_topic(topic)?;
+        validate_any_topic(topic)?;
         if conn.contains(topic) {
             return Ok(Subscribed::Already);
         }

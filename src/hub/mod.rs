@@ -51,6 +51,7 @@
 //! connection: `topics_per_conn_max` (enforced by `LocalIndex::subscribe`). Queue bytes per
 //! connection: `queue_bytes_max` (via [`admit`]).
 
+mod counts;
 pub mod id;
 mod local;
 mod message;
@@ -62,11 +63,12 @@ mod model_tests;
 #[cfg(test)]
 mod topics_tests;
 
+pub use counts::SubscriberCounts;
 pub use id::{parse_resume, BadEventId, EventId, Resume};
 pub use local::{ConnTopics, LocalIndex, Subscribed};
 pub use message::{sse_reset, ws_reset, Message};
 pub use policy::{admit, Admit};
-pub use topics::{Replay, ReplayCursor, ReplayPage, TopicGap, Topics};
+pub use topics::{Replay, ReplayCursor, ReplayPage, TopicGap, TopicInfo, Topics};
 
 use std::fmt;
 
@@ -167,6 +169,28 @@ pub fn validate_topic(topic: &str) -> Result<(), HubError> {
     }
 }
 
+/// The first byte of a system topic's name: topics the server itself publishes (`$stats`).
+/// No client name can start with it ([`validate_topic`] refuses `$`), so no client can
+/// publish to a system topic or subscribe to one through `/sse` or `/ws`.
+pub const SYSTEM_PREFIX: char = '$';
+
+/// A system topic: `$` and then a valid client name.
+pub fn validate_system_topic(topic: &str) -> Result<(), HubError> {
+    match topic.strip_prefix(SYSTEM_PREFIX) {
+        Some(rest) => validate_topic(rest),
+        None => Err(HubError::TopicInvalid),
+    }
+}
+
+pub fn is_system_topic(topic: &str) -> bool {
+    topic.starts_with(SYSTEM_PREFIX)
+}
+
+/// A client topic or a system topic: what may stand in the hub's tables.
+pub fn validate_any_topic(topic: &str) -> Result<(), HubError> {
+    validate_topic(topic).or_else(|_| validate_system_topic(topic))
+}
+
 /// Event names go into an SSE `event:` line and a JSON string: no line breaks, no NUL.
 pub fn validate_event(event: Option<&str>, limits: &HubLimits) -> Result<(), HubError> {
     let Some(e) = event else { return Ok(()) };
@@ -193,6 +217,28 @@ mod tests {
         for bad in ["", "a b", "a/b", "é", "a\n", &"x".repeat(129)] {
             assert_eq!(validate_topic(bad), Err(HubError::TopicInvalid), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn system_topic_names() {
+        assert_eq!(validate_topic("$stats"), Err(HubError::TopicInvalid));
+        assert_eq!(validate_system_topic("$stats"), Ok(()));
+        assert_eq!(validate_any_topic("$stats"), Ok(()));
+        assert_eq!(validate_any_topic("stats"), Ok(()));
+        for bad in [
+            "$",
+            "$$x",
+            "stats",
+            "$a b",
+            &format!("${}", "x".repeat(129)),
+        ] {
+            assert_eq!(
+                validate_system_topic(bad),
+                Err(HubError::TopicInvalid),
+                "{bad}"
+            );
+        }
+        assert!(is_system_topic("$stats") && !is_system_topic("stats"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::id::EventId;
 use super::message::Message;
-use super::{validate_event, validate_topic, HubError, HubLimits};
+use super::{validate_event, validate_system_topic, validate_topic, HubError, HubLimits};
 
 /// One topic's history.
 #[derive(Debug)]
@@ -48,6 +48,15 @@ impl Topic {
         }
     }
 
+    fn info(&self) -> TopicInfo {
+        TopicInfo {
+            name: Arc::clone(&self.name),
+            held_messages: self.history.len(),
+            held_bytes: self.held_bytes,
+            last_id: self.last_id,
+        }
+    }
+
     /// Appends `msg`, then evicts oldest-first until both bounds hold again. A message larger
     /// than `history_bytes` on its own is evicted too: it went out live, but replay cannot
     /// offer it, and `evicted_max` says so.
@@ -67,6 +76,18 @@ impl Topic {
         }
         freed
     }
+}
+
+/// What one topic holds (`GET /topics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: Arc<str>,
+    /// Messages in its replay history.
+    pub held_messages: usize,
+    /// Bytes of that history (`Message::held_bytes` summed).
+    pub held_bytes: usize,
+    /// Sequence number of its latest publish.
+    pub last_id: u64,
 }
 
 /// What a subscriber resuming after `last_event_id` gets.
@@ -256,6 +277,56 @@ impl Topics {
         data: &str,
     ) -> Result<Arc<Message>, HubError> {
         validate_topic(topic)?;
+        self.publish_named(topic, event, data)
+    }
+
+    /// [`Topics::publish`] to a system topic (`$stats`): the server's own messages. Same rules
+    /// otherwise; the caller pushes the message to the workers the same way.
+    pub fn publish_system(
+        &mut self,
+        topic: &str,
+        event: Option<&str>,
+        data: &str,
+    ) -> Result<Arc<Message>, HubError> {
+        validate_system_topic(topic)?;
+        self.publish_named(topic, event, data)
+    }
+
+    /// What a topic holds: `None` for a topic with no state here (never published, or
+    /// forgotten to make room).
+    pub fn topic_info(&self, topic: &str) -> Option<TopicInfo> {
+        self.topics.get(topic).map(Topic::info)
+    }
+
+    /// Up to `limit` topics with state whose names come after `after` (all when `None`), in
+    /// name order. A walk over every topic (at most `topics_max`), keeping the `limit`
+    /// smallest names.
+    pub fn topics_after(&self, after: Option<&str>, limit: usize) -> Vec<TopicInfo> {
+        let mut best: std::collections::BinaryHeap<&str> = std::collections::BinaryHeap::new();
+        for name in self.topics.keys() {
+            let name: &str = name;
+            if after.is_some_and(|a| name <= a) {
+                continue;
+            }
+            if best.len() < limit {
+                best.push(name);
+            } else if best.peek().is_some_and(|&max| name < max) {
+                best.pop();
+                best.push(name);
+            }
+        }
+        best.into_sorted_vec()
+            .into_iter()
+            .map(|name| self.topics[name].info())
+            .collect()
+    }
+
+    fn publish_named(
+        &mut self,
+        topic: &str,
+        event: Option<&str>,
+        data: &str,
+    ) -> Result<Arc<Message>, HubError> {
         validate_event(event, &self.limits)?;
         if data.len() > self.limits.data_bytes_max {
             return Err(HubError::DataTooLarge {

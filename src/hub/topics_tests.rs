@@ -399,3 +399,43 @@ fn foreign_resume_resets_every_topic_and_replays_all_held() {
     assert_eq!(ids(&page.events), vec![1, 2, 3, 4, 5]);
     assert_eq!(page.caught_up, Some(5));
 }
+
+#[test]
+fn system_topics_take_only_the_system_publish_and_client_topics_only_the_client_one() {
+    let mut t = Topics::new(limits(8, 1 << 20));
+    assert_eq!(
+        t.publish("$stats", None, "x").unwrap_err(),
+        HubError::TopicInvalid
+    );
+    assert_eq!(
+        t.publish_system("stats", None, "x").unwrap_err(),
+        HubError::TopicInvalid
+    );
+    let m = t.publish_system("$stats", None, "x").unwrap();
+    assert_eq!((m.id, &*m.topic), (1, "$stats"));
+    t.check_invariants();
+}
+
+#[test]
+fn topic_info_and_name_ordered_pages() {
+    let mut t = Topics::new(limits(2, 1 << 20));
+    for (topic, n) in [("c", 3), ("a", 1), ("b", 2), ("d", 1)] {
+        for _ in 0..n {
+            t.publish(topic, None, "x").unwrap();
+        }
+    }
+    let c = t.topic_info("c").unwrap();
+    assert_eq!(
+        (&*c.name, c.held_messages, c.last_id),
+        ("c", 2, 3),
+        "history bounded at 2; c's last id is its third publish"
+    );
+    assert!(c.held_bytes > 0);
+    assert_eq!(t.topic_info("zz"), None);
+    let names = |v: Vec<TopicInfo>| v.iter().map(|i| i.name.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(t.topics_after(None, 2)), ["a", "b"]);
+    assert_eq!(names(t.topics_after(Some("b"), 2)), ["c", "d"]);
+    assert_eq!(names(t.topics_after(Some("a0"), 10)), ["b", "c", "d"]);
+    assert_eq!(names(t.topics_after(Some("d"), 10)), Vec::<String>::new());
+    assert_eq!(names(t.topics_after(None, 0)), Vec::<String>::new());
+}

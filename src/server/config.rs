@@ -453,7 +453,9 @@ impl Config {
             if !path.starts_with('/') {
                 return invalid("echo_path", "must start with '/'");
             }
-            if super::route::BUILTIN_PATHS.contains(&path.as_str()) {
+            if super::route::BUILTIN_PATHS.contains(&path.as_str())
+                || path.starts_with(super::route::TOPIC_PREFIX)
+            {
                 return invalid("echo_path", "collides with a built-in route");
             }
         }

@@ -27,7 +27,7 @@ use super::out::{Out, TEXT};
 use super::route::Route;
 use super::shared::{Shared, Sub, WorkerMsg};
 use super::subscribe::Subscriptions;
-use super::{publish, sse, subscribe, tickets, ws};
+use super::{operator, publish, sse, subscribe, tickets, ws};
 use crate::engine::{CloseReason, ConnId, Ctx, EngineStats, Handler, Origin};
 use crate::proto::http1::{BodyKind, HttpError, RequestHead, Version};
 use crate::proto::Progress;
@@ -47,10 +47,10 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(shared: Arc<Shared>) -> Dispatcher {
-        let per_conn = shared.config.topics_per_conn_max;
+        let subs = Subscriptions::new(shared.config.topics_per_conn_max, shared.presence.shard());
         Dispatcher {
             shared,
-            subs: Subscriptions::new(per_conn),
+            subs,
             admin: false,
         }
     }
@@ -156,12 +156,15 @@ fn route(
         Route::NotFound => out.respond(404, TEXT, b"not found\n", close),
         Route::MethodNotAllowed { allow } => out.http_error(&HttpError::MethodNotAllowed { allow }),
         Route::Healthz => out.respond(200, TEXT, b"ok\n", close),
-        Route::Metrics if !metrics_allowed(shared, peer, head) => {
+        r if r.is_admin() && !metrics_allowed(shared, peer, head) => {
             shared.metrics.inc(Counter::MetricsForbidden);
-            let text = b"/metrics is answered to loopback peers and to Authorization: Bearer <admin_key>\n";
+            let text = b"/metrics, /topics and the status page are answered to loopback peers, \
+                         to Authorization: Bearer <admin_key>, and on admin_listen\n";
             out.respond(403, TEXT, text, close)
         }
         Route::Metrics => answer_metrics(out, close),
+        Route::Topics => operator::answer_topics(out, head, close),
+        Route::Topic => operator::answer_topic(out, head, close),
         Route::Publish => http.publish = publish::begin(out, head),
         Route::Tickets => http.ticket = tickets::begin(out, head),
         Route::Preflight { methods } => {
@@ -192,17 +195,19 @@ fn route(
     }
 }
 
-/// A request on the `admin_listen` address: `/metrics` to anyone who reaches it (the operator
-/// chose who can), `/healthz`, and nothing else.
+/// A request on the `admin_listen` address: the admin routes (`/metrics`, `/topics`) to
+/// anyone who reaches it (the operator chose who can), `/healthz`, and nothing else.
 fn admin_route(out: &mut Out<'_, '_, Dispatcher>, head: &RequestHead) {
     let close = !head.keep_alive() || head.body() != BodyKind::None;
     match Route::of(head.method(), head.path(), None) {
         Route::Metrics => answer_metrics(out, close),
+        Route::Topics => operator::answer_topics(out, head, close),
+        Route::Topic => operator::answer_topic(out, head, close),
         Route::Healthz => out.respond(200, TEXT, b"ok\n", close),
         _ => out.respond(
             404,
             TEXT,
-            b"the admin address serves /metrics and /healthz\n",
+            b"the admin address serves /metrics, /topics and /healthz\n",
             close,
         ),
     }

@@ -141,7 +141,7 @@ impl Counter {
             ),
             Counter::MetricsForbidden => (
                 "uringcast_metrics_forbidden_total",
-                "Requests for /metrics refused (403): not loopback, no admin key.",
+                "Requests for /metrics, /topics or the status page refused (403): not loopback, no admin key.",
             ),
         }
     }

@@ -19,6 +19,8 @@
 //! grant                       patterns, scopes, grants, AuthError, constant-time compare
 //! route, metrics, config      leaves: route table, counters, config
 //! limits                      per-IP admission (connection count, handshake rate)
+//! operator                    the operator's view: /topics, /topics/{name}
+//! presence                    subscribers per topic over all workers (`/topics`)
 //! ```
 
 mod auth;
@@ -32,7 +34,9 @@ mod grant;
 mod jwt;
 pub mod limits;
 pub mod metrics;
+mod operator;
 mod out;
+mod presence;
 mod publish;
 pub mod route;
 pub mod serve;

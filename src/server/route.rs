@@ -2,9 +2,12 @@
 //! compares paths or methods. Never here: I/O, hub access, responses.
 
 /// The built-in paths. `echo_path` must not collide with any of them (checked by the config).
-pub const BUILTIN_PATHS: [&str; 6] = [
-    "/sse", "/ws", "/publish", "/tickets", "/healthz", "/metrics",
+pub const BUILTIN_PATHS: [&str; 7] = [
+    "/sse", "/ws", "/publish", "/tickets", "/healthz", "/metrics", "/topics",
 ];
+
+/// Paths under this prefix name a topic: `GET /topics/{name}`.
+pub const TOPIC_PREFIX: &str = "/topics/";
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,10 @@ pub enum Route {
     Healthz,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /topics`: topics with subscriber counts, a page at a time.
+    Topics,
+    /// `GET /topics/{name}`: one topic (the name is the rest of the path).
+    Topic,
     /// A known path with the wrong method: 405 with this `Allow`.
     MethodNotAllowed { allow: &'static str },
     /// 404.
@@ -43,6 +50,8 @@ impl Route {
             "/tickets" => (Route::Tickets, "POST", "POST, OPTIONS"),
             "/healthz" => (Route::Healthz, "GET", "GET"),
             "/metrics" => (Route::Metrics, "GET", "GET"),
+            "/topics" => (Route::Topics, "GET", "GET"),
+            _ if path.starts_with(TOPIC_PREFIX) => (Route::Topic, "GET", "GET"),
             _ if echo_path == Some(path) => (Route::Echo, "GET", "GET"),
             _ => return Route::NotFound,
         };
@@ -60,6 +69,12 @@ impl Route {
     /// request.
     pub fn reads_body(self) -> bool {
         matches!(self, Route::Publish | Route::Tickets)
+    }
+
+    /// Routes for the operator, answered like `/metrics`: to loopback peers, to the admin
+    /// key, and to anyone on the `admin_listen` address.
+    pub fn is_admin(self) -> bool {
+        matches!(self, Route::Metrics | Route::Topics | Route::Topic)
     }
 }
 
@@ -93,6 +108,10 @@ mod tests {
             ("OPTIONS", "/ws", Route::MethodNotAllowed { allow: "GET" }),
             ("GET", "/healthz", Route::Healthz),
             ("GET", "/metrics", Route::Metrics),
+            ("GET", "/topics", Route::Topics),
+            ("GET", "/topics/news", Route::Topic),
+            ("GET", "/topics/", Route::Topic),
+            ("POST", "/topics", Route::MethodNotAllowed { allow: "GET" }),
             (
                 "GET",
                 "/publish",

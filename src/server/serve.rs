@@ -115,7 +115,7 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
             let admin_addr = admin
                 .local_addr()
                 .map_or_else(|| "?".to_owned(), |a| a.to_string());
-            println!("uringcast: admin listening on {admin_addr} (/metrics, /healthz)");
+            println!("uringcast: admin listening on {admin_addr} (/metrics, /topics, /healthz)");
             Some(admin)
         }
         None => None,

@@ -8,6 +8,7 @@ use super::auth::Auth;
 use super::config::Config;
 use super::limits::Limits;
 use super::metrics::Metrics;
+use super::presence::Presence;
 use crate::engine::{ConnId, EngineHandle};
 use crate::hub::{self, Message, Topics};
 use crate::proto::http1::HttpLimits;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub limits: Limits,
     /// Who may do what: tokens, tickets, public topics, origins (see `auth`).
     pub auth: Auth,
+    /// Subscribers per topic, one shard per worker (`/topics`).
+    pub presence: Presence,
 }
 
 impl Shared {
@@ -64,6 +67,7 @@ impl Shared {
             hub: Mutex::new(Topics::with_epoch(hub_limits, epoch)),
             epoch,
             metrics: Metrics::default(),
+            presence: Presence::default(),
             config,
         }
     }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use super::metrics::{CloseKind, Counter};
 use super::out::Out;
+use super::presence::Shard;
 use super::shared::{Shared, Sub};
 use crate::engine::{ConnId, Ctx, Handler};
 use crate::hub::{
@@ -34,15 +35,19 @@ pub(super) struct Replaying {
 /// One worker's subscriptions.
 pub(super) struct Subscriptions {
     index: LocalIndex<Sub>,
+    /// This worker's subscriber count per topic, summed over workers by `/topics`; changed
+    /// with every subscription added to or removed from `index`, never on fan-out.
+    counts: Shard,
     /// Close reasons decided outside a connection's own callbacks (slow consumers found while
     /// fanning out), picked up by `take_close_reason` in `on_close`.
     pending_close: HashMap<ConnId, CloseKind>,
 }
 
 impl Subscriptions {
-    pub fn new(topics_per_conn_max: usize) -> Subscriptions {
+    pub fn new(topics_per_conn_max: usize, counts: Shard) -> Subscriptions {
         Subscriptions {
             index: LocalIndex::new(topics_per_conn_max),
+            counts,
             pending_close: HashMap::new(),
         }
     }
@@ -53,8 +58,26 @@ impl Subscriptions {
     /// as the connection drains ([`Subscriptions::next_page`]), and the last one switches the
     /// held-back subscriptions to live under the same lock hold, so the switch has no gap and
     /// no duplicate. All or nothing for this call's topics; earlier subscriptions of the
-    /// connection stay in force on error.
+    /// connection stay in force on error. Client topics only: a system topic (`$stats`) is
+    /// refused as an invalid name, as it always was.
     pub fn subscribe(
+        &mut self,
+        shared: &Shared,
+        sub: Sub,
+        conn_topics: &mut ConnTopics,
+        topics: &[&str],
+        resume: Option<(Resume, &str)>,
+        replaying: &mut Option<Box<Replaying>>,
+    ) -> Result<Option<ReplayPage>, HubError> {
+        if topics.iter().any(|t| hub::is_system_topic(t)) {
+            return Err(HubError::TopicInvalid);
+        }
+        self.subscribe_any(shared, sub, conn_topics, topics, resume, replaying)
+    }
+
+    /// [`Subscriptions::subscribe`] that also takes system topics: for the server's own
+    /// routes (`/status/events`), which decide who may before calling.
+    pub fn subscribe_any(
         &mut self,
         shared: &Shared,
         sub: Sub,
@@ -79,6 +102,12 @@ impl Subscriptions {
                     }
                     return Err(e);
                 }
+            }
+        }
+        {
+            let mut counts = self.counts.lock();
+            for topic in &added {
+                counts.add(topic);
             }
         }
         let Some((resume, requested)) = resume else {
@@ -153,11 +182,21 @@ impl Subscriptions {
                 *replaying = None;
             }
         }
-        self.index.unsubscribe(conn_topics, sub, topic)
+        let removed = self.index.unsubscribe(conn_topics, sub, topic);
+        if removed {
+            self.counts.lock().remove(topic);
+        }
+        removed
     }
 
     /// On close: drop every subscription of the connection.
     pub fn unsubscribe_all(&mut self, conn_topics: &mut ConnTopics, sub: Sub) {
+        if !conn_topics.is_empty() {
+            let mut counts = self.counts.lock();
+            for topic in conn_topics.topics() {
+                counts.remove(topic);
+            }
+        }
         self.index.unsubscribe_all(conn_topics, sub);
     }
 
@@ -179,7 +218,11 @@ impl Subscriptions {
                 hub::Admit::Disconnect => slow.push(sub),
             }
         }
-        shared.metrics.add(Counter::Delivered, delivered);
+        // The server's own messages (`$stats` to status pages) are not the traffic those
+        // counters describe, and the status page would otherwise watch itself.
+        if !hub::is_system_topic(&msg.topic) {
+            shared.metrics.add(Counter::Delivered, delivered);
+        }
         shared.metrics.add(Counter::Dropped, slow.len() as u64);
         for sub in slow {
             if ctx.is_open(sub.id) {
