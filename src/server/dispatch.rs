@@ -102,7 +102,7 @@ fn http_step(
                     let fields = [TEXT[0], ("Retry-After", "1")];
                     out.respond(r.status(), &fields, r.text().as_bytes(), true)
                 }
-                None if admin => admin_route(out, &head),
+                None if admin => admin_route(out, subs, state, &head),
                 None => route(out, subs, state, peer, &head),
             }
             (consumed, true)
@@ -178,8 +178,10 @@ fn route(
             ];
             out.respond(204, &fields, b"", close)
         }
-        Route::Sse => {
-            if let Some(stream) = sse::start(out, subs, head) {
+        Route::Status => answer_status_page(out, close),
+        Route::Sse | Route::StatusEvents => {
+            let system = (route == Route::StatusEvents).then_some(operator::STATS_TOPIC);
+            if let Some(stream) = sse::start(out, subs, head, system) {
                 shared.metrics.conn_changed(ConnKind::Http, ConnKind::Sse);
                 *state = State::Sse(stream);
             }
@@ -195,22 +197,51 @@ fn route(
     }
 }
 
-/// A request on the `admin_listen` address: the admin routes (`/metrics`, `/topics`) to
-/// anyone who reaches it (the operator chose who can), `/healthz`, and nothing else.
-fn admin_route(out: &mut Out<'_, '_, Dispatcher>, head: &RequestHead) {
+/// A request on the `admin_listen` address: the admin routes (`/metrics`, `/topics`, the
+/// status page and its stream) to anyone who reaches it (the operator chose who can),
+/// `/healthz`, and nothing else.
+fn admin_route(
+    out: &mut Out<'_, '_, Dispatcher>,
+    subs: &mut Subscriptions,
+    state: &mut State,
+    head: &RequestHead,
+) {
     let close = !head.keep_alive() || head.body() != BodyKind::None;
     match Route::of(head.method(), head.path(), None) {
         Route::Metrics => answer_metrics(out, close),
         Route::Topics => operator::answer_topics(out, head, close),
         Route::Topic => operator::answer_topic(out, head, close),
+        Route::Status => answer_status_page(out, close),
+        Route::StatusEvents => {
+            if let Some(stream) = sse::start(out, subs, head, Some(operator::STATS_TOPIC)) {
+                let metrics = &out.shared.metrics;
+                metrics.conn_changed(ConnKind::Http, ConnKind::Sse);
+                *state = State::Sse(stream);
+            }
+        }
         Route::Healthz => out.respond(200, TEXT, b"ok\n", close),
         _ => out.respond(
             404,
             TEXT,
-            b"the admin address serves /metrics, /topics and /healthz\n",
+            b"the admin address serves /, /status/events, /metrics, /topics and /healthz\n",
             close,
         ),
     }
+}
+
+/// The status page: static, self-contained; its numbers come over `/status/events`. The
+/// policy forbids every outside resource and framing by other sites.
+fn answer_status_page(out: &mut Out<'_, '_, Dispatcher>, close: bool) {
+    let fields = [
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        (
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             img-src data:; frame-ancestors 'none'",
+        ),
+    ];
+    out.respond(200, &fields, operator::STATUS_PAGE.as_bytes(), close)
 }
 
 /// The metrics of the server: the main engine's counters, wherever the request came in.

@@ -183,6 +183,16 @@ impl Metrics {
         self.closed_total[why as usize].fetch_add(1, Relaxed);
     }
 
+    /// Open connections of `kind`.
+    pub fn connections(&self, kind: ConnKind) -> u64 {
+        self.connections[kind as usize].load(Relaxed)
+    }
+
+    /// Connections closed for `why`, since the start.
+    pub fn closed(&self, why: CloseKind) -> u64 {
+        self.closed_total[why as usize].load(Relaxed)
+    }
+
     /// Prometheus text exposition format 0.0.4. `extra` lets the engine append its own counters
     /// (accepts, accept errors) without this module knowing their shape.
     pub fn render(&self, extra: &[Family<'_>]) -> String {

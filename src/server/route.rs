@@ -2,8 +2,16 @@
 //! compares paths or methods. Never here: I/O, hub access, responses.
 
 /// The built-in paths. `echo_path` must not collide with any of them (checked by the config).
-pub const BUILTIN_PATHS: [&str; 7] = [
-    "/sse", "/ws", "/publish", "/tickets", "/healthz", "/metrics", "/topics",
+pub const BUILTIN_PATHS: [&str; 9] = [
+    "/sse",
+    "/ws",
+    "/publish",
+    "/tickets",
+    "/healthz",
+    "/metrics",
+    "/topics",
+    "/",
+    "/status/events",
 ];
 
 /// Paths under this prefix name a topic: `GET /topics/{name}`.
@@ -33,6 +41,10 @@ pub enum Route {
     Topics,
     /// `GET /topics/{name}`: one topic (the name is the rest of the path).
     Topic,
+    /// `GET /`: the status page.
+    Status,
+    /// `GET /status/events`: an SSE stream of the `$stats` system topic.
+    StatusEvents,
     /// A known path with the wrong method: 405 with this `Allow`.
     MethodNotAllowed { allow: &'static str },
     /// 404.
@@ -51,6 +63,8 @@ impl Route {
             "/healthz" => (Route::Healthz, "GET", "GET"),
             "/metrics" => (Route::Metrics, "GET", "GET"),
             "/topics" => (Route::Topics, "GET", "GET"),
+            "/" => (Route::Status, "GET", "GET"),
+            "/status/events" => (Route::StatusEvents, "GET", "GET"),
             _ if path.starts_with(TOPIC_PREFIX) => (Route::Topic, "GET", "GET"),
             _ if echo_path == Some(path) => (Route::Echo, "GET", "GET"),
             _ => return Route::NotFound,
@@ -74,7 +88,10 @@ impl Route {
     /// Routes for the operator, answered like `/metrics`: to loopback peers, to the admin
     /// key, and to anyone on the `admin_listen` address.
     pub fn is_admin(self) -> bool {
-        matches!(self, Route::Metrics | Route::Topics | Route::Topic)
+        matches!(
+            self,
+            Route::Metrics | Route::Topics | Route::Topic | Route::Status | Route::StatusEvents
+        )
     }
 }
 
@@ -111,6 +128,8 @@ mod tests {
             ("GET", "/topics", Route::Topics),
             ("GET", "/topics/news", Route::Topic),
             ("GET", "/topics/", Route::Topic),
+            ("GET", "/", Route::Status),
+            ("GET", "/status/events", Route::StatusEvents),
             ("POST", "/topics", Route::MethodNotAllowed { allow: "GET" }),
             (
                 "GET",

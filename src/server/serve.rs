@@ -6,8 +6,12 @@ use std::sync::Arc;
 use super::auth::{self, Auth};
 use super::config::Config;
 use super::dispatch::Dispatcher;
+use super::operator::StatsPublisher;
 use super::shared::{Shared, WorkerMsg};
 use crate::engine::{Engine, EngineConfig};
+
+/// How often `$stats` is published while the status page (or anyone) watches it.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The engine's share of the config: sizes, timeouts and the listen address.
 pub fn engine_config(config: &Config) -> EngineConfig {
@@ -142,7 +146,11 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
              --data-binary hello 'http://{reach}/publish?topic=news'"
         );
     }
+    let mut watched = vec![engine.handle()];
+    watched.extend(admin.as_ref().map(Engine::handle));
+    let stats = StatsPublisher::start(Arc::clone(&shared), watched, STATS_EVERY)?;
     let result = engine.wait();
+    stats.stop();
     if let Some(admin) = admin {
         admin.handle().shutdown();
         admin.wait()?;

@@ -37,10 +37,14 @@ pub(super) struct SseStream {
 
 /// Answer `GET /sse`: subscribe, queue the head, the replay, and arm the heartbeat. `None`
 /// when the request was refused (the answer is queued and the connection is closing).
+///
+/// With `system`, the stream is of that system topic alone (`GET /status/events`), whatever
+/// `?topic=` says; the caller has decided who may, so no credential is asked for.
 pub(super) fn start<H: Handler>(
     out: &mut Out<'_, '_, H>,
     subs: &mut Subscriptions,
     head: &RequestHead,
+    system: Option<&str>,
 ) -> Option<SseStream> {
     let shared = out.shared;
     let cfg = &shared.config;
@@ -58,6 +62,9 @@ pub(super) fn start<H: Handler>(
     if let Some(h) = head.header("last-event-id") {
         resume = Some(String::from_utf8_lossy(h).into_owned());
     }
+    if let Some(topic) = system {
+        topics = vec![topic.to_owned()];
+    }
     if topics.is_empty() {
         out.refuse(400, "missing ?topic=\n");
         return None;
@@ -70,12 +77,15 @@ pub(super) fn start<H: Handler>(
         return None;
     }
     let clock = Clock::read(out.now_ms());
-    let token_end_ms = match authorize(out, head, &topics, clock) {
-        Ok(end) => end,
-        Err(e) => {
-            out.deny(&e);
-            return None;
-        }
+    let token_end_ms = match system {
+        Some(_) => u64::MAX,
+        None => match authorize(out, head, &topics, clock) {
+            Ok(end) => end,
+            Err(e) => {
+                out.deny(&e);
+                return None;
+            }
+        },
     };
     let requested = resume.as_deref().map_or("", str::trim);
     let resume = match parse_resume(requested, shared.epoch) {
@@ -93,14 +103,25 @@ pub(super) fn start<H: Handler>(
     };
     let mut replaying = None;
     let resume = resume.map(|r| (r, requested));
-    let first_page = match subs.subscribe(
-        shared,
-        sub,
-        &mut conn_topics,
-        &names,
-        resume,
-        &mut replaying,
-    ) {
+    let subscribed = match system {
+        Some(_) => subs.subscribe_any(
+            shared,
+            sub,
+            &mut conn_topics,
+            &names,
+            resume,
+            &mut replaying,
+        ),
+        None => subs.subscribe(
+            shared,
+            sub,
+            &mut conn_topics,
+            &names,
+            resume,
+            &mut replaying,
+        ),
+    };
+    let first_page = match subscribed {
         Ok(r) => r,
         Err(e) => {
             out.refuse(e.status(), &format!("{e}\n"));
