@@ -173,3 +173,92 @@ fn bad_flag_exits_2_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--connections-max"), "{err}");
 }
+
+/// Run `uringcast ARGS` under a seccomp filter that answers `io_uring_setup` with `errno` and
+/// allows everything else: what Docker >= 25 does to a container with its default profile.
+fn under_io_uring_filter(args: &[&str], errno: i32) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7;
+    const IO_URING_SETUP: u32 = 425; // the same number on every architecture
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // struct seccomp_data { int nr; __u32 arch; ... }: nr at 0, arch at 4.
+    let filter = [
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 0, 3, AUDIT_ARCH), // another ABI: allow
+        op(LD_W_ABS, 0, 0, 0),
+        op(JEQ_K, 0, 1, IO_URING_SETUP),
+        op(RET_K, 0, 0, RET_ERRNO | errno as u32),
+        op(RET_K, 0, 0, RET_ALLOW),
+    ];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_uringcast"));
+    cmd.args(args);
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl(2),
+    // which is async-signal-safe; `filter` was allocated before the fork and outlives the
+    // call (the closure owns it).
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("run uringcast under the filter")
+}
+
+/// A seccomp filter that blocks io_uring (EPERM, as Docker's default profile answers, or
+/// ENOSYS) is named as such by the doctor, with the profile in deploy/ as the fix; `serve`
+/// refuses to start with the engine's message.
+#[test]
+fn doctor_names_a_seccomp_block_and_the_profile_that_fixes_it() {
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        return eprintln!("SKIPPED: the test's filter knows x86_64 and aarch64 only");
+    }
+    if probe_rings(&Config::default()).is_err() {
+        return eprintln!("SKIPPED: io_uring does not work here even without a filter");
+    }
+    for (errno, word) in [(libc::EPERM, "EPERM"), (libc::ENOSYS, "ENOSYS")] {
+        let out = under_io_uring_filter(&["doctor", "--json", "--connections-max", "1000"], errno);
+        assert!(out.status.success(), "{out:?}");
+        let d: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+        assert_eq!(d["bottleneck"], "io_uring", "{d:#}");
+        assert_eq!(d["capacity"], 0);
+        let row = &d["bounds"][0];
+        let value = row["value"].as_str().unwrap();
+        assert!(
+            value.contains(&format!("io_uring_setup: {word} under a seccomp filter")),
+            "{value}"
+        );
+        let fix = row["fix"].as_str().unwrap();
+        assert!(fix.contains("deploy/seccomp-io_uring.json"), "{fix}");
+    }
+    let out = under_io_uring_filter(
+        &["serve", "--listen", "127.0.0.1:0", "--publish-open", "true"],
+        libc::EPERM,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("io_uring is denied"), "{err}");
+    // Without the filter, the same doctor finds io_uring fine.
+    let out = doctor(&["--json", "--connections-max", "1000"]);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["bounds"][0]["status"], "ok", "{d:#}");
+}

@@ -246,6 +246,9 @@ fn admin_listen_serves_metrics_and_nothing_else() {
     let (status, _, body) = get(admin, "/topics/a");
     assert_eq!(status, 200, "the admin address answers /topics too");
     assert!(String::from_utf8_lossy(&body).contains("\"name\":\"a\""));
+    let (status, _, body) = get(admin, "/");
+    assert_eq!(status, 200, "and the status page");
+    assert!(String::from_utf8_lossy(&body).contains("status/events"));
     assert_eq!(get(admin, "/sse?topic=a").0, 404);
     assert_eq!(get(admin, "/publish?topic=a").0, 404);
     let _ = child.kill();

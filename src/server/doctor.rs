@@ -61,6 +61,137 @@ pub struct Facts {
     /// Result of starting the rings for real: `Ok(capacity)` or the engine's error message.
     /// `None` when the probe was skipped (`--no-probe`).
     pub probe: Option<Result<u64, String>>,
+    /// What a bare `io_uring_setup` (a two-entry ring) answered: `Ok(())` or the errno.
+    /// `None` when the probe was skipped (`--no-probe`).
+    pub io_uring_setup: Option<Result<(), i32>>,
+    /// The process runs under a seccomp filter (`Seccomp: 2` in /proc/self/status).
+    pub seccomp_filter: bool,
+    /// The container runtime this process seems to run in (`docker`, `podman`, `kubernetes`,
+    /// or what the `container` variable says); `None` when there is no sign of one.
+    pub container: Option<String>,
+}
+
+/// How a container user lets io_uring through a seccomp filter: the profile shipped in
+/// `deploy/` (Docker's default profile plus the three io_uring calls).
+pub const SECCOMP_FIX: &str = "allow io_uring_setup, io_uring_enter and io_uring_register in the \
+    filter: docker/podman run --security-opt seccomp=deploy/seccomp-io_uring.json; Kubernetes: \
+    securityContext.seccompProfile {type: Localhost, localhostProfile: <that file on the node>}; \
+    systemd: SystemCallFilter= must list them";
+
+/// The io_uring row of the report: whether this process may use io_uring at all, and if not,
+/// what blocks it and the fix. Pure: decided from the sysctl, the setup probe's errno, the
+/// seccomp state and the container signs.
+pub fn io_uring_access(facts: &Facts) -> Bound {
+    let disabled = facts.io_uring_disabled;
+    let sysctl = disabled.map_or("absent".to_owned(), |v| v.to_string());
+    let blocked = |value: String, fix: String| Bound {
+        name: "io_uring",
+        value,
+        connections: Some(0),
+        status: "limit",
+        fix,
+    };
+    let in_container = facts
+        .container
+        .as_deref()
+        .map_or(String::new(), |c| format!(" (in a {c} container)"));
+    match facts.io_uring_setup {
+        Some(Err(errno)) if errno == libc::EPERM => match disabled {
+            Some(2) => blocked(
+                "io_uring_setup: EPERM; kernel.io_uring_disabled = 2: io_uring is off for \
+                 every process"
+                    .to_owned(),
+                "sysctl -w kernel.io_uring_disabled=0 on the host (a security policy: the \
+                 administrator's call; a container cannot change it)"
+                    .to_owned(),
+            ),
+            Some(1) => blocked(
+                "io_uring_setup: EPERM; kernel.io_uring_disabled = 1: only members of \
+                 kernel.io_uring_group and CAP_SYS_ADMIN may use it"
+                    .to_owned(),
+                "run as a member of the group kernel.io_uring_group names, or sysctl -w \
+                 kernel.io_uring_disabled=0 on the host"
+                    .to_owned(),
+            ),
+            _ if facts.seccomp_filter => blocked(
+                format!(
+                    "io_uring_setup: EPERM under a seccomp filter{in_container}: the filter \
+                     blocks io_uring (Docker >= 25 and containerd 2 default profiles do)"
+                ),
+                SECCOMP_FIX.to_owned(),
+            ),
+            _ => blocked(
+                format!(
+                    "io_uring_setup: EPERM with kernel.io_uring_disabled = {sysctl} and no \
+                     seccomp filter: a security module denies it"
+                ),
+                "check the LSM policy (SELinux io_uring class, AppArmor) for this process"
+                    .to_owned(),
+            ),
+        },
+        Some(Err(errno)) if errno == libc::ENOSYS => {
+            if facts.seccomp_filter {
+                blocked(
+                    format!(
+                        "io_uring_setup: ENOSYS under a seccomp filter{in_container}: the \
+                         filter blocks io_uring, or the kernel lacks it"
+                    ),
+                    format!("{SECCOMP_FIX}; if it persists, the kernel lacks io_uring (see below)"),
+                )
+            } else {
+                blocked(
+                    "io_uring_setup: ENOSYS: the kernel has no io_uring (too old, or built \
+                     without CONFIG_IO_URING)"
+                        .to_owned(),
+                    "run on a kernel with io_uring: Linux >= 6.0 (README)".to_owned(),
+                )
+            }
+        }
+        Some(Err(errno)) => blocked(
+            format!(
+                "io_uring_setup failed: {}",
+                std::io::Error::from_raw_os_error(errno)
+            ),
+            if errno == libc::ENOMEM {
+                "raise RLIMIT_MEMLOCK (ulimit -l; kernels before 5.12 charge rings to it)"
+                    .to_owned()
+            } else {
+                "see the error; the kernel log may say more".to_owned()
+            },
+        ),
+        // io_uring_setup works (or was not tried): the sysctl and the engine's own start judge.
+        setup => match (disabled, &facts.probe) {
+            (_, Some(Err(e))) => blocked(format!("rings failed to start: {e}"), e.clone()),
+            (Some(2), _) => blocked(
+                "kernel.io_uring_disabled = 2 (disabled)".to_owned(),
+                "sysctl -w kernel.io_uring_disabled=0 (security policy: the administrator's \
+                 call)"
+                    .to_owned(),
+            ),
+            (Some(1), probe) if setup.is_none() && probe.is_none() => blocked(
+                "kernel.io_uring_disabled = 1 (only io_uring_group or CAP_SYS_ADMIN), not \
+                 probed"
+                    .to_owned(),
+                "run as a member of kernel.io_uring_group, or sysctl -w \
+                 kernel.io_uring_disabled=0"
+                    .to_owned(),
+            ),
+            (_, probe) => Bound {
+                name: "io_uring",
+                value: format!(
+                    "kernel.io_uring_disabled = {sysctl}{}",
+                    if probe.is_some() || setup.is_some() {
+                        ", rings started"
+                    } else {
+                        ", not probed"
+                    }
+                ),
+                connections: None,
+                status: "ok",
+                fix: "none needed".to_owned(),
+            },
+        },
+    }
 }
 
 /// One row of the report: a limit, its value, how many connections it allows, and the fix.
@@ -147,48 +278,7 @@ pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
     let mut bounds = Vec::new();
 
     // io_uring: without it nothing is held at all.
-    let (uring_ok, uring_value, uring_fix) = match (&facts.io_uring_disabled, &facts.probe) {
-        (_, Some(Err(e))) => (false, format!("rings failed to start: {e}"), e.clone()),
-        (Some(2), _) => (
-            false,
-            "kernel.io_uring_disabled = 2 (disabled)".to_owned(),
-            "sysctl -w kernel.io_uring_disabled=0 (security policy: the administrator's call)"
-                .to_owned(),
-        ),
-        (Some(1), probe) => (
-            probe.is_some(),
-            format!(
-                "kernel.io_uring_disabled = 1 (only io_uring_group or CAP_SYS_ADMIN){}",
-                if probe.is_some() {
-                    ", rings started"
-                } else {
-                    ""
-                }
-            ),
-            "run as a member of kernel.io_uring_group, or sysctl -w kernel.io_uring_disabled=0"
-                .to_owned(),
-        ),
-        (d, probe) => (
-            true,
-            format!(
-                "kernel.io_uring_disabled = {}{}",
-                d.map_or("absent".to_owned(), |v| v.to_string()),
-                if probe.is_some() {
-                    ", rings started"
-                } else {
-                    ", not probed"
-                }
-            ),
-            "none needed".to_owned(),
-        ),
-    };
-    bounds.push(Bound {
-        name: "io_uring",
-        value: uring_value,
-        connections: (!uring_ok).then_some(0),
-        status: if uring_ok { "ok" } else { "limit" },
-        fix: uring_fix,
-    });
+    bounds.push(io_uring_access(facts));
 
     // The configured rings: the engine's own capacity.
     let ring_capacity = match facts.probe {
@@ -464,8 +554,48 @@ impl Facts {
                 .and_then(|s| s.trim().parse().ok()),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             probe: probe.then(|| probe_rings(config)),
+            io_uring_setup: probe.then(|| {
+                io_uring::IoUring::new(2)
+                    .map(drop)
+                    .map_err(|e| e.raw_os_error().unwrap_or(0))
+            }),
+            seccomp_filter: proc("/proc/self/status")
+                .lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .is_some_and(|v| v.trim() == "2"),
+            container: container(),
         }
     }
+}
+
+/// Signs of a container runtime: the files Docker and Podman leave at the root, the
+/// `container` variable (systemd's convention, set by Podman and LXC), the Kubernetes service
+/// variables, and the cgroup path.
+fn container() -> Option<String> {
+    let exists = |p: &str| std::path::Path::new(p).exists();
+    if exists("/run/.containerenv") {
+        return Some("podman".to_owned());
+    }
+    if exists("/.dockerenv") {
+        return Some("docker".to_owned());
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return Some("kubernetes".to_owned());
+    }
+    if let Ok(c) = std::env::var("container") {
+        if !c.is_empty() {
+            return Some(c);
+        }
+    }
+    let cgroup = proc("/proc/self/cgroup");
+    ["docker", "kubepods", "containerd", "libpod"]
+        .into_iter()
+        .find(|k| cgroup.contains(k))
+        .map(|k| match k {
+            "kubepods" => "kubernetes".to_owned(),
+            "libpod" => "podman".to_owned(),
+            other => other.to_owned(),
+        })
 }
 
 /// Start the rings `config` asks for (no listener, no signal handling), read the engine's
@@ -562,6 +692,9 @@ mod tests {
             mem_total_bytes: 24 << 30,
             mem_available_bytes: 21 << 30,
             io_uring_disabled: Some(0),
+            io_uring_setup: None,
+            seccomp_filter: false,
+            container: None,
             cpus: 2,
             probe: None,
         }
@@ -637,6 +770,121 @@ mod tests {
         f.io_uring_disabled = Some(0);
         f.probe = Some(Err("io_uring is denied (EPERM)".into()));
         assert_eq!(diagnose(&config(100_000), &f).capacity, 0);
+    }
+
+    /// Every way io_uring can be refused gets its own cause and fix; a working setup is ok.
+    #[test]
+    fn io_uring_access_names_the_block_and_its_fix() {
+        let verdict = |disabled: Option<u64>, setup: Option<Result<(), i32>>, seccomp: bool| {
+            let mut f = vm();
+            f.io_uring_disabled = disabled;
+            f.io_uring_setup = setup;
+            f.seccomp_filter = seccomp;
+            f.container = seccomp.then(|| "docker".to_owned());
+            let b = io_uring_access(&f);
+            assert_eq!(
+                b.connections.is_some(),
+                b.status == "limit",
+                "a blocked row caps the count at 0: {b:?}"
+            );
+            (b.status, b.value, b.fix)
+        };
+        let eperm = Some(Err(libc::EPERM));
+        let enosys = Some(Err(libc::ENOSYS));
+        // (sysctl, setup result, seccomp filter) -> (status, a word of the value, of the fix)
+        let cases = [
+            (
+                Some(0),
+                Some(Ok(())),
+                false,
+                "ok",
+                "rings started",
+                "none needed",
+            ),
+            (None, Some(Ok(())), true, "ok", "absent", "none needed"),
+            (Some(0), None, false, "ok", "not probed", "none needed"),
+            (
+                Some(2),
+                eperm,
+                true,
+                "limit",
+                "off for every process",
+                "io_uring_disabled=0",
+            ),
+            (Some(2), None, false, "limit", "= 2", "io_uring_disabled=0"),
+            (
+                Some(1),
+                eperm,
+                false,
+                "limit",
+                "io_uring_group",
+                "io_uring_group",
+            ),
+            (
+                Some(1),
+                None,
+                false,
+                "limit",
+                "not probed",
+                "io_uring_group",
+            ),
+            (
+                Some(1),
+                Some(Ok(())),
+                false,
+                "ok",
+                "rings started",
+                "none needed",
+            ),
+            (
+                Some(0),
+                eperm,
+                true,
+                "limit",
+                "in a docker container",
+                "seccomp-io_uring.json",
+            ),
+            (
+                None,
+                eperm,
+                true,
+                "limit",
+                "seccomp filter",
+                "SystemCallFilter",
+            ),
+            (Some(0), eperm, false, "limit", "security module", "LSM"),
+            (
+                Some(0),
+                enosys,
+                true,
+                "limit",
+                "ENOSYS under a seccomp filter",
+                "seccomp-io_uring.json",
+            ),
+            (None, enosys, false, "limit", "no io_uring", "Linux >= 6.0"),
+            (
+                Some(0),
+                Some(Err(libc::ENOMEM)),
+                false,
+                "limit",
+                "failed",
+                "RLIMIT_MEMLOCK",
+            ),
+        ];
+        for (disabled, setup, seccomp, status, value, fix) in cases {
+            let (s, v, f) = verdict(disabled, setup, seccomp);
+            let case = format!("{disabled:?} {setup:?} seccomp={seccomp}: {s} / {v} / {f}");
+            assert_eq!(s, status, "{case}");
+            assert!(v.contains(value), "value lacks {value:?}: {case}");
+            assert!(f.contains(fix), "fix lacks {fix:?}: {case}");
+        }
+        // The engine failing after a working setup is reported with the engine's words.
+        let mut f = vm();
+        f.io_uring_setup = Some(Ok(()));
+        f.probe = Some(Err("files_per_ring 9 exceeds RLIMIT_NOFILE".into()));
+        let b = io_uring_access(&f);
+        assert_eq!(b.status, "limit");
+        assert!(b.value.contains("files_per_ring"), "{b:?}");
     }
 
     #[test]
