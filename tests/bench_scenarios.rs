@@ -329,3 +329,46 @@ fn limits_and_bad_flags_stop_before_any_connection() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ws://"));
 }
+
+/// `--json PATH` also writes PATH with `.svg`: the timeline plot. Its rate line carries every
+/// delivery of the run, and the JSON timeline adds up to the deliveries.
+#[test]
+fn json_to_a_file_writes_the_timeline_svg_beside_it() {
+    let s = server();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-svg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json_path = dir.join("run.json");
+    let svg_path = dir.join("run.svg");
+    let _ = std::fs::remove_file(&svg_path);
+    let out = Command::new(bench_bin())
+        .args(["fanout", "--url", &s.url("/sse?topic={topic}")])
+        .args(["--publish-url", &s.url("/publish?topic={topic}")])
+        .args(["--conns", "10", "--topics", "1", "--msg-rate", "50"])
+        .args(["--duration", "2s", "--drain", "10s", "--max-time", "60s"])
+        .args(["--workers", "1", "--quiet", "--json"])
+        .arg(&json_path)
+        .output()
+        .expect("run uringcast-bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let timeline = j["timeline"].as_array().expect("timeline");
+    let total: f64 = timeline
+        .iter()
+        .map(|p| p["per_s"].as_f64().unwrap() * p["width_s"].as_f64().unwrap())
+        .sum();
+    assert_eq!(total as u64, n(&j, "deliveries"));
+    assert_eq!(n(&j, "deliveries"), 10 * 50 * 2);
+    let svg = std::fs::read_to_string(&svg_path).expect("the SVG beside the JSON");
+    assert!(svg.starts_with("<svg ") && svg.contains("deliveries / s"));
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        4,
+        "p50, p99, max and the rate"
+    );
+}

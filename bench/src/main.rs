@@ -11,12 +11,14 @@ mod driver;
 mod echo;
 mod envelope;
 mod plan;
+mod plot;
 mod report;
 mod run;
 mod seq;
 mod stats;
 mod storm;
 mod target;
+mod timeline;
 
 use clap::Parser;
 
@@ -46,6 +48,12 @@ fn main() {
         if let Some(path) = &cli.scenario.common().json {
             if let Err(e) = std::fs::write(path, report.to_json() + "\n") {
                 eprintln!("uringcast-bench: writing {path}: {e}");
+                std::process::exit(2);
+            }
+            // The plot goes next to the JSON: out.json -> out.svg.
+            let svg_path = std::path::Path::new(path).with_extension("svg");
+            if let Err(e) = std::fs::write(&svg_path, plot::svg(&report)) {
+                eprintln!("uringcast-bench: writing {}: {e}", svg_path.display());
                 std::process::exit(2);
             }
         }

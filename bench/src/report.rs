@@ -58,6 +58,9 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// Reconnect storm figures (`fanout --storm-at`); `null` otherwise.
     pub storm: Option<crate::storm::StormReport>,
+    /// Deliveries (or echoes) per second and their latency percentiles, per interval of the
+    /// harness clock (one second, wider for long runs; see `timeline`).
+    pub timeline: Vec<crate::timeline::TimelinePoint>,
 }
 
 impl Report {
@@ -96,6 +99,7 @@ impl Report {
             failures: Vec::new(),
             warnings: Vec::new(),
             storm: None,
+            timeline: stats.timeline.points(),
         }
     }
 
@@ -290,7 +294,7 @@ mod tests {
     #[test]
     fn json_has_every_field_the_issue_names() {
         let mut stats = Stats::default();
-        stats.latency.record_ns(120_000);
+        stats.record_latency(1_500_000_000, 120_000);
         stats.errors.add(ErrorKind::Reset);
         stats.deliveries = 7;
         let mut r = Report::new("fanout", serde_json::json!({"conns": 3}), &stats);
@@ -312,6 +316,7 @@ mod tests {
             "connect_latency_us",
             "errors",
             "harness_cpu_percent",
+            "timeline",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
@@ -322,6 +327,7 @@ mod tests {
             );
         }
         assert_eq!(v["deliveries"], 7);
+        assert_eq!(v["timeline"][1]["per_s"], 1.0, "the sample of second 1");
         assert_eq!(v["errors"]["connection_reset"], 1);
         assert_eq!(v["success"], false);
         let text = r.to_text();

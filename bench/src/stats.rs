@@ -200,7 +200,9 @@ pub struct Stats {
     /// Connections that closed before the scenario ended (any reason).
     pub drops: u64,
     pub connect_latency: Latency,
+    /// Record with [`Stats::record_latency`], which also fills `timeline`.
     pub latency: Latency,
+    pub timeline: crate::timeline::Timeline,
     pub deliveries: u64,
     pub heartbeats: u64,
     pub published: u64,
@@ -221,12 +223,19 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// A delivery's or an echo's latency, arrived at `now_ns`.
+    pub fn record_latency(&mut self, now_ns: u64, latency_ns: u64) {
+        self.latency.record_ns(latency_ns);
+        self.timeline.record(now_ns, latency_ns);
+    }
+
     pub fn merge(&mut self, o: &Stats) {
         self.connects_started += o.connects_started;
         self.connects_ok += o.connects_ok;
         self.drops += o.drops;
         self.connect_latency.merge(&o.connect_latency);
         self.latency.merge(&o.latency);
+        self.timeline.merge(&o.timeline);
         self.deliveries += o.deliveries;
         self.heartbeats += o.heartbeats;
         self.published += o.published;

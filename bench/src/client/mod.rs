@@ -111,9 +111,8 @@ impl Subscription {
         }
         io.stats.deliveries += 1;
         if self.seq.observe(e.seq) != crate::seq::Seen::Duplicate {
-            io.stats
-                .latency
-                .record_ns(io.now_ns.saturating_sub(e.ts_ns));
+            let now = io.now_ns;
+            io.stats.record_latency(now, now.saturating_sub(e.ts_ns));
         }
     }
 

@@ -274,7 +274,8 @@ fn message(mode: &mut Mode, env: &Env, io: &mut Io, payload: &[u8]) {
             match echo::decode(payload, env.echo_size) {
                 Some((ts, seq)) if seq == st.expect_seq => {
                     io.stats.echoes += 1;
-                    io.stats.latency.record_ns(io.now_ns.saturating_sub(ts));
+                    let now = io.now_ns;
+                    io.stats.record_latency(now, now.saturating_sub(ts));
                 }
                 _ => io.stats.errors.add(ErrorKind::EchoMismatch),
             }
