@@ -19,6 +19,7 @@
 //! grant                       patterns, scopes, grants, AuthError, constant-time compare
 //! route, metrics, config      leaves: route table, counters, config
 //! limits                      per-IP admission (connection count, handshake rate)
+//! tls                         certificate files and reload, per-worker rustls sessions
 //! ```
 
 mod auth;
@@ -41,6 +42,7 @@ mod sse;
 mod subscribe;
 mod ticket_table;
 mod tickets;
+pub mod tls;
 mod ws;
 
 pub use dispatch::Dispatcher;

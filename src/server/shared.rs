@@ -8,6 +8,7 @@ use super::auth::Auth;
 use super::config::Config;
 use super::limits::Limits;
 use super::metrics::Metrics;
+use super::tls::TlsFiles;
 use crate::engine::{ConnId, EngineHandle};
 use crate::hub::{self, Message, Topics};
 use crate::proto::http1::HttpLimits;
@@ -33,10 +34,12 @@ pub struct Shared {
     pub limits: Limits,
     /// Who may do what: tokens, tickets, public topics, origins (see `auth`).
     pub auth: Auth,
+    /// The certificate and key, when `listen` speaks TLS (`tls_cert`, `tls_key`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Shared {
-    pub fn new(config: Config, auth: Auth) -> Shared {
+    pub fn new(config: Config, auth: Auth, tls: Option<TlsFiles>) -> Shared {
         let http_limits = HttpLimits {
             request_line_bytes_max: config.request_line_bytes_max.0,
             head_bytes_max: config.head_bytes_max.0,
@@ -54,6 +57,7 @@ impl Shared {
         let epoch = epoch_now();
         Shared {
             auth,
+            tls,
             listen_is_loopback: config.listen.ip().is_loopback(),
             main_engine: OnceLock::new(),
             limits: Limits::new(
