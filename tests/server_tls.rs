@@ -593,3 +593,133 @@ fn echo_burst_over_tls_survives_read_pauses() {
         let _ = send.await;
     });
 }
+
+/// `uringcast-bench ARGS --json - --max-time 60s --workers 1`: (exit code, JSON, table).
+fn bench(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(common::bench_bin())
+        .args(args)
+        .args(["--json", "-", "--max-time", "60s", "--workers", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run uringcast-bench");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let table = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), json, table)
+}
+
+fn num(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
+
+/// The bench's TLS client role: fan-out over https and wss (publishers over TLS too) with
+/// exact delivery counts, hold with heartbeats, a connect storm; a wrong CA fails every
+/// handshake, and a TLS URL without a trust choice is refused up front.
+#[test]
+fn bench_scenarios_run_over_tls() {
+    let ca = Ca::new("bench CA");
+    let files = Files::new("bench");
+    files.write(&ca.issue());
+    let ca_file = files.dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let ca_file = path(&ca_file);
+    let s = start(
+        &files,
+        &[
+            "--workers",
+            "1",
+            "--heartbeat-interval",
+            "200ms",
+            "--ws-publish",
+            "true",
+        ],
+    );
+    let https = |p: &str| format!("https://{}{p}", s.addr);
+    let wss = |p: &str| format!("wss://{}{p}", s.addr);
+    let trust = [
+        "--tls-ca",
+        ca_file.as_str(),
+        "--tls-server-name",
+        "localhost",
+    ];
+
+    for (sub, publish) in [
+        (https("/sse?topic={topic}"), https("/publish?topic={topic}")),
+        (wss("/ws?topic={topic}"), wss("/ws")),
+    ] {
+        let mut args = vec![
+            "fanout",
+            "--url",
+            &sub,
+            "--publish-url",
+            &publish,
+            "--conns",
+            "20",
+            "--topics",
+            "2",
+            "--msg-rate",
+            "40",
+            "--duration",
+            "1s",
+            "--drain",
+            "10s",
+        ];
+        args.extend(trust);
+        let (code, j, table) = bench(&args);
+        assert_eq!(code, 0, "{sub}: {table}");
+        assert_eq!(num(&j, "connections_held"), 20, "{table}");
+        assert_eq!(num(&j, "deliveries"), 20 * 40, "{table}");
+        assert_eq!(num(&j, "missing"), 0, "{table}");
+        assert!(j["errors"].as_object().unwrap().is_empty(), "{table}");
+    }
+
+    let url = wss("/ws?topic=h");
+    let mut args = vec![
+        "hold",
+        "--url",
+        &url,
+        "--conns",
+        "30",
+        "--duration",
+        "1s",
+        "--heartbeat-max",
+        "2s",
+    ];
+    args.extend(trust);
+    let (code, j, table) = bench(&args);
+    assert_eq!(code, 0, "{table}");
+    assert_eq!(num(&j, "connections_held"), 30, "{table}");
+
+    // `--tls` makes an http:// URL speak TLS.
+    let url = s.url("/sse?topic=c");
+    let mut args = vec!["connect", "--url", &url, "--conns", "50", "--tls"];
+    args.extend(trust);
+    let (code, _, table) = bench(&args);
+    assert_eq!(code, 0, "{table}");
+
+    // Another CA: no handshake completes, and the report names TLS.
+    let other = Ca::new("other CA");
+    let other_file = files.dir.join("other.pem");
+    std::fs::write(&other_file, other.cert.pem()).unwrap();
+    let url = https("/sse?topic=c");
+    let (code, _, table) = bench(&[
+        "connect",
+        "--url",
+        &url,
+        "--conns",
+        "5",
+        "--connect-timeout",
+        "2s",
+        "--tls-ca",
+        &path(&other_file),
+        "--tls-server-name",
+        "localhost",
+    ]);
+    assert_eq!(code, 1, "{table}");
+    assert!(table.contains("tls_error"), "{table}");
+
+    let (code, _, table) = bench(&["connect", "--url", &url, "--conns", "1"]);
+    assert_eq!(code, 2, "{table}");
+    assert!(table.contains("--tls-ca"), "{table}");
+}

@@ -17,6 +17,7 @@ mod seq;
 mod stats;
 mod storm;
 mod target;
+mod tls;
 
 use clap::Parser;
 
