@@ -16,7 +16,8 @@ use std::time::Duration;
     about = "Load generator for SSE and WebSocket servers: 100k+ connections from one process",
     long_about = "Load generator for SSE and WebSocket servers, built on uringcast's own protocol \
         codecs (client role) and io_uring engine. The URL picks the protocol: http:// is SSE, \
-        ws:// is WebSocket. `{topic}` in a URL is replaced by the topic name."
+        ws:// is WebSocket, https:// and wss:// the same over TLS (with --tls-ca or \
+        --tls-insecure). `{topic}` in a URL is replaced by the topic name."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -78,6 +79,18 @@ pub struct Common {
     /// No live progress line even on a terminal.
     #[arg(long)]
     pub quiet: bool,
+    /// Speak TLS to every target (and the publish URL), as if each said https:// or wss://.
+    #[arg(long)]
+    pub tls: bool,
+    /// TLS: accept any server certificate (handshake signatures are still checked).
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub tls_insecure: bool,
+    /// TLS: trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<String>,
+    /// TLS: the server name to send and verify (default: each URL's host).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -232,6 +245,11 @@ impl Scenario {
             .iter()
             .map(|u| Target::parse(u).map_err(|e| format!("--url {u}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
+        if c.tls {
+            for t in &mut targets {
+                t.tls = true;
+            }
+        }
         if let Some(dst) = &c.dst {
             targets = targets
                 .iter()

@@ -27,6 +27,7 @@ use crate::plan::Plan;
 use crate::stats::{errno_kind, now_ns, ErrorKind, Live, Stats};
 use crate::storm::Phase as StormPhase;
 use crate::target::{Proto, Target};
+use crate::tls::{self, TlsConn};
 use bytes::Bytes;
 use slab::Slab;
 use std::collections::VecDeque;
@@ -78,6 +79,10 @@ pub struct RunCfg {
     pub live: Arc<Live>,
     /// Highest sequence number handed to the wire per topic (for runs cut short).
     pub last_sent: Vec<AtomicU64>,
+    /// The client config for TLS targets (`https://`, `wss://`, `--tls`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `--tls-server-name`: sent and verified instead of each URL's host.
+    pub tls_server_name: Option<String>,
 }
 
 /// What the orchestrator tells a worker.
@@ -128,6 +133,8 @@ struct Client {
     role: Role,
     /// Where this subscriber is in a reconnect storm.
     storm: StormPhase,
+    /// The TLS session, for a TLS target.
+    tls: Option<Box<TlsConn>>,
 }
 
 /// A worker's reconnect-storm state (see `storm`).
@@ -206,19 +213,39 @@ impl LoadDriver {
                 (_, Proto::Ws) => Role::Ws(WsClient::new(Mode::Sub(Subscription::new(topic)))),
             };
             self.io.stats.connects_started += 1;
-            self.start(ctx, target.addr, src, i, role);
+            self.start(ctx, t, src, i, role);
         }
     }
 
+    /// Connect to target `t` (`usize::MAX`: the publish target).
     fn start(
         &mut self,
         ctx: &mut Ctx<'_, Self>,
-        addr: std::net::SocketAddr,
+        t: usize,
         src: Option<std::net::IpAddr>,
         index: u64,
         role: Role,
     ) -> Option<usize> {
         let is_pub = matches!(role, Role::PubHttp { .. } | Role::PubWs { .. });
+        let target = match self.cfg.targets.get(t) {
+            Some(target) => target,
+            None => &self.cfg.publish.as_ref().expect("a publish target").target,
+        };
+        let addr = target.addr;
+        let session = match (&self.cfg.tls, target.tls) {
+            (Some(config), true) => {
+                let name = self.cfg.tls_server_name.as_deref().unwrap_or(&target.host);
+                // The name was checked at start-up, so this does not fail in practice.
+                match tls::server_name(name).and_then(|n| TlsConn::new(Arc::clone(config), n)) {
+                    Ok(s) => Some(Box::new(s)),
+                    Err(_) => {
+                        self.io.stats.errors.add(ErrorKind::Tls);
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
         match ctx.connect(addr, src) {
             Ok(id) => {
                 let key = self.conns.insert(Client {
@@ -230,6 +257,7 @@ impl LoadDriver {
                     settled: false,
                     role,
                     storm: StormPhase::Held,
+                    tls: session,
                 });
                 let slot = id.slot as usize;
                 if self.by_slot.len() <= slot {
@@ -254,9 +282,23 @@ impl LoadDriver {
         }
     }
 
-    /// Send what the machine wrote, publish live counters.
+    /// Send what the machine wrote (encrypted on a TLS connection, with any handshake
+    /// records due), publish live counters.
     fn flush(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId) {
-        if !self.io.out.is_empty() {
+        let session = self
+            .by_slot
+            .get(id.slot as usize)
+            .and_then(|&k| self.conns.get_mut(k as usize))
+            .filter(|c| c.id == id)
+            .and_then(|c| c.tls.as_deref_mut());
+        if let Some(session) = session {
+            let mut wire = Vec::new();
+            session.write(&self.io.out, &mut wire);
+            self.io.out.clear();
+            if !wire.is_empty() {
+                ctx.send(id, Bytes::from(wire));
+            }
+        } else if !self.io.out.is_empty() {
             let out = std::mem::take(&mut self.io.out);
             ctx.send(id, Bytes::from(out));
         }
@@ -453,6 +495,97 @@ impl LoadDriver {
         }
         let _ = reply.send(stats);
     }
+    /// The client machine's share of `on_data`: `data` is plaintext.
+    fn on_plain(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        key: usize,
+        data: &mut [u8],
+    ) -> usize {
+        let cfg = Arc::clone(&self.cfg);
+
+        let Some(c) = self.conns.get_mut(key) else {
+            return data.len();
+        };
+        self.io.now_ns = now_ns();
+        let was_ready = c.ready;
+        let o: Outcome = match &mut c.role {
+            Role::Sse(s) => s.on_data(&cfg.env, &mut self.io, data),
+            Role::Ws(w) | Role::PubWs { m: w, .. } => w.on_data(&cfg.env, &mut self.io, data),
+            Role::PubHttp { m, .. } => m.on_data(&cfg.env, &mut self.io, data),
+        };
+        let is_pub = matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. });
+        if let Some(kind) = o.fatal {
+            self.io.stats.errors.add(kind);
+            c.settled = true;
+            self.flush(ctx, id);
+            ctx.close(id);
+            return data.len();
+        }
+        if was_ready && cfg.kind == Kind::Hold {
+            if let Some(ms) = cfg.heartbeat_max_ms {
+                ctx.set_timer(id, ctx.now_ms() + ms);
+            }
+        }
+        let resuming = c.storm == StormPhase::Resuming;
+        self.flush(ctx, id);
+        if resuming {
+            self.check_resumed(key);
+        }
+        if o.ready && !was_ready {
+            self.on_ready(ctx, key);
+        } else if o.ready && is_pub {
+            // An HTTP answer completed: the next request may go.
+            self.pump(ctx, key);
+        }
+        o.consumed
+    }
+
+    /// `on_data` of a TLS connection: decrypt a read's worth at a time, hand the plaintext
+    /// to the machine, keep what it does not consume yet.
+    fn on_tls_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        key: usize,
+        data: &[u8],
+    ) -> usize {
+        let mut used = 0;
+        loop {
+            let Some(session) = self.conns.get_mut(key).and_then(|c| c.tls.as_deref_mut()) else {
+                return data.len();
+            };
+            let taken = match session.feed(&data[used..]) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.io.stats.errors.add(ErrorKind::Tls);
+                    self.conns[key].settled = true;
+                    self.flush_counters();
+                    ctx.close(id);
+                    return data.len();
+                }
+            };
+            used += taken;
+            let mut pending = std::mem::take(&mut session.pending);
+            // Handshake records due (and nothing of the machine's yet).
+            self.flush(ctx, id);
+            if !pending.is_empty() {
+                let n = self.on_plain(ctx, id, key, &mut pending).min(pending.len());
+                pending.drain(..n);
+            }
+            if let Some(session) = self.conns.get_mut(key).and_then(|c| c.tls.as_deref_mut()) {
+                session.pending = if pending.is_empty() {
+                    Vec::new()
+                } else {
+                    pending
+                };
+            }
+            if used == data.len() || taken == 0 {
+                return used;
+            }
+        }
+    }
 }
 
 impl Handler for LoadDriver {
@@ -513,42 +646,10 @@ impl Handler for LoadDriver {
         data: &mut [u8],
     ) -> usize {
         let key = *key as usize;
-        let cfg = Arc::clone(&self.cfg);
-        let Some(c) = self.conns.get_mut(key) else {
-            return data.len();
-        };
-        self.io.now_ns = now_ns();
-        let was_ready = c.ready;
-        let o: Outcome = match &mut c.role {
-            Role::Sse(s) => s.on_data(&cfg.env, &mut self.io, data),
-            Role::Ws(w) | Role::PubWs { m: w, .. } => w.on_data(&cfg.env, &mut self.io, data),
-            Role::PubHttp { m, .. } => m.on_data(&cfg.env, &mut self.io, data),
-        };
-        let is_pub = matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. });
-        if let Some(kind) = o.fatal {
-            self.io.stats.errors.add(kind);
-            c.settled = true;
-            self.flush(ctx, id);
-            ctx.close(id);
-            return data.len();
+        if self.conns.get(key).is_some_and(|c| c.tls.is_some()) {
+            return self.on_tls_data(ctx, id, key, data);
         }
-        if was_ready && cfg.kind == Kind::Hold {
-            if let Some(ms) = cfg.heartbeat_max_ms {
-                ctx.set_timer(id, ctx.now_ms() + ms);
-            }
-        }
-        let resuming = c.storm == StormPhase::Resuming;
-        self.flush(ctx, id);
-        if resuming {
-            self.check_resumed(key);
-        }
-        if o.ready && !was_ready {
-            self.on_ready(ctx, key);
-        } else if o.ready && is_pub {
-            // An HTTP answer completed: the next request may go.
-            self.pump(ctx, key);
-        }
-        o.consumed
+        self.on_plain(ctx, id, key, data)
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, key: &mut u32) {
@@ -674,7 +775,7 @@ impl Handler for LoadDriver {
                             done: false,
                         },
                     };
-                    self.start(ctx, p.target.addr, p.src, u64::from(j), role);
+                    self.start(ctx, usize::MAX, p.src, u64::from(j), role);
                 }
             }
             Cmd::StartPublish { t0_ns } => {
@@ -793,9 +894,8 @@ impl LoadDriver {
                 other => other,
             };
             let (t, src) = self.cfg.plan.assign(i);
-            let addr = self.cfg.targets[t].addr;
             self.io.stats.storm.reconnects_started += 1;
-            match self.start(ctx, addr, src, i, role) {
+            match self.start(ctx, t, src, i, role) {
                 Some(key) => self.conns[key].storm = StormPhase::Reconnecting,
                 None => {
                     // `start` counted the error and a ramp failure; make it a reconnect one.

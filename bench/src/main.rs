@@ -19,6 +19,7 @@ mod stats;
 mod storm;
 mod target;
 mod timeline;
+mod tls;
 
 use clap::Parser;
 

@@ -95,8 +95,9 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
     };
     let publish = match scenario {
         Scenario::Fanout(a) => {
-            let target = Target::parse(&a.publish_url)
+            let mut target = Target::parse(&a.publish_url)
                 .map_err(|e| SetupError(format!("--publish-url: {e}")))?;
+            target.tls |= c.tls;
             let body_template = match target.proto {
                 crate::target::Proto::Sse => a.publish_body.clone(),
                 crate::target::Proto::Ws => a.ws_publish_msg.clone(),
@@ -113,6 +114,22 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
             })
         }
         _ => None,
+    };
+    let any_tls = targets.iter().any(|t| t.tls) || publish.as_ref().is_some_and(|p| p.target.tls);
+    let tls = match any_tls {
+        true => {
+            let config = crate::tls::client_config(c.tls_ca.as_deref(), c.tls_insecure)
+                .map_err(SetupError)?;
+            let names = targets
+                .iter()
+                .chain(publish.as_ref().map(|p| &p.target))
+                .map(|t| c.tls_server_name.as_deref().unwrap_or(&t.host));
+            for name in names {
+                crate::tls::server_name(name).map_err(SetupError)?;
+            }
+            Some(config)
+        }
+        false => None,
     };
     let live = Arc::new(Live::default());
     let cfg = Arc::new(RunCfg {
@@ -138,6 +155,8 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         publish,
         live: Arc::clone(&live),
         last_sent: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+        tls,
+        tls_server_name: c.tls_server_name.clone(),
     });
 
     let storm_factor = match scenario {

@@ -124,6 +124,7 @@ error_kinds! {
     InputTooLarge => "input_over_bound",
     EngineClosed => "closed_by_engine",
     ResumeReset => "resume_reset (event: reset, history did not reach back)",
+    Tls => "tls_error (handshake or record)",
 }
 
 /// Error counters, indexed by `ErrorKind`.

@@ -1,8 +1,8 @@
 //! Target URLs: `http://HOST:PORT/PATH?QUERY` (SSE, or HTTP POST for a publisher) and
-//! `ws://HOST:PORT/PATH?QUERY` (WebSocket), with an optional `{topic}` placeholder.
+//! `ws://HOST:PORT/PATH?QUERY` (WebSocket), with an optional `{topic}` placeholder; `https://`
+//! and `wss://` are the same over TLS (see `tls`).
 //!
-//! Parsing resolves the host once, up front; nothing here opens a socket. TLS (`https`, `wss`)
-//! is refused with a clear message because the harness measures the push path, not TLS.
+//! Parsing resolves the host once, up front; nothing here opens a socket.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -35,12 +35,16 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Path and query, possibly containing `{topic}`.
     pub path_template: String,
+    /// `https://` or `wss://` (or `--tls`): the connection speaks TLS.
+    pub tls: bool,
+    /// The host as written (no port, no brackets): the TLS server name unless
+    /// `--tls-server-name` says otherwise.
+    pub host: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetError {
     Scheme,
-    Tls,
     Host,
     Port,
     Resolve(String),
@@ -50,9 +54,8 @@ pub enum TargetError {
 impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TargetError::Scheme => f.write_str("expected http:// (SSE) or ws:// (WebSocket)"),
-            TargetError::Tls => {
-                f.write_str("https:// and wss:// are not supported; measure the server without TLS")
+            TargetError::Scheme => {
+                f.write_str("expected http:// or https:// (SSE), ws:// or wss:// (WebSocket)")
             }
             TargetError::Host => f.write_str("missing host"),
             TargetError::Port => f.write_str("bad port"),
@@ -71,12 +74,14 @@ const PATH_BYTES_MAX: usize = 4096;
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, TargetError> {
-        let (proto, rest) = if let Some(r) = url.strip_prefix("http://") {
-            (Proto::Sse, r)
+        let (proto, tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (Proto::Sse, false, r)
         } else if let Some(r) = url.strip_prefix("ws://") {
-            (Proto::Ws, r)
-        } else if url.starts_with("https://") || url.starts_with("wss://") {
-            return Err(TargetError::Tls);
+            (Proto::Ws, false, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (Proto::Sse, true, r)
+        } else if let Some(r) = url.strip_prefix("wss://") {
+            (Proto::Ws, true, r)
         } else {
             return Err(TargetError::Scheme);
         };
@@ -91,7 +96,8 @@ impl Target {
         if path.len() > PATH_BYTES_MAX || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(TargetError::Path);
         }
-        let (host, port) = split_host_port(authority)?;
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = split_host_port(authority, default_port)?;
         let addr = (host, port)
             .to_socket_addrs()
             .map_err(|_| TargetError::Resolve(host.to_owned()))?
@@ -103,6 +109,8 @@ impl Target {
             authority: authority.to_owned(),
             addr,
             path_template: path,
+            tls,
+            host: host.to_owned(),
         })
     }
 
@@ -116,20 +124,20 @@ impl Target {
     }
 }
 
-fn split_host_port(authority: &str) -> Result<(&str, u16), TargetError> {
+fn split_host_port(authority: &str, default_port: u16) -> Result<(&str, u16), TargetError> {
     // `[::1]:8080` or `[::1]`
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or(TargetError::Host)?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| TargetError::Port)?,
-            None if after.is_empty() => 80,
+            None if after.is_empty() => default_port,
             None => return Err(TargetError::Port),
         };
         return Ok((host, port));
     }
     match authority.rsplit_once(':') {
         Some((h, p)) => Ok((h, p.parse().map_err(|_| TargetError::Port)?)),
-        None => Ok((authority, 80)),
+        None => Ok((authority, default_port)),
     }
 }
 
@@ -161,12 +169,18 @@ mod tests {
         assert_eq!(t.path("x"), "/");
         let t = Target::parse("http://127.0.0.1:1?topic=a").unwrap();
         assert_eq!(t.path_template, "/?topic=a");
+        assert!(!t.tls);
+
+        let t = Target::parse("wss://localhost/ws").unwrap();
+        assert_eq!((t.proto, t.tls, t.addr.port()), (Proto::Ws, true, 443));
+        assert_eq!(t.host, "localhost");
+        let t = Target::parse("https://[::1]:8443/sse").unwrap();
+        assert_eq!((t.proto, t.tls, t.host.as_str()), (Proto::Sse, true, "::1"));
     }
 
     #[test]
     fn bad_urls_say_why() {
         assert_eq!(Target::parse("ftp://x"), Err(TargetError::Scheme));
-        assert_eq!(Target::parse("wss://x"), Err(TargetError::Tls));
         assert_eq!(Target::parse("http:///x"), Err(TargetError::Host));
         assert_eq!(
             Target::parse("http://1.2.3.4:99999/"),

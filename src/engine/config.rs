@@ -60,6 +60,21 @@ pub struct EngineConfig {
     /// Block SIGTERM/SIGINT in all threads and turn them into a graceful shutdown. Tests that run
     /// several engines in one process turn this off and call `EngineHandle::shutdown`.
     pub handle_signals: bool,
+    /// With `handle_signals`: also block SIGHUP in all threads and call this, on the signal
+    /// thread, each time one arrives (the server reloads its TLS certificate). `None` leaves
+    /// SIGHUP alone.
+    pub on_hangup: Option<HangupHook>,
+}
+
+/// What to run on SIGHUP (see [`EngineConfig::on_hangup`]). Runs on the engine's signal
+/// thread, never in signal context and never on a worker.
+#[derive(Clone)]
+pub struct HangupHook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for HangupHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HangupHook")
+    }
 }
 
 impl Default for EngineConfig {
@@ -83,6 +98,7 @@ impl Default for EngineConfig {
             buf_bytes: 4096,
             sq_entries: 1024,
             handle_signals: true,
+            on_hangup: None,
         }
     }
 }

@@ -42,7 +42,7 @@ mod worker;
 
 use std::net::SocketAddr;
 
-pub use config::{EngineConfig, RingLayout};
+pub use config::{EngineConfig, HangupHook, RingLayout};
 pub use ctx::Ctx;
 pub use error::EngineError;
 pub use inbox::EngineHandle;

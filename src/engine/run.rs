@@ -64,7 +64,7 @@ impl<M: Send + 'static> Engine<M> {
             has_bind: features.bind,
         });
         if cfg.handle_signals {
-            signal::block_term_signals();
+            signal::block_signals(cfg.on_hangup.is_some());
         }
         let layout_arc = Arc::new(layout.clone());
         let make_handler = Arc::new(make_handler);
@@ -136,11 +136,14 @@ impl<M: Send + 'static> Engine<M> {
         }
         if cfg.handle_signals {
             let h = engine.handle.clone();
-            let t = signal::spawn_waiter(move || h.shutdown(), Arc::clone(&engine.signal_stop))
-                .map_err(|err| EngineError::Setup {
+            let hangup = cfg.on_hangup.clone();
+            let stop = Arc::clone(&engine.signal_stop);
+            let t = signal::spawn_waiter(move || h.shutdown(), hangup, stop).map_err(|err| {
+                EngineError::Setup {
                     what: "spawn signal thread",
                     err,
-                })?;
+                }
+            })?;
             engine.signal_thread = Some(t);
         }
         let l = &engine.layout;

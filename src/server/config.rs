@@ -373,6 +373,10 @@ config_keys! {
     metrics_loopback: bool = true;
     /// A second address that serves /metrics (to anyone who reaches it) and /healthz only; empty = none.
     admin_listen: Option<SocketAddr> = None;
+    /// PEM file with the TLS certificate chain (leaf first); with tls_key, `listen` serves https:// and wss:// only; SIGHUP reloads both files; empty = plain TCP.
+    tls_cert: Option<String> = None;
+    /// PEM file with the private key of tls_cert (PKCS#8, PKCS#1 or SEC1).
+    tls_key: Option<String> = None;
 }
 
 impl Config {
@@ -467,6 +471,11 @@ impl Config {
         }
         if matches!(&self.admin_key, Some(k) if k.chars().any(|c| c.is_ascii_whitespace())) {
             return invalid("admin_key", "must not contain whitespace");
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls_key", "is needed with tls_cert"),
+            (None, Some(_)) => return invalid("tls_cert", "is needed with tls_key"),
+            _ => {}
         }
         if self.history_messages == 0 {
             return invalid("history_messages", "must be at least 1");
@@ -637,6 +646,16 @@ mod tests {
             assert!(
                 matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
                 "{key}={value}: {err}"
+            );
+        }
+        // TLS takes both files or neither; the error names the missing one.
+        for (given, missing) in [("tls_cert", "tls_key"), ("tls_key", "tls_cert")] {
+            let mut bad = c.clone();
+            bad.set(given, "x.pem", Source::Flag).unwrap();
+            let err = bad.validate().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if *k == missing),
+                "{given} alone: {err}"
             );
         }
         c.topics_max = 1 << 40;

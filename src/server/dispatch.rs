@@ -11,6 +11,13 @@
 //! (429/503) at its first request head, before any route or upgrade, and closed. `/metrics` is
 //! answered to loopback peers (`metrics_loopback`) and to the admin key, others get 403.
 //!
+//! TLS (`tls_cert`): the engine's bytes are ciphertext. `tls_input` feeds them to the
+//! connection's rustls session a read at a time and runs the same steps on the plaintext,
+//! which waits in the session's `pending` buffer while the server cannot take it (reading
+//! paused: `on_drain` resumes it). Every `Out` of a TLS connection carries its session, so
+//! everything queued is encrypted. The handshake runs under the HTTP request deadline: a
+//! handshake that never completes is closed when `request_timeout` passes.
+//!
 //! Timer use: each connection has one engine timer, and its meaning follows the state:
 //! - HTTP: the request deadline (`request_timeout` from the connection's open or the previous
 //!   response), so a half-sent head (slowloris: 408) or a silent or idle keep-alive
@@ -27,6 +34,7 @@ use super::out::{Out, TEXT};
 use super::route::Route;
 use super::shared::{Shared, Sub, WorkerMsg};
 use super::subscribe::Subscriptions;
+use super::tls::{self, Fed, Session, Sessions};
 use super::{operator, publish, sse, subscribe, tickets, ws};
 use crate::engine::{CloseReason, ConnId, Ctx, EngineStats, Handler, Origin};
 use crate::proto::http1::{BodyKind, HttpError, RequestHead, Version};
@@ -43,24 +51,201 @@ pub struct Dispatcher {
     /// This dispatcher serves the `admin_listen` address: `/metrics` (to anyone who reaches
     /// it) and `/healthz` only.
     admin: bool,
+    /// The TLS sessions of this worker's connections, when `listen` speaks TLS.
+    tls: Option<Sessions>,
+    /// Most decrypted input a TLS connection may hold unconsumed: the engine's
+    /// `leftover_bytes_max`, the same bound as a plain connection's unconsumed input.
+    tls_pending_max: usize,
 }
 
 impl Dispatcher {
     pub fn new(shared: Arc<Shared>) -> Dispatcher {
         let subs = Subscriptions::new(shared.config.topics_per_conn_max, shared.presence.shard());
+        let tls = shared.tls.as_ref().map(|_| Sessions::default());
+        let tls_pending_max = super::serve::engine_config(&shared.config).leftover_bytes_max;
         Dispatcher {
             shared,
             subs,
             admin: false,
+            tls,
+            tls_pending_max,
         }
     }
 
-    /// The dispatcher of the `admin_listen` engine.
+    /// The dispatcher of the `admin_listen` engine: plain TCP whatever `listen` speaks.
     pub fn admin(shared: Arc<Shared>) -> Dispatcher {
         Dispatcher {
             admin: true,
+            tls: None,
             ..Dispatcher::new(shared)
         }
+    }
+
+    /// The steps of one connection over `data` (plaintext). Returns the bytes consumed; all of
+    /// them once the server decided to close.
+    fn serve_input(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        conn: &mut Conn,
+        tls: Option<&mut rustls::ServerConnection>,
+        data: &mut [u8],
+    ) -> usize {
+        let Conn {
+            state,
+            closing,
+            peer,
+        } = conn;
+        let mut out = Out::new(ctx, id, &self.shared, closing, tls);
+        let mut pos = 0;
+        // Steps run until one says it needs more bytes, even on empty input: a decoder may
+        // have an outcome pending that needs no new bytes (the WebSocket decoder reports an
+        // invalid UTF-8 tail on the call after it delivered the valid prefix). Two steps in a
+        // row that consume nothing end the loop, whatever they claim.
+        let mut idle_steps = 0;
+        while out.closing.is_none() && idle_steps < 2 {
+            // Backpressure: above the pause level no further request or frame is taken (each
+            // may queue an answer); the rest waits as leftover until the queue has drained and
+            // the engine resumes reading. An SSE stream's input is dropped whatever the queue.
+            if !matches!(state, State::Sse(_)) && out.ctx.read_paused(id) {
+                break;
+            }
+            let (consumed, more) = match state {
+                State::Http(_) => {
+                    let admin = self.admin;
+                    http_step(&mut out, &mut self.subs, state, peer, admin, &data[pos..])
+                }
+                // An SSE client has nothing more to say; what it sends is read and dropped so
+                // that it cannot fill the leftover buffer.
+                State::Sse(_) => (data.len() - pos, false),
+                State::Ws(session) => ws::step(&mut out, &mut self.subs, session, &mut data[pos..]),
+            };
+            debug_assert!(consumed <= data.len() - pos);
+            pos += consumed;
+            idle_steps = if consumed == 0 { idle_steps + 1 } else { 0 };
+            if !more {
+                break;
+            }
+        }
+        if out.closing.is_some() {
+            // Input after the server decided to close is discarded, never buffered.
+            return data.len();
+        }
+        pos
+    }
+
+    /// `on_data` of a TLS connection: `data` is ciphertext. Returns the ciphertext consumed;
+    /// what is left (reading paused with plaintext still waiting) comes back with the next
+    /// `on_data`.
+    fn tls_input(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        conn: &mut Conn,
+        data: &[u8],
+    ) -> usize {
+        // Taken out for the call so that the steps may borrow the dispatcher; put back below.
+        let Some(mut sessions) = self.tls.take() else {
+            return data.len();
+        };
+        let used = match sessions.get_mut(id) {
+            Some(session) => self.tls_steps(ctx, id, conn, session, data),
+            None => {
+                ctx.abort(id);
+                data.len()
+            }
+        };
+        self.tls = Some(sessions);
+        used
+    }
+
+    fn tls_steps(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        conn: &mut Conn,
+        s: &mut Session,
+        data: &[u8],
+    ) -> usize {
+        let mut used = 0;
+        loop {
+            if !s.pending.is_empty() {
+                if !self.serve_pending(ctx, id, conn, s) {
+                    return data.len();
+                }
+                if !s.pending.is_empty() && ctx.read_paused(id) {
+                    // The rest of the plaintext waits for the queue to drain (`on_drain`),
+                    // the rest of the ciphertext in the engine's leftover.
+                    ctx.notify_drain(id);
+                    return used;
+                }
+            }
+            if used == data.len() {
+                return used;
+            }
+            match tls::feed(ctx, id, s, &data[used..]) {
+                Fed::Failed(e) => {
+                    self.shared.metrics.inc(Counter::TlsErrors);
+                    tracing::debug!(error = %e, "TLS error; closing");
+                    conn.closing.get_or_insert(CloseKind::ProtocolError);
+                    ctx.close(id);
+                    return data.len();
+                }
+                Fed::Ok {
+                    consumed,
+                    peer_closed,
+                } => {
+                    used += consumed;
+                    if !s.established && !s.tls.is_handshaking() {
+                        s.established = true;
+                        self.shared.metrics.inc(Counter::TlsHandshakes);
+                    }
+                    if peer_closed {
+                        // close_notify: serve what came before it, then answer it and close.
+                        if !s.pending.is_empty() && !self.serve_pending(ctx, id, conn, s) {
+                            return data.len();
+                        }
+                        let mut out =
+                            Out::new(ctx, id, &self.shared, &mut conn.closing, Some(&mut s.tls));
+                        out.close(CloseKind::PeerClosed);
+                        return data.len();
+                    }
+                    if consumed == 0 && s.pending.is_empty() {
+                        return used;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run the steps over the session's decrypted input. False once the connection is closing
+    /// (its input is dropped).
+    fn serve_pending(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        conn: &mut Conn,
+        s: &mut Session,
+    ) -> bool {
+        let mut pending = std::mem::take(&mut s.pending);
+        let n = self.serve_input(ctx, id, conn, Some(&mut s.tls), &mut pending);
+        if conn.closing.is_some() {
+            return false;
+        }
+        pending.drain(..n);
+        if pending.len() > self.tls_pending_max {
+            // The plain equivalent is the engine's `LeftoverOverflow`.
+            conn.closing.get_or_insert(CloseKind::ProtocolError);
+            ctx.abort(id);
+            return false;
+        }
+        // An idle connection keeps no buffer.
+        s.pending = if pending.is_empty() {
+            Vec::new()
+        } else {
+            pending
+        };
+        true
     }
 }
 
@@ -333,6 +518,12 @@ impl Handler for Dispatcher {
             timeout_ms = timeout_ms.min(REFUSED_REQUEST_TIMEOUT_MS);
         }
         ctx.set_timer(id, ctx.now_ms() + timeout_ms);
+        if let (Some(sessions), Some(files)) = (&mut self.tls, &self.shared.tls) {
+            if let Err(e) = sessions.open(id, files.current()) {
+                tracing::error!(error = %e, "cannot start a TLS session");
+                ctx.abort(id);
+            }
+        }
         Conn::new(peer)
     }
 
@@ -343,52 +534,16 @@ impl Handler for Dispatcher {
         conn: &mut Conn,
         data: &mut [u8],
     ) -> usize {
-        let Conn {
-            state,
-            closing,
-            peer,
-        } = conn;
-        let mut out = Out::new(ctx, id, &self.shared, closing);
-        let mut pos = 0;
-        // Steps run until one says it needs more bytes, even on empty input: a decoder may
-        // have an outcome pending that needs no new bytes (the WebSocket decoder reports an
-        // invalid UTF-8 tail on the call after it delivered the valid prefix). Two steps in a
-        // row that consume nothing end the loop, whatever they claim.
-        let mut idle_steps = 0;
-        while out.closing.is_none() && idle_steps < 2 {
-            // Backpressure: above the pause level no further request or frame is taken (each
-            // may queue an answer); the rest waits as leftover until the queue has drained and
-            // the engine resumes reading. An SSE stream's input is dropped whatever the queue.
-            if !matches!(state, State::Sse(_)) && out.ctx.read_paused(id) {
-                break;
-            }
-            let (consumed, more) = match state {
-                State::Http(_) => {
-                    let admin = self.admin;
-                    http_step(&mut out, &mut self.subs, state, peer, admin, &data[pos..])
-                }
-                // An SSE client has nothing more to say; what it sends is read and dropped so
-                // that it cannot fill the leftover buffer.
-                State::Sse(_) => (data.len() - pos, false),
-                State::Ws(session) => ws::step(&mut out, &mut self.subs, session, &mut data[pos..]),
-            };
-            debug_assert!(consumed <= data.len() - pos);
-            pos += consumed;
-            idle_steps = if consumed == 0 { idle_steps + 1 } else { 0 };
-            if !more {
-                break;
-            }
+        if self.tls.is_some() {
+            return self.tls_input(ctx, id, conn, data);
         }
-        if out.closing.is_some() {
-            // Input after the server decided to close is discarded, never buffered.
-            return data.len();
-        }
-        pos
+        self.serve_input(ctx, id, conn, None, data)
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
         let Conn { state, closing, .. } = conn;
-        let mut out = Out::new(ctx, id, &self.shared, closing);
+        let tls = session_of(&mut self.tls, id);
+        let mut out = Out::new(ctx, id, &self.shared, closing, tls);
         match state {
             // A client in the middle of a request is told 408. One that sent nothing, or is
             // idle between requests, is closed quietly: EventSource treats any non-200 answer
@@ -405,6 +560,9 @@ impl Handler for Dispatcher {
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, id: ConnId, mut conn: Conn, why: CloseReason) {
+        if let Some(sessions) = &mut self.tls {
+            sessions.remove(id);
+        }
         if let Some(key) = conn.peer.counted {
             self.shared.limits.release(key);
         }
@@ -432,12 +590,20 @@ impl Handler for Dispatcher {
 
     fn on_msg(&mut self, ctx: &mut Ctx<'_, Self>, msg: WorkerMsg) {
         let WorkerMsg::Deliver(msg) = msg;
-        self.subs.deliver(&self.shared, ctx, &msg);
+        self.subs
+            .deliver(&self.shared, ctx, &msg, self.tls.as_mut());
     }
 
     fn on_drain(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
+        // A TLS connection may hold decrypted input that waited for this drain. The queue may
+        // have grown past the pause level again since the drain was due (a request made while
+        // one was due makes no second call); `tls_input` then asks for another drain.
+        if conn.closing.is_none() && self.tls.is_some() {
+            self.tls_input(ctx, id, conn, &[]);
+        }
         let Conn { state, closing, .. } = conn;
-        let mut out = Out::new(ctx, id, &self.shared, closing);
+        let tls = session_of(&mut self.tls, id);
+        let mut out = Out::new(ctx, id, &self.shared, closing, tls);
         match state {
             State::Http(_) => {}
             State::Sse(s) => {
@@ -451,10 +617,16 @@ impl Handler for Dispatcher {
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {
         let Conn { state, closing, .. } = conn;
-        let mut out = Out::new(ctx, id, &self.shared, closing);
+        let tls = session_of(&mut self.tls, id);
+        let mut out = Out::new(ctx, id, &self.shared, closing, tls);
         match state {
             State::Ws(_) => ws::on_shutdown(&mut out),
             _ => out.close(CloseKind::Shutdown),
         }
     }
+}
+
+/// The rustls session of `id`, on a TLS listener.
+fn session_of(tls: &mut Option<Sessions>, id: ConnId) -> Option<&mut rustls::ServerConnection> {
+    tls.as_mut()?.get_mut(id).map(|s| &mut s.tls)
 }

@@ -87,10 +87,14 @@ pub enum Counter {
     RefusedPerIpConnections,
     RefusedPerIpRate,
     MetricsForbidden,
+    TlsHandshakes,
+    TlsErrors,
+    TlsReloads,
+    TlsReloadErrors,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 14] = [
         Counter::Published,
         Counter::Delivered,
         Counter::Replayed,
@@ -101,6 +105,10 @@ impl Counter {
         Counter::RefusedPerIpConnections,
         Counter::RefusedPerIpRate,
         Counter::MetricsForbidden,
+        Counter::TlsHandshakes,
+        Counter::TlsErrors,
+        Counter::TlsReloads,
+        Counter::TlsReloadErrors,
     ];
 
     /// (Prometheus name, help text).
@@ -142,6 +150,22 @@ impl Counter {
             Counter::MetricsForbidden => (
                 "uringcast_metrics_forbidden_total",
                 "Requests for /metrics, /topics or the status page refused (403): not loopback, no admin key.",
+            ),
+            Counter::TlsHandshakes => (
+                "uringcast_tls_handshakes_total",
+                "TLS handshakes completed.",
+            ),
+            Counter::TlsErrors => (
+                "uringcast_tls_errors_total",
+                "TLS connections closed on a TLS error (bad handshake, bad record, no common ALPN).",
+            ),
+            Counter::TlsReloads => (
+                "uringcast_tls_reloads_total",
+                "Certificate reloads on SIGHUP that took effect.",
+            ),
+            Counter::TlsReloadErrors => (
+                "uringcast_tls_reload_errors_total",
+                "Certificate reloads on SIGHUP that failed (the previous certificate stays).",
             ),
         }
     }

@@ -21,6 +21,7 @@
 //! limits                      per-IP admission (connection count, handshake rate)
 //! operator                    the operator's view: /topics, /topics/{name}
 //! presence                    subscribers per topic over all workers (`/topics`)
+//! tls                         certificate files and reload, per-worker rustls sessions
 //! ```
 
 mod auth;
@@ -45,6 +46,7 @@ mod sse;
 mod subscribe;
 mod ticket_table;
 mod tickets;
+pub mod tls;
 mod ws;
 
 pub use dispatch::Dispatcher;

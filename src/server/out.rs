@@ -3,16 +3,21 @@
 //! through [`Out::send`], and every decision to end a connection through [`Out::close`] or
 //! [`Out::abort`], which record why (for `uringcast_closed_total`).
 //!
+//! On a TLS connection `Out` holds its rustls session and every byte is encrypted on the way
+//! (`tls::send`); callers never know which kind of connection they write to.
+//!
 //! Never here: parsing, routing, hub access. `Out` is generic over the engine handler so that
 //! the behaviour modules (`sse`, `ws`, `publish`, `subscribe`) never name the dispatcher and so
 //! never import back up.
 
 use bytes::Bytes;
+use rustls::ServerConnection;
 
 use super::auth::{AuthError, Cors};
 use super::body::{BodyReader, Read};
 use super::metrics::{CloseKind, Counter};
 use super::shared::Shared;
+use super::tls;
 use crate::engine::{ConnId, Ctx, Handler};
 use crate::proto::http1::{self, HttpError, HttpLimits, RequestHead};
 use crate::proto::ws::ControlFrame;
@@ -32,6 +37,8 @@ pub(super) struct Out<'a, 'c, H: Handler> {
     pub http10_keep_alive: bool,
     /// The CORS fields every answer to the current request carries (`auth::Cors`).
     pub cors: Cors,
+    /// The connection's TLS session, on a TLS listener.
+    pub tls: Option<&'a mut ServerConnection>,
 }
 
 impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
@@ -40,6 +47,7 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
         id: ConnId,
         shared: &'a Shared,
         closing: &'a mut Option<CloseKind>,
+        tls: Option<&'a mut ServerConnection>,
     ) -> Self {
         Out {
             ctx,
@@ -48,6 +56,7 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
             closing,
             http10_keep_alive: false,
             cors: Cors::Off,
+            tls,
         }
     }
 
@@ -59,13 +68,22 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
         self.ctx.set_timer(self.id, deadline_ms);
     }
 
-    /// Queue `buf` (a shared handle, not copied). False if the connection is gone or closing.
+    /// Queue `buf` (a shared handle, not copied; on TLS, encrypted into a buffer of its own).
+    /// False if the connection is gone or closing.
     pub fn send(&mut self, buf: Bytes) -> bool {
-        self.ctx.send(self.id, buf)
+        match self.tls.as_deref_mut() {
+            Some(session) => tls::send(self.ctx, self.id, session, &buf),
+            None => self.ctx.send(self.id, buf),
+        }
     }
 
-    /// Close after what is queued has been sent.
+    /// Close after what is queued has been sent (on TLS, with a close_notify last).
     pub fn close(&mut self, why: CloseKind) {
+        if self.closing.is_none() {
+            if let Some(session) = self.tls.as_deref_mut() {
+                tls::close_notify(self.ctx, self.id, session);
+            }
+        }
         self.closing.get_or_insert(why);
         self.ctx.close(self.id);
     }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use super::auth::{self, Auth};
 use super::config::Config;
 use super::dispatch::Dispatcher;
+use super::metrics::Counter;
 use super::operator::StatsPublisher;
 use super::shared::{Shared, WorkerMsg};
-use crate::engine::{Engine, EngineConfig};
+use super::tls::TlsFiles;
+use crate::engine::{Engine, EngineConfig, HangupHook};
 
 /// How often `$stats` is published while the status page (or anyone) watches it.
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -65,7 +67,11 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         config.publish_key = Some(auth::random_key());
     }
     let auth = Auth::from_config(&config)?;
-    let shared = Arc::new(Shared::new(config, auth));
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles::load(cert, key)?),
+        _ => None,
+    };
+    let shared = Arc::new(Shared::new(config, auth, tls));
     let cfg = &shared.config;
     if shared.auth.subscriptions_need_token() && shared.auth.cookie().is_none() {
         if let Some(name) = &cfg.auth_cookie {
@@ -83,15 +89,24 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         cfg.topics_max,
         cfg.history_worst_case_bytes() >> 20
     );
-    let engine_cfg = engine_config(cfg);
+    let mut engine_cfg = engine_config(cfg);
+    if shared.tls.is_some() {
+        let for_reload = Arc::clone(&shared);
+        engine_cfg.on_hangup = Some(HangupHook(Arc::new(move || reload_tls(&for_reload))));
+    }
     let for_workers = Arc::clone(&shared);
     let engine: Engine<WorkerMsg> = Engine::start(engine_cfg, move |_worker| {
         Dispatcher::new(Arc::clone(&for_workers))
     })?;
     let local = engine.local_addr();
     let addr = local.map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let scheme = if shared.tls.is_some() {
+        ", TLS: https:// and wss://"
+    } else {
+        ""
+    };
     println!(
-        "uringcast: listening on {addr} (capacity {} connections)",
+        "uringcast: listening on {addr} (capacity {} connections{scheme})",
         engine.connections_capacity()
     );
     let _ = shared.main_engine.set(engine.handle());
@@ -140,10 +155,15 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
             a
         });
         let key = cfg.publish_key.as_deref().unwrap_or_default();
+        let scheme = if shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         eprintln!(
             "uringcast: no publish_key, JWT key or publish_open set: this run's publish key is \
              {key}\nuringcast: publish with: curl -H 'Authorization: Bearer {key}' \
-             --data-binary hello 'http://{reach}/publish?topic=news'"
+             --data-binary hello '{scheme}://{reach}/publish?topic=news'"
         );
     }
     let mut watched = vec![engine.handle()];
@@ -156,4 +176,26 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         admin.wait()?;
     }
     Ok(result?)
+}
+
+/// SIGHUP: read the certificate and key again. New connections get the new pair; open ones
+/// keep theirs. A pair that fails to load leaves the old one in force.
+fn reload_tls(shared: &Shared) {
+    let Some(tls) = &shared.tls else {
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => {
+            shared.metrics.inc(Counter::TlsReloads);
+            eprintln!(
+                "uringcast: TLS certificate reloaded from {}",
+                tls.cert_path()
+            );
+        }
+        Err(e) => {
+            shared.metrics.inc(Counter::TlsReloadErrors);
+            tracing::error!(error = %e, "TLS reload failed; the previous certificate stays");
+            eprintln!("uringcast: TLS reload failed, the previous certificate stays: {e}");
+        }
+    }
 }

@@ -9,6 +9,7 @@ use super::config::Config;
 use super::limits::Limits;
 use super::metrics::Metrics;
 use super::presence::Presence;
+use super::tls::TlsFiles;
 use crate::engine::{ConnId, EngineHandle};
 use crate::hub::{self, Message, Topics};
 use crate::proto::http1::HttpLimits;
@@ -36,10 +37,12 @@ pub struct Shared {
     pub auth: Auth,
     /// Subscribers per topic, one shard per worker (`/topics`).
     pub presence: Presence,
+    /// The certificate and key, when `listen` speaks TLS (`tls_cert`, `tls_key`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Shared {
-    pub fn new(config: Config, auth: Auth) -> Shared {
+    pub fn new(config: Config, auth: Auth, tls: Option<TlsFiles>) -> Shared {
         let http_limits = HttpLimits {
             request_line_bytes_max: config.request_line_bytes_max.0,
             head_bytes_max: config.head_bytes_max.0,
@@ -57,6 +60,7 @@ impl Shared {
         let epoch = epoch_now();
         Shared {
             auth,
+            tls,
             listen_is_loopback: config.listen.ip().is_loopback(),
             main_engine: OnceLock::new(),
             limits: Limits::new(

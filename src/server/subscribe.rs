@@ -15,6 +15,7 @@ use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::presence::Shard;
 use super::shared::{Shared, Sub};
+use super::tls::{self, Sessions};
 use crate::engine::{ConnId, Ctx, Handler};
 use crate::hub::{
     self, ConnTopics, HubError, LocalIndex, Message, ReplayCursor, ReplayPage, Resume, Topics,
@@ -206,15 +207,32 @@ impl Subscriptions {
     }
 
     /// Live fan-out of one published message to this worker's subscribers of its topic. A
-    /// subscriber whose queue would pass `queue_bytes_max` is cut (see [`hub::admit`]).
-    pub fn deliver<H: Handler>(&mut self, shared: &Shared, ctx: &mut Ctx<'_, H>, msg: &Message) {
+    /// subscriber whose queue would pass `queue_bytes_max` is cut (see [`hub::admit`]). Plain
+    /// connections share the message's one encoded buffer; TLS connections (`tls` holds their
+    /// sessions) each encrypt it.
+    pub fn deliver<H: Handler>(
+        &mut self,
+        shared: &Shared,
+        ctx: &mut Ctx<'_, H>,
+        msg: &Message,
+        mut tls: Option<&mut Sessions>,
+    ) {
         let max = shared.config.queue_bytes_max.0;
         let mut delivered = 0u64;
         let mut slow: Vec<Sub> = Vec::new();
         for sub in self.index.deliveries(msg) {
             let bytes = if sub.ws { &msg.ws } else { &msg.sse };
             match hub::admit(ctx.queued_bytes(sub.id), bytes.len(), max) {
-                hub::Admit::Send => delivered += u64::from(ctx.send(sub.id, bytes.clone())),
+                hub::Admit::Send => {
+                    let sent = match tls.as_deref_mut() {
+                        None => ctx.send(sub.id, bytes.clone()),
+                        Some(sessions) => match sessions.get_mut(sub.id) {
+                            Some(s) => tls::send(ctx, sub.id, &mut s.tls, bytes),
+                            None => false,
+                        },
+                    };
+                    delivered += u64::from(sent);
+                }
                 hub::Admit::Disconnect => slow.push(sub),
             }
         }
@@ -226,7 +244,8 @@ impl Subscriptions {
         shared.metrics.add(Counter::Dropped, slow.len() as u64);
         for sub in slow {
             if ctx.is_open(sub.id) {
-                self.cut_slow_consumer(ctx, sub);
+                let session = tls.as_deref_mut().and_then(|t| t.get_mut(sub.id));
+                self.cut_slow_consumer(ctx, sub, session.map(|s| &mut s.tls));
             }
         }
     }
@@ -234,12 +253,25 @@ impl Subscriptions {
     /// WebSocket: a 1013 "Try Again Later" close frame after what is queued, then close. SSE
     /// has no goodbye: the stream ends now and its queue is freed; the client resumes with
     /// Last-Event-ID.
-    fn cut_slow_consumer<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>, sub: Sub) {
+    fn cut_slow_consumer<H: Handler>(
+        &mut self,
+        ctx: &mut Ctx<'_, H>,
+        sub: Sub,
+        session: Option<&mut rustls::ServerConnection>,
+    ) {
         self.pending_close.insert(sub.id, CloseKind::SlowConsumer);
         if sub.ws {
             let frame =
                 ControlFrame::close(Some(close_code::TRY_AGAIN_LATER), "slow consumer", None);
-            ctx.send(sub.id, bytes::Bytes::copy_from_slice(frame.as_bytes()));
+            match session {
+                Some(session) => {
+                    tls::send(ctx, sub.id, session, frame.as_bytes());
+                    tls::close_notify(ctx, sub.id, session);
+                }
+                None => {
+                    ctx.send(sub.id, bytes::Bytes::copy_from_slice(frame.as_bytes()));
+                }
+            }
             ctx.close(sub.id);
         } else {
             ctx.abort(sub.id);
