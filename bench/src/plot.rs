@@ -27,6 +27,16 @@ const SERIES: [Series; 3] = [
     ("max", "#b03060", |p| p.max_us),
 ];
 
+/// `s` cut to `max` characters, with an ellipsis when cut (the JSON keeps it whole).
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut t: String = s.chars().take(max - 1).collect();
+    t.push('…');
+    t
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -81,7 +91,7 @@ pub fn svg(r: &Report) -> String {
         },
         r.latency_us.p50,
         r.latency_us.p99,
-        escape(&r.command_line),
+        escape(&shorten(&r.command_line, 140)),
     );
 
     // Latency panel, log scale from 1 us (or less) to the largest max.
@@ -110,18 +120,13 @@ pub fn svg(r: &Report) -> String {
             pts.iter()
                 .filter_map(|p| f(p).map(|v| (x(p.t_s + p.width_s / 2.0), y_lat(v)))),
         );
-        legend(
-            &mut o,
-            LEFT + 10.0 + 70.0 * i as f64,
-            top + 14.0,
-            color,
-            name,
-        );
+        legend(&mut o, LEFT + 70.0 * i as f64, top - 8.0, color, name);
     }
 
     // Rate panel, linear.
     let top = TOP + PANEL_H + GAP;
-    let rate_max = nice_ceil(pts.iter().map(|p| p.per_s).fold(1.0, f64::max));
+    // A tenth of headroom, so a steady rate does not run along the frame.
+    let rate_max = nice_ceil(1.1 * pts.iter().map(|p| p.per_s).fold(1.0, f64::max));
     let y_rate = |v: f64| top + PANEL_H * (1.0 - v / rate_max);
     axes(&mut o, top, t_end, &x);
     for i in 0..=4 {
@@ -148,7 +153,7 @@ pub fn svg(r: &Report) -> String {
     } else {
         "deliveries / s"
     };
-    legend(&mut o, LEFT + 10.0, top + 14.0, "#2a9d55", what);
+    legend(&mut o, LEFT, top - 8.0, "#2a9d55", what);
     let _ = writeln!(
         o,
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#677086\">seconds since the \
