@@ -723,3 +723,104 @@ fn bench_scenarios_run_over_tls() {
     assert_eq!(code, 2, "{table}");
     assert!(table.contains("--tls-ca"), "{table}");
 }
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Read one response (head, then a Content-Length body) from a TLS stream: (status, body).
+fn read_response(s: &mut Tls) -> (u16, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).expect("response head");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    (status, body)
+}
+
+/// Subscribers over TLS that stop reading while a publisher floods: encrypted output is
+/// per connection (no shared buffer), and it counts against `queue_bytes_max` like plain
+/// output, so each is cut off at its bound and the server's memory stays bounded.
+#[test]
+fn slow_tls_consumers_are_cut_at_the_queue_bound() {
+    let ca = Ca::new("slow consumer CA");
+    let files = Files::new("slowcons");
+    files.write(&ca.issue());
+    let s = start(
+        &files,
+        &["--queue-bytes-max", "64KiB", "--history-bytes", "256KiB"],
+    );
+    let cfg = ca.client_config(&[b"http/1.1"]);
+    const SUBS: usize = 200;
+    let subs: Vec<Tls> = (0..SUBS)
+        .map(|_| {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            // A small receive window so the kernel absorbs little and the server's queue fills.
+            sock.set_recv_buffer_size(4096).unwrap();
+            sock.connect(&s.addr.into()).unwrap();
+            let tcp: TcpStream = sock.into();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let conn = ClientConnection::new(Arc::clone(&cfg), name).unwrap();
+            let mut t = StreamOwned::new(conn, tcp);
+            t.write_all(b"GET /sse?topic=flood HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            // The head, read to the blank line: subscribed.
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                t.read_exact(&mut b).unwrap();
+                head.push(b[0]);
+            }
+            t
+        })
+        .collect();
+    let payload = "x".repeat(16 * 1024);
+    let mut p = tls_connect(s.addr, Arc::clone(&cfg)).unwrap();
+    let mut peak = 0;
+    for i in 0..300 {
+        let req = format!(
+            "POST /publish?topic=flood HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{payload}",
+            payload.len()
+        );
+        p.write_all(req.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut p).0, 200);
+        if i % 50 == 0 {
+            peak = peak.max(rss_bytes(s.child.id()));
+        }
+    }
+    peak = peak.max(rss_bytes(s.child.id()));
+    p.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (_, metrics) = read_response(&mut p);
+    let metrics = String::from_utf8(metrics).unwrap();
+    let closed = metric(&metrics, "uringcast_closed_total{reason=\"slow_consumer\"}");
+    assert_eq!(
+        closed, SUBS as u64,
+        "every stalled TLS subscriber is cut off"
+    );
+    // Unbounded per-connection ciphertext would be 200 x 300 x 16 KiB = 960 MB.
+    assert!(peak < 200 << 20, "server RSS peaked at {} MiB", peak >> 20);
+    drop(subs);
+}

@@ -14,11 +14,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore};
 
+/// The server's provider (X25519 first, as browsers; see `uringcast::server::tls`).
 fn provider() -> Arc<CryptoProvider> {
-    // rustls marks `ring` deprecated for lacking post-quantum key exchange; the server uses
-    // the same provider, so both ends negotiate the same X25519 key exchange.
-    #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(uringcast::server::tls::crypto_provider())
 }
 
 /// The client config from `--tls-ca` / `--tls-insecure`; ALPN `http/1.1`.

@@ -23,6 +23,18 @@ use crate::engine::{CloseReason, ConnId, Ctx, Engine, EngineConfig, Handler, Ori
 /// 450-465 B at 200k-400k connections (docs/capacity.md); rounded up to 480, plus the 16 B of
 /// `conn::Peer` (the per-IP limits' key and the loopback bit) added since, not re-measured.
 pub const SERVER_BYTES_PER_CONNECTION: u64 = 496;
+/// What TLS adds per idle connection (`tls_cert` set): server RSS per held connection over TLS
+/// minus plain, 8.0-8.4 KB at 10,000 held (`bench/tls.sh`, docs/benchmarks.md "TLS");
+/// the larger.
+pub const TLS_BYTES_PER_CONNECTION: u64 = 8_400;
+
+/// Server bytes per idle connection under `config`.
+pub fn server_bytes_per_connection(config: &Config) -> u64 {
+    match config.tls_cert {
+        Some(_) => SERVER_BYTES_PER_CONNECTION + TLS_BYTES_PER_CONNECTION,
+        None => SERVER_BYTES_PER_CONNECTION,
+    }
+}
 /// Kernel bytes per idle TCP socket end with its armed multishot recv (TCP slab,
 /// sock_inode_cache, dentry, filp, io_uring request), measured by `tuning/capacity.sh` as
 /// `Slab:` growth / TCP sockets growth: 4.4-4.7 KB at 200k-400k connections; rounded up.
@@ -274,7 +286,8 @@ pub fn kernel_bytes_per_connection() -> u64 {
 pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
     let ecfg = engine_config(config);
     let layout = ring_layout(&ecfg, facts.nofile_soft, facts.cpus);
-    let per_conn = SERVER_BYTES_PER_CONNECTION + kernel_bytes_per_connection();
+    let server_per_conn = server_bytes_per_connection(config);
+    let per_conn = server_per_conn + kernel_bytes_per_connection();
     let mut bounds = Vec::new();
 
     // io_uring: without it nothing is held at all.
@@ -381,7 +394,7 @@ pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
         value: format!(
             "MemAvailable {} MiB / ({} B server + {} B kernel per connection)",
             facts.mem_available_bytes >> 20,
-            SERVER_BYTES_PER_CONNECTION,
+            server_per_conn,
             kernel_bytes_per_connection()
         ),
         connections: Some(memory_conns),
@@ -463,7 +476,7 @@ pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
         bottleneck,
         connections_max: target,
         layout,
-        server_bytes_per_connection: SERVER_BYTES_PER_CONNECTION,
+        server_bytes_per_connection: server_per_conn,
         kernel_bytes_per_connection: kernel_bytes_per_connection(),
         ports_per_source_address: ports,
         load_generator_sources_needed: sources_needed,
@@ -736,6 +749,17 @@ mod tests {
         assert_eq!(d.bottleneck, "memory");
         let per = SERVER_BYTES_PER_CONNECTION + kernel_bytes_per_connection();
         assert_eq!(d.capacity, (1u64 << 30) / per);
+        // Over TLS each connection holds rustls's state too: fewer fit.
+        let mut tls = config(1_000_000);
+        tls.tls_cert = Some("cert.pem".into());
+        tls.tls_key = Some("key.pem".into());
+        let d = diagnose(&tls, &f);
+        let per = per + TLS_BYTES_PER_CONNECTION;
+        assert_eq!(d.capacity, (1u64 << 30) / per);
+        assert_eq!(
+            d.server_bytes_per_connection,
+            496 + TLS_BYTES_PER_CONNECTION
+        );
     }
 
     #[test]

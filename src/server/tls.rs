@@ -140,10 +140,7 @@ fn server_config(cert_path: &str, key_path: &str) -> Result<Arc<ServerConfig>, T
             format!("no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
         )
     })?;
-    // rustls marks the `ring` provider deprecated because it lacks post-quantum key exchange
-    // (X25519MLKEM768, which `aws-lc-rs` has); it is chosen for its build (docs/decisions.md).
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crypto_provider());
     let rejected = |err| TlsError::Rejected {
         cert: cert_path.to_owned(),
         err,
@@ -156,6 +153,21 @@ fn server_config(cert_path: &str, key_path: &str) -> Result<Arc<ServerConfig>, T
         .map_err(rejected)?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// rustls with the `ring` provider, key exchange groups in the order browsers send them.
+///
+/// rustls 0.23.48 lists P-384 first for `ring`; on this box a P-384 handshake costs the server
+/// about ten times an X25519 one (docs/benchmarks.md), and browsers send an X25519 share, so
+/// X25519 goes first. rustls also marks the `ring` provider deprecated because it lacks
+/// post-quantum key exchange (X25519MLKEM768, which `aws-lc-rs` has); `ring` is chosen for its
+/// build (docs/decisions.md).
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::kx_group;
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    provider
 }
 
 /// One connection's TLS state.
