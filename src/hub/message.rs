@@ -85,6 +85,18 @@ impl Message {
         }
     }
 
+    /// The JSON object of the WebSocket frame (`{"topic":...}`), without the frame header: a
+    /// shared slice of `ws`, not a copy. Long-poll answers are made of these.
+    pub fn json(&self) -> Bytes {
+        // A server frame is unmasked: the header is 2 bytes, plus 2 or 8 for a length over 125.
+        let head = match self.ws[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        self.ws.slice(head..)
+    }
+
     /// What this message costs the history budget: both encoded buffers, in bytes.
     pub fn held_bytes(&self) -> usize {
         self.sse.len() + self.ws.len()
@@ -251,6 +263,18 @@ mod tests {
             "frame length field matches the payload"
         );
         (frame[0], &frame[at..])
+    }
+
+    #[test]
+    fn json_is_the_frame_payload_at_every_length_form() {
+        for len in [0, 100, 125, 200, 70_000] {
+            let data = "x".repeat(len);
+            let m = Message::encode(id(3), "t".into(), None, &data);
+            let (_, payload) = unframe(&m.ws);
+            assert_eq!(&m.json()[..], payload, "data of {len} bytes");
+            let v: Value = serde_json::from_slice(&m.json()).unwrap();
+            assert_eq!(v["data"], data.as_str());
+        }
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub enum ConnKind {
     Http,
     Sse,
     WebSocket,
+    /// A held long poll (a polling connection between polls counts as `Http`).
+    Poll,
 }
 
 /// A counter family from another layer: (name, help, [(labels, value)]).
@@ -149,7 +151,7 @@ impl Counter {
 
 #[derive(Default)]
 pub struct Metrics {
-    connections: [AtomicU64; 3],
+    connections: [AtomicU64; 4],
     counters: [AtomicU64; Counter::ALL.len()],
     closed_total: [AtomicU64; CloseKind::ALL.len()],
 }
@@ -196,6 +198,7 @@ impl Metrics {
             (ConnKind::Http, "http"),
             (ConnKind::Sse, "sse"),
             (ConnKind::WebSocket, "websocket"),
+            (ConnKind::Poll, "poll"),
         ] {
             let v = self.connections[kind as usize].load(Relaxed);
             let _ = writeln!(out, "uringcast_connections{{kind=\"{label}\"}} {v}");

@@ -33,6 +33,7 @@ mod jwt;
 pub mod limits;
 pub mod metrics;
 mod out;
+mod poll;
 mod publish;
 pub mod route;
 pub mod serve;

@@ -93,5 +93,24 @@ pub enum WorkerMsg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sub {
     pub id: ConnId,
-    pub ws: bool,
+    pub form: Form,
+}
+
+/// How a subscriber takes a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The SSE event bytes.
+    Sse,
+    /// The WebSocket text frame.
+    Ws,
+    /// A held long poll: the message's JSON (the WebSocket frame's payload) goes into the
+    /// poll's answer, which the connection's own callback writes (`subscribe::Ready`).
+    Poll,
+}
+
+impl Form {
+    /// Whether the form is sized by the WebSocket encoding (its JSON), for replay pages.
+    pub fn json(self) -> bool {
+        self != Form::Sse
+    }
 }

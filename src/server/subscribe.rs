@@ -10,10 +10,11 @@
 //! see the `hub` module doc for why that switch has no gap and no duplicate.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::metrics::{CloseKind, Counter};
 use super::out::Out;
-use super::shared::{Shared, Sub};
+use super::shared::{Form, Shared, Sub};
 use crate::engine::{ConnId, Ctx, Handler};
 use crate::hub::{
     self, ConnTopics, HubError, LocalIndex, Message, ReplayCursor, ReplayPage, Resume, Topics,
@@ -31,12 +32,35 @@ pub(super) struct Replaying {
     pub requested: Box<str>,
 }
 
+/// Where a new poll stands (`Subscriptions::subscribe_poll`).
+pub(super) enum PollStart {
+    /// Answer now with this page: held messages newer than the resume point, or a gap.
+    Answer(ReplayPage),
+    /// Nothing to answer yet: subscribed live to messages with a sequence number above
+    /// `after`, the newest one when the poll began.
+    Wait { after: u64 },
+}
+
 /// One worker's subscriptions.
 pub(super) struct Subscriptions {
     index: LocalIndex<Sub>,
     /// Close reasons decided outside a connection's own callbacks (slow consumers found while
     /// fanning out), picked up by `take_close_reason` in `on_close`.
     pending_close: HashMap<ConnId, CloseKind>,
+    /// Held polls that live messages reached, with those messages, until the connection's
+    /// own callback (`on_drain`, asked for at the first message) answers them.
+    ready: HashMap<ConnId, Ready>,
+}
+
+/// The live messages that reached one held poll before it was answered: consecutive
+/// deliveries, at most a replay page of them. Once a message does not fit, none after it is
+/// taken (`full`), so the answer never skips one: the client's next poll fetches the rest
+/// from the history.
+#[derive(Default)]
+pub(super) struct Ready {
+    pub messages: Vec<Arc<Message>>,
+    bytes: usize,
+    full: bool,
 }
 
 impl Subscriptions {
@@ -44,6 +68,7 @@ impl Subscriptions {
         Subscriptions {
             index: LocalIndex::new(topics_per_conn_max),
             pending_close: HashMap::new(),
+            ready: HashMap::new(),
         }
     }
 
@@ -102,6 +127,47 @@ impl Subscriptions {
         Ok(Some(page))
     }
 
+    /// Start a poll for `sub` on `topics` (names already valid), all under one hub lock hold.
+    /// With a resume point that held messages (or a gap) lie beyond, it is answered at once
+    /// with one page of them and nothing is subscribed. Otherwise its topics are subscribed
+    /// live after the newest id, so the first message published after it reaches `deliver`.
+    pub fn subscribe_poll(
+        &mut self,
+        shared: &Shared,
+        sub: Sub,
+        conn_topics: &mut ConnTopics,
+        topics: &[&str],
+        resume: Option<Resume>,
+    ) -> Result<PollStart, HubError> {
+        let hub = shared.hub();
+        let after = match resume {
+            None => hub.last_id(),
+            Some(resume) => {
+                let after = match resume {
+                    Resume::After(n) => Some(n),
+                    Resume::Foreign => None,
+                };
+                let mut cursor = ReplayCursor::default();
+                for topic in topics {
+                    cursor.add(topic, after);
+                }
+                let page_bytes = shared.config.read_pause_bytes();
+                let page = hub.replay_page(&mut cursor, page_bytes, true);
+                match page.caught_up {
+                    Some(last) if page.events.is_empty() && page.gaps.is_empty() => last,
+                    _ => return Ok(PollStart::Answer(page)),
+                }
+            }
+        };
+        for topic in topics {
+            if let Err(e) = self.index.subscribe(conn_topics, sub, topic, after) {
+                self.index.unsubscribe_all(conn_topics, sub);
+                return Err(e);
+            }
+        }
+        Ok(PollStart::Wait { after })
+    }
+
     /// The next page of the connection's replay (on drain). `None` when it has none.
     pub fn next_page(
         &mut self,
@@ -129,7 +195,7 @@ impl Subscriptions {
         // A page is as large as the level the queue drains to before the next one, so the
         // queue stays within twice that (`Config::read_pause_bytes`).
         let page_bytes = shared.config.read_pause_bytes();
-        let page = hub.replay_page(&mut r.cursor, page_bytes, sub.ws);
+        let page = hub.replay_page(&mut r.cursor, page_bytes, sub.form.json());
         if let Some(watermark) = page.caught_up {
             for topic in r.cursor.topics() {
                 self.index.set_watermark(conn_topics, sub, topic, watermark);
@@ -161,19 +227,52 @@ impl Subscriptions {
         self.index.unsubscribe_all(conn_topics, sub);
     }
 
+    /// The live messages that reached the held poll `id`, taken for its answer (and forgotten
+    /// at its close).
+    pub fn take_ready(&mut self, id: ConnId) -> Option<Ready> {
+        self.ready.remove(&id)
+    }
+
     /// The reason recorded when fan-out cut this connection, if it did.
     pub fn take_close_reason(&mut self, id: ConnId) -> Option<CloseKind> {
         self.pending_close.remove(&id)
     }
 
     /// Live fan-out of one published message to this worker's subscribers of its topic. A
-    /// subscriber whose queue would pass `queue_bytes_max` is cut (see [`hub::admit`]).
-    pub fn deliver<H: Handler>(&mut self, shared: &Shared, ctx: &mut Ctx<'_, H>, msg: &Message) {
+    /// subscriber whose queue would pass `queue_bytes_max` is cut (see [`hub::admit`]). A held
+    /// poll is not sent to here: the message joins its `Ready` list and the poll's own
+    /// callback writes the answer, since only that callback may change the connection's state.
+    pub fn deliver<H: Handler>(
+        &mut self,
+        shared: &Shared,
+        ctx: &mut Ctx<'_, H>,
+        msg: &Arc<Message>,
+    ) {
         let max = shared.config.queue_bytes_max.0;
+        let page_bytes = shared.config.read_pause_bytes();
         let mut delivered = 0u64;
         let mut slow: Vec<Sub> = Vec::new();
         for sub in self.index.deliveries(msg) {
-            let bytes = if sub.ws { &msg.ws } else { &msg.sse };
+            let bytes = match sub.form {
+                Form::Sse => &msg.sse,
+                Form::Ws => &msg.ws,
+                Form::Poll => {
+                    let ready = self.ready.entry(sub.id).or_default();
+                    if ready.messages.is_empty() {
+                        ctx.notify_drain(sub.id);
+                    }
+                    let size = msg.ws.len();
+                    if ready.full || (!ready.messages.is_empty() && ready.bytes + size > page_bytes)
+                    {
+                        ready.full = true;
+                    } else {
+                        ready.bytes += size;
+                        ready.messages.push(Arc::clone(msg));
+                        delivered += 1;
+                    }
+                    continue;
+                }
+            };
             match hub::admit(ctx.queued_bytes(sub.id), bytes.len(), max) {
                 hub::Admit::Send => delivered += u64::from(ctx.send(sub.id, bytes.clone())),
                 hub::Admit::Disconnect => slow.push(sub),
@@ -193,7 +292,7 @@ impl Subscriptions {
     /// Last-Event-ID.
     fn cut_slow_consumer<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>, sub: Sub) {
         self.pending_close.insert(sub.id, CloseKind::SlowConsumer);
-        if sub.ws {
+        if sub.form == Form::Ws {
             let frame =
                 ControlFrame::close(Some(close_code::TRY_AGAIN_LATER), "slow consumer", None);
             ctx.send(sub.id, bytes::Bytes::copy_from_slice(frame.as_bytes()));
@@ -245,7 +344,8 @@ pub(super) fn on_drain<H: Handler>(
     conn_topics: &ConnTopics,
     replaying: &mut Option<Box<Replaying>>,
 ) {
-    let sub = Sub { id: out.id, ws };
+    let form = if ws { Form::Ws } else { Form::Sse };
+    let sub = Sub { id: out.id, form };
     let requested = replaying.as_ref().map(|r| r.requested.clone());
     if let Some(page) = subs.next_page(out.shared, sub, conn_topics, replaying) {
         send_page(out, ws, &page, requested.as_deref().unwrap_or(""));

@@ -27,7 +27,7 @@ use super::auth::{Accept, AuthError, Clock, Credential, Grant};
 use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::publish;
-use super::shared::{Sub, WorkerMsg};
+use super::shared::{Form, Sub, WorkerMsg};
 use super::subscribe::{send_page, Replaying, Subscriptions};
 use crate::engine::Handler;
 use crate::hub::{parse_resume, BadEventId, ConnTopics};
@@ -170,7 +170,7 @@ pub(super) fn upgrade<H: Handler>(
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let sub = Sub {
             id: out.id,
-            ws: true,
+            form: Form::Ws,
         };
         let topics = &mut session.topics;
         if let Err(e) = subs.subscribe(shared, sub, topics, &names, None, &mut session.replaying) {
@@ -296,7 +296,7 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
         ("unsubscribe", Some(topic)) => {
             let sub = Sub {
                 id: out.id,
-                ws: true,
+                form: Form::Ws,
             };
             let removed = subs.unsubscribe(&mut ws.topics, sub, topic, &mut ws.replaying);
             if ws.topics.is_empty() && removed {
@@ -370,7 +370,7 @@ fn subscribe<H: Handler>(
     }
     let sub = Sub {
         id: out.id,
-        ws: true,
+        form: Form::Ws,
     };
     let resume = resume.map(|r| (r, since.trim()));
     let replaying = &mut ws.replaying;
