@@ -319,6 +319,8 @@ config_keys! {
     poll_timeout: Millis = Millis(25_000);
     /// Path of the WebSocket echo endpoint (conformance tests, echo benchmark); empty = off.
     echo_path: Option<String> = None;
+    /// Offer permessage-deflate (RFC 7692) to WebSocket clients that ask for it.
+    ws_deflate: bool = false;
     /// Let WebSocket clients publish with {"op":"publish",...} messages (each still needs publish rights).
     ws_publish: bool = false;
     /// Let anyone who can reach the server publish, with no key or token.

@@ -419,7 +419,7 @@ impl Handler for Dispatcher {
             ),
             State::Ws(w) => self
                 .subs
-                .unsubscribe_all(&mut w.topics, Sub { id, form: Form::Ws }),
+                .unsubscribe_all(&mut w.topics, Sub { id, form: w.form }),
             State::Poll(p) => {
                 self.subs.take_ready(id);
                 let sub = Sub {
@@ -451,12 +451,20 @@ impl Handler for Dispatcher {
         let mut out = Out::new(ctx, id, &self.shared, closing);
         match state {
             State::Http(_) => {}
-            State::Sse(s) => {
-                subscribe::on_drain(&mut out, &mut self.subs, false, &s.topics, &mut s.replaying)
-            }
-            State::Ws(w) => {
-                subscribe::on_drain(&mut out, &mut self.subs, true, &w.topics, &mut w.replaying)
-            }
+            State::Sse(s) => subscribe::on_drain(
+                &mut out,
+                &mut self.subs,
+                Form::Sse,
+                &s.topics,
+                &mut s.replaying,
+            ),
+            State::Ws(w) => subscribe::on_drain(
+                &mut out,
+                &mut self.subs,
+                w.form,
+                &w.topics,
+                &mut w.replaying,
+            ),
             // Asked for by `Subscriptions::deliver` when the first message reached the poll.
             State::Poll(_) => answer_poll(&mut out, &mut self.subs, state),
         }

@@ -89,10 +89,11 @@ pub enum Counter {
     RefusedPerIpConnections,
     RefusedPerIpRate,
     MetricsForbidden,
+    DeflateEncoded,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::Published,
         Counter::Delivered,
         Counter::Replayed,
@@ -103,6 +104,7 @@ impl Counter {
         Counter::RefusedPerIpConnections,
         Counter::RefusedPerIpRate,
         Counter::MetricsForbidden,
+        Counter::DeflateEncoded,
     ];
 
     /// (Prometheus name, help text).
@@ -144,6 +146,10 @@ impl Counter {
             Counter::MetricsForbidden => (
                 "uringcast_metrics_forbidden_total",
                 "Requests for /metrics refused (403): not loopback, no admin key.",
+            ),
+            Counter::DeflateEncoded => (
+                "uringcast_ws_deflate_encoded_total",
+                "Messages compressed for permessage-deflate subscribers (once per message and window class).",
             ),
         }
     }

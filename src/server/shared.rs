@@ -9,7 +9,7 @@ use super::config::Config;
 use super::limits::Limits;
 use super::metrics::Metrics;
 use crate::engine::{ConnId, EngineHandle};
-use crate::hub::{self, Message, Topics};
+use crate::hub::{self, DeflateWindow, Message, Topics};
 use crate::proto::http1::HttpLimits;
 
 /// State shared by all workers. Only `hub` (on publish and subscribe) and the ticket table (on
@@ -103,6 +103,9 @@ pub enum Form {
     Sse,
     /// The WebSocket text frame.
     Ws,
+    /// The WebSocket text frame compressed with permessage-deflate in this window class
+    /// (`Message::ws_deflated`), one per message and class, shared like the others.
+    WsDeflate(DeflateWindow),
     /// A held long poll: the message's JSON (the WebSocket frame's payload) goes into the
     /// poll's answer, which the connection's own callback writes (`subscribe::Ready`).
     Poll,

@@ -115,7 +115,7 @@ pub(super) fn start<H: Handler>(
     crate::proto::sse::write_end(&mut buf);
     out.send(Bytes::from(buf));
     if let Some(page) = first_page {
-        send_page(out, false, &page, requested);
+        send_page(out, Form::Sse, &page, requested);
     }
     let lifetime = cfg.sse_stream_lifetime.0;
     let now = out.now_ms();

@@ -251,11 +251,17 @@ impl Subscriptions {
         let max = shared.config.queue_bytes_max.0;
         let page_bytes = shared.config.read_pause_bytes();
         let mut delivered = 0u64;
+        let mut encoded = 0u64;
         let mut slow: Vec<Sub> = Vec::new();
         for sub in self.index.deliveries(msg) {
             let bytes = match sub.form {
                 Form::Sse => &msg.sse,
                 Form::Ws => &msg.ws,
+                Form::WsDeflate(window) => {
+                    let (frame, made) = msg.ws_deflated(window);
+                    encoded += u64::from(made);
+                    frame
+                }
                 Form::Poll => {
                     let ready = self.ready.entry(sub.id).or_default();
                     if ready.messages.is_empty() {
@@ -279,6 +285,7 @@ impl Subscriptions {
             }
         }
         shared.metrics.add(Counter::Delivered, delivered);
+        shared.metrics.add(Counter::DeflateEncoded, encoded);
         shared.metrics.add(Counter::Dropped, slow.len() as u64);
         for sub in slow {
             if ctx.is_open(sub.id) {
@@ -292,7 +299,7 @@ impl Subscriptions {
     /// Last-Event-ID.
     fn cut_slow_consumer<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>, sub: Sub) {
         self.pending_close.insert(sub.id, CloseKind::SlowConsumer);
-        if sub.form == Form::Ws {
+        if matches!(sub.form, Form::Ws | Form::WsDeflate(_)) {
             let frame =
                 ControlFrame::close(Some(close_code::TRY_AGAIN_LATER), "slow consumer", None);
             ctx.send(sub.id, bytes::Bytes::copy_from_slice(frame.as_bytes()));
@@ -308,10 +315,11 @@ impl Subscriptions {
 /// the resume point as the client sent it, echoed in the notice.
 pub(super) fn send_page<H: Handler>(
     out: &mut Out<'_, '_, H>,
-    ws: bool,
+    form: Form,
     page: &ReplayPage,
     requested: &str,
 ) {
+    let ws = form != Form::Sse;
     if !page.gaps.is_empty() {
         let epoch = out.shared.epoch;
         let id = |seq| hub::EventId { epoch, seq };
@@ -326,7 +334,18 @@ pub(super) fn send_page<H: Handler>(
         out.shared.metrics.inc(Counter::Resets);
     }
     for msg in &page.events {
-        out.send(if ws { msg.ws.clone() } else { msg.sse.clone() });
+        let frame = match form {
+            Form::Sse => msg.sse.clone(),
+            Form::WsDeflate(window) => {
+                let (frame, made) = msg.ws_deflated(window);
+                if made {
+                    out.shared.metrics.inc(Counter::DeflateEncoded);
+                }
+                frame.clone()
+            }
+            Form::Ws | Form::Poll => msg.ws.clone(),
+        };
+        out.send(frame);
     }
     out.shared
         .metrics
@@ -340,14 +359,13 @@ pub(super) fn send_page<H: Handler>(
 pub(super) fn on_drain<H: Handler>(
     out: &mut Out<'_, '_, H>,
     subs: &mut Subscriptions,
-    ws: bool,
+    form: Form,
     conn_topics: &ConnTopics,
     replaying: &mut Option<Box<Replaying>>,
 ) {
-    let form = if ws { Form::Ws } else { Form::Sse };
     let sub = Sub { id: out.id, form };
     let requested = replaying.as_ref().map(|r| r.requested.clone());
     if let Some(page) = subs.next_page(out.shared, sub, conn_topics, replaying) {
-        send_page(out, ws, &page, requested.as_deref().unwrap_or(""));
+        send_page(out, form, &page, requested.as_deref().unwrap_or(""));
     }
 }
