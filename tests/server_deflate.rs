@@ -315,3 +315,60 @@ fn bad_compressed_frames_are_refused() {
     c.send_compressed_text(r#"{"op":"subscribe","topic":"x"}"#);
     assert_eq!(c.close_code(), 1002);
 }
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Server RSS growth per connection for `n` WebSocket connections opened with `offer`, each
+/// then sending `then` (raw frame bytes after the upgrade; empty for idle).
+fn rss_per_ws(n: usize, offer: Option<&str>, then: &[(u8, Vec<u8>)]) -> f64 {
+    let s = Server::start(&["--ws-deflate", "true", "--workers", "1"]);
+    drop(
+        (0..50)
+            .map(|_| Client::connect(s.addr, "/ws?topic=m", offer))
+            .collect::<Vec<_>>(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_bytes(s.child.id());
+    let mut conns: Vec<Client> = (0..n)
+        .map(|_| Client::connect(s.addr, "/ws?topic=m", offer))
+        .collect();
+    for c in &mut conns {
+        for (first, payload) in then {
+            c.send_raw(*first, payload);
+        }
+    }
+    // The server has read them once a message on this connection is answered after them.
+    let last = conns.last_mut().unwrap();
+    last.send_raw(0x8a, b"");
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_bytes(s.child.id());
+    drop(conns);
+    after.saturating_sub(before) as f64 / n as f64
+}
+
+/// A measurement, run by hand (numbers in docs/benchmarks.md): `cargo test --release --test
+/// server_deflate -- --ignored --nocapture`. What a WebSocket costs the server with and without
+/// permessage-deflate, idle and in the middle of a compressed message (its decompressor alive).
+#[test]
+#[ignore]
+fn measure_server_memory_of_deflate_connections() {
+    const N: usize = 2_000;
+    // The first third of a compressed control message, so the decompressor holds its window.
+    let z = deflate(format!(r#"{{"op":"subscribe","topic":"{}"}}"#, "x".repeat(100)).as_bytes());
+    let part = vec![(0x41u8, z[..z.len() / 3].to_vec())];
+    let runs = 3;
+    for (name, offer, then) in [
+        ("plain, idle", None, vec![]),
+        ("deflate, idle", Some("permessage-deflate"), vec![]),
+        ("deflate, mid-message", Some("permessage-deflate"), part),
+    ] {
+        let mut v: Vec<f64> = (0..runs).map(|_| rss_per_ws(N, offer, &then)).collect();
+        v.sort_by(f64::total_cmp);
+        println!("{name}: {v:.0?} B/conn, median {:.0}", v[runs / 2]);
+    }
+}

@@ -382,6 +382,36 @@ mod tests {
         }
     }
 
+    /// A measurement, run by hand (docs/benchmarks.md): `cargo test --release --lib
+    /// deflate_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn deflate_cost_per_message() {
+        let data: String = (0..24)
+            .map(|i| {
+                format!(
+                    "{{\"sym\":\"S{i}\",\"bid\":{}.25,\"ask\":{}.5}},",
+                    100 + i,
+                    100 + i
+                )
+            })
+            .collect();
+        let n = 20_000;
+        for window in [DeflateWindow::Full, DeflateWindow::Small] {
+            let msgs: Vec<Message> = (0..n)
+                .map(|i| Message::encode(id(i), "prices".into(), None, &data))
+                .collect();
+            let t = std::time::Instant::now();
+            let bytes: usize = msgs.iter().map(|m| m.ws_deflated(window).0.len()).sum();
+            let per = t.elapsed() / n as u32;
+            println!(
+                "{window:?}: {per:?} per message, {} B frame -> {} B compressed",
+                msgs[0].ws.len(),
+                bytes / n as usize
+            );
+        }
+    }
+
     #[test]
     fn json_is_the_frame_payload_at_every_length_form() {
         for len in [0, 100, 125, 200, 70_000] {
