@@ -1,11 +1,11 @@
-//! `deploy/nginx.conf`, tested: the real Debian nginx runs that file (ports, certificate and
-//! log directory replaced) in front of the real server, on loopback, and real clients go
-//! through it over TLS: curl over HTTP/2 (many SSE streams on one connection, resume with
-//! Last-Event-ID, heartbeats as they are sent, a long poll) and tokio-tungstenite over rustls
-//! (WebSocket, which browsers open over HTTP/1.1).
+//! `deploy/nginx.conf` and `deploy/Caddyfile`, tested: the real Debian nginx and Caddy run
+//! those files (addresses, certificate and log directory replaced) in front of the real server,
+//! on loopback, and real clients go through them over TLS: curl over HTTP/2 (many SSE streams
+//! on one connection, resume with Last-Event-ID, heartbeats as they are sent, a long poll) and
+//! tokio-tungstenite over rustls (WebSocket, which browsers open over HTTP/1.1 here).
 //!
-//! Needs Debian's `nginx` (or `nginx-light`) and a curl with HTTP/2 (`.ci/run` installs both);
-//! skips on a machine without them unless URINGCAST_REQUIRE_EXTERNAL=1.
+//! Needs Debian's `nginx` (or `nginx-light`), `caddy` and a curl with HTTP/2 (`.ci/run`
+//! installs them); skips on a machine without them unless URINGCAST_REQUIRE_EXTERNAL=1.
 
 mod common;
 
@@ -20,19 +20,24 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn skip(why: &str) {
     if std::env::var("URINGCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!("nginx test cannot run: {why}");
+        panic!("reverse proxy test cannot run: {why}");
     }
-    eprintln!("SKIPPED proxy_nginx: {why}");
+    eprintln!("SKIPPED reverse_proxy: {why}");
 }
 
-fn nginx_bin() -> Option<PathBuf> {
+fn find_bin(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.push("/usr/sbin".into());
-    dirs.into_iter()
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Which proxy, with its shipped configuration.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Nginx,
+    Caddy,
 }
 
 fn curl_has_http2() -> bool {
@@ -42,9 +47,9 @@ fn curl_has_http2() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("HTTP2"))
 }
 
-/// The nginx master process. Stopped with SIGTERM (fast shutdown: the master stops its
-/// workers and waits for them), SIGKILL only if that takes over 5 s: a master killed outright
-/// leaves its workers running.
+/// The proxy process. Stopped with SIGTERM (nginx: fast shutdown, the master stops its workers
+/// and waits for them; Caddy: graceful exit), SIGKILL only if that takes over 5 s: an nginx
+/// master killed outright leaves its workers running.
 struct StopOnDrop(Child);
 
 impl Drop for StopOnDrop {
@@ -95,15 +100,16 @@ fn make_certs() -> Certs {
     }
 }
 
-/// nginx running deploy/nginx.conf in front of `upstream`, in its own temporary directory.
-struct Nginx {
+/// A proxy running its file from deploy/ in front of `upstream`, in its own temporary
+/// directory.
+struct Proxy {
     _child: StopOnDrop,
     port: u16,
     dir: PathBuf,
     ca_der: Vec<u8>,
 }
 
-impl Drop for Nginx {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -113,15 +119,21 @@ impl Drop for Nginx {
 fn set(conf: &mut String, from: &str, to: &str) {
     assert!(
         conf.contains(from),
-        "deploy/nginx.conf no longer contains {from:?}"
+        "the file in deploy/ no longer contains {from:?}"
     );
     *conf = conf.replace(from, to);
 }
 
-impl Nginx {
-    fn start(upstream: std::net::SocketAddr) -> Option<Nginx> {
-        let Some(bin) = nginx_bin() else {
-            skip("nginx not found (apt-get install nginx-light)");
+impl Proxy {
+    fn start(kind: Kind, upstream: std::net::SocketAddr) -> Option<Proxy> {
+        let name = match kind {
+            Kind::Nginx => "nginx",
+            Kind::Caddy => "caddy",
+        };
+        let Some(bin) = find_bin(name) else {
+            skip(&format!(
+                "{name} not found (apt-get install nginx-light caddy)"
+            ));
             return None;
         };
         if !curl_has_http2() {
@@ -133,55 +145,93 @@ impl Nginx {
             .unwrap()
             .subsec_nanos();
         let dir =
-            std::env::temp_dir().join(format!("uringcast-nginx-{}-{nanos}", std::process::id()));
+            std::env::temp_dir().join(format!("uringcast-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let certs = make_certs();
         std::fs::write(dir.join("fullchain.pem"), &certs.chain_pem).unwrap();
         std::fs::write(dir.join("privkey.pem"), &certs.key_pem).unwrap();
-        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf");
-        let mut conf = std::fs::read_to_string(template).unwrap();
         let port = free_port();
         let d = format!("{}/", dir.display());
-        set(
-            &mut conf,
-            "server 127.0.0.1:8080;",
-            &format!("server {upstream};"),
-        );
-        set(
-            &mut conf,
-            "listen 443 ssl http2;",
-            &format!("listen 127.0.0.1:{port} ssl http2;"),
-        );
+        let file = match kind {
+            Kind::Nginx => "deploy/nginx.conf",
+            Kind::Caddy => "deploy/Caddyfile",
+        };
+        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let mut conf = std::fs::read_to_string(template).unwrap();
         set(&mut conf, "/etc/ssl/uringcast/", &d);
-        set(&mut conf, "/var/log/nginx/", &d);
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
         let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-g")
-            .arg(format!("daemon off; pid {d}nginx.pid;"))
+        let mut cmd;
+        match kind {
+            Kind::Nginx => {
+                set(
+                    &mut conf,
+                    "server 127.0.0.1:8080;",
+                    &format!("server {upstream};"),
+                );
+                set(
+                    &mut conf,
+                    "listen 443 ssl http2;",
+                    &format!("listen 127.0.0.1:{port} ssl http2;"),
+                );
+                set(&mut conf, "/var/log/nginx/", &d);
+                let conf_path = dir.join("nginx.conf");
+                std::fs::write(&conf_path, conf).unwrap();
+                cmd = Command::new(bin);
+                cmd.arg("-p")
+                    .arg(&dir)
+                    .arg("-c")
+                    .arg(&conf_path)
+                    .arg("-g")
+                    .arg(format!("daemon off; pid {d}nginx.pid;"));
+            }
+            Kind::Caddy => {
+                set(
+                    &mut conf,
+                    "reverse_proxy 127.0.0.1:8080 {",
+                    &format!("reverse_proxy {upstream} {{"),
+                );
+                set(
+                    &mut conf,
+                    "push.example.com {",
+                    &format!("https://localhost:{port} {{\n\tbind 127.0.0.1"),
+                );
+                let conf_path = dir.join("Caddyfile");
+                std::fs::write(&conf_path, conf).unwrap();
+                cmd = Command::new(bin);
+                cmd.arg("run")
+                    .arg("--config")
+                    .arg(&conf_path)
+                    .arg("--adapter")
+                    .arg("caddyfile")
+                    // Caddy keeps its state (certificates, locks) under these.
+                    .env("HOME", &dir)
+                    .env("XDG_DATA_HOME", &dir)
+                    .env("XDG_CONFIG_HOME", &dir);
+            }
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("spawn nginx");
+            .expect("spawn the proxy");
         let mut child = StopOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             let log = || {
                 std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
                     + &std::fs::read_to_string(dir.join("uringcast.error.log")).unwrap_or_default()
             };
             if let Ok(Some(status)) = child.0.try_wait() {
-                panic!("nginx exited ({status}): {}", log());
+                panic!("{name} exited ({status}): {}", log());
             }
-            assert!(Instant::now() < deadline, "nginx did not listen: {}", log());
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not listen: {}",
+                log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(Nginx {
+        Some(Proxy {
             _child: child,
             port,
             dir,
@@ -207,10 +257,9 @@ impl Nginx {
     }
 }
 
-#[test]
-fn many_sse_streams_share_one_http2_connection_and_each_gets_its_topic() {
+fn many_sse_streams_share_one_http2_connection_and_each_gets_its_topic(kind: Kind) {
     let s = Server::start(&["--heartbeat-interval", "300ms"]);
-    let Some(nginx) = Nginx::start(s.addr) else {
+    let Some(proxy) = Proxy::start(kind, s.addr) else {
         return;
     };
     const STREAMS: usize = 8;
@@ -224,10 +273,10 @@ fn many_sse_streams_share_one_http2_connection_and_each_gets_its_topic() {
         "%{http_version} %{num_connects}\n".into(),
     ];
     for i in 0..STREAMS {
-        args.push(nginx.url(&format!("/sse?topic=h2.{i}")));
+        args.push(proxy.url(&format!("/sse?topic=h2.{i}")));
         args.push("-o".into());
         args.push(
-            nginx
+            proxy
                 .dir
                 .join(format!("stream{i}.txt"))
                 .display()
@@ -235,7 +284,7 @@ fn many_sse_streams_share_one_http2_connection_and_each_gets_its_topic() {
         );
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let curl = nginx.curl(&args).spawn().expect("run curl");
+    let curl = proxy.curl(&args).spawn().expect("run curl");
     // Publish once every stream is subscribed.
     let deadline = Instant::now() + Duration::from_secs(10);
     while sse_streams(s.addr) < STREAMS {
@@ -260,7 +309,7 @@ fn many_sse_streams_share_one_http2_connection_and_each_gets_its_topic() {
         "all {STREAMS} streams over one connection: {report}"
     );
     for (i, id) in ids.iter().enumerate() {
-        let text = std::fs::read_to_string(nginx.dir.join(format!("stream{i}.txt"))).unwrap();
+        let text = std::fs::read_to_string(proxy.dir.join(format!("stream{i}.txt"))).unwrap();
         assert!(
             text.contains(&format!("id: {id}\ndata: to stream {i}\n")),
             "stream {i}: {text:?}"
@@ -282,14 +331,13 @@ fn sse_streams(addr: std::net::SocketAddr) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn heartbeats_pass_the_proxy_as_they_are_sent() {
+fn heartbeats_pass_the_proxy_as_they_are_sent(kind: Kind) {
     let s = Server::start(&["--heartbeat-interval", "250ms"]);
-    let Some(nginx) = Nginx::start(s.addr) else {
+    let Some(proxy) = Proxy::start(kind, s.addr) else {
         return;
     };
-    let mut curl = nginx
-        .curl(&["--max-time", "4", &nginx.url("/sse?topic=hb")])
+    let mut curl = proxy
+        .curl(&["--max-time", "4", &proxy.url("/sse?topic=hb")])
         .spawn()
         .expect("run curl");
     let start = Instant::now();
@@ -322,23 +370,22 @@ fn heartbeats_pass_the_proxy_as_they_are_sent() {
     );
 }
 
-#[test]
-fn last_event_id_resumes_through_the_proxy() {
+fn last_event_id_resumes_through_the_proxy(kind: Kind) {
     let s = Server::start(&[]);
-    let Some(nginx) = Nginx::start(s.addr) else {
+    let Some(proxy) = Proxy::start(kind, s.addr) else {
         return;
     };
     let ids: Vec<String> = (0..3)
         .map(|i| publish(s.addr, "resume", &format!("m{i}")))
         .collect();
     let header = format!("Last-Event-ID: {}", ids[0]);
-    let out = nginx
+    let out = proxy
         .curl(&[
             "--max-time",
             "2",
             "-H",
             &header,
-            &nginx.url("/sse?topic=resume"),
+            &proxy.url("/sse?topic=resume"),
         ])
         .output()
         .unwrap();
@@ -352,14 +399,13 @@ fn last_event_id_resumes_through_the_proxy() {
     );
 }
 
-#[test]
-fn a_long_poll_is_answered_through_the_proxy() {
+fn a_long_poll_is_answered_through_the_proxy(kind: Kind) {
     let s = Server::start(&["--poll-timeout", "10s"]);
-    let Some(nginx) = Nginx::start(s.addr) else {
+    let Some(proxy) = Proxy::start(kind, s.addr) else {
         return;
     };
-    let curl = nginx
-        .curl(&["--max-time", "8", &nginx.url("/poll?topic=lp")])
+    let curl = proxy
+        .curl(&["--max-time", "8", &proxy.url("/poll?topic=lp")])
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -384,36 +430,36 @@ fn poll_held(addr: std::net::SocketAddr) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn websocket_passes_the_proxy() {
+fn websocket_passes_the_proxy(kind: Kind) {
     let s = Server::start(&["--heartbeat-interval", "300ms"]);
-    let Some(nginx) = Nginx::start(s.addr) else {
+    let Some(proxy) = Proxy::start(kind, s.addr) else {
         return;
     };
     common::rt().block_on(async {
         let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-        roots.add(nginx.ca_der.clone().into()).unwrap();
+        roots.add(proxy.ca_der.clone().into()).unwrap();
         let mut tls = tokio_rustls::rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        // What a browser does for WebSocket on nginx 1.22 (no WebSocket over HTTP/2).
+        // WebSocket over HTTP/1.1, as browsers open it when the proxy offers no WebSocket
+        // over HTTP/2 (nginx 1.22 has none).
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", nginx.port))
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
             .await
             .unwrap();
         let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
             .connect(name, tcp)
             .await
-            .expect("TLS to nginx");
-        let url = format!("wss://localhost:{}/ws?topic=wsp", nginx.port);
+            .expect("TLS to the proxy");
+        let url = format!("wss://localhost:{}/ws?topic=wsp", proxy.port);
         let (mut ws, resp) = tokio_tungstenite::client_async(url, stream)
             .await
-            .expect("WebSocket handshake through nginx");
+            .expect("WebSocket handshake through the proxy");
         assert_eq!(resp.status(), 101);
         // The subscription is in force once the 101 is out; publish, then read past pings.
         let addr = s.addr;
-        let id = tokio::task::spawn_blocking(move || publish(addr, "wsp", "through nginx"))
+        let id = tokio::task::spawn_blocking(move || publish(addr, "wsp", "through the proxy"))
             .await
             .unwrap();
         let mut pings = 0;
@@ -432,7 +478,7 @@ fn websocket_passes_the_proxy() {
         };
         assert_eq!(delivery["topic"], "wsp");
         assert_eq!(delivery["id"].as_str(), Some(id.as_str()));
-        assert_eq!(delivery["data"], "through nginx");
+        assert_eq!(delivery["data"], "through the proxy");
         // Pings (every 300 ms) pass too, and the answers go back: the session stays open.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while pings < 3 {
@@ -442,4 +488,54 @@ fn websocket_passes_the_proxy() {
             }
         }
     });
+}
+
+#[test]
+fn nginx_many_sse_streams_share_one_http2_connection_and_each_gets_its_topic() {
+    many_sse_streams_share_one_http2_connection_and_each_gets_its_topic(Kind::Nginx);
+}
+
+#[test]
+fn caddy_many_sse_streams_share_one_http2_connection_and_each_gets_its_topic() {
+    many_sse_streams_share_one_http2_connection_and_each_gets_its_topic(Kind::Caddy);
+}
+
+#[test]
+fn nginx_heartbeats_pass_the_proxy_as_they_are_sent() {
+    heartbeats_pass_the_proxy_as_they_are_sent(Kind::Nginx);
+}
+
+#[test]
+fn caddy_heartbeats_pass_the_proxy_as_they_are_sent() {
+    heartbeats_pass_the_proxy_as_they_are_sent(Kind::Caddy);
+}
+
+#[test]
+fn nginx_last_event_id_resumes_through_the_proxy() {
+    last_event_id_resumes_through_the_proxy(Kind::Nginx);
+}
+
+#[test]
+fn caddy_last_event_id_resumes_through_the_proxy() {
+    last_event_id_resumes_through_the_proxy(Kind::Caddy);
+}
+
+#[test]
+fn nginx_a_long_poll_is_answered_through_the_proxy() {
+    a_long_poll_is_answered_through_the_proxy(Kind::Nginx);
+}
+
+#[test]
+fn caddy_a_long_poll_is_answered_through_the_proxy() {
+    a_long_poll_is_answered_through_the_proxy(Kind::Caddy);
+}
+
+#[test]
+fn nginx_websocket_passes_the_proxy() {
+    websocket_passes_the_proxy(Kind::Nginx);
+}
+
+#[test]
+fn caddy_websocket_passes_the_proxy() {
+    websocket_passes_the_proxy(Kind::Caddy);
 }
