@@ -398,3 +398,30 @@ fn measure_server_memory_of_held_polls_and_idle_sse_streams() {
     println!("median of {RUNS} runs of {N} connections: idle SSE stream {sse:.0} B, held poll {poll:.0} B");
     assert!(poll <= sse * 1.1 + 128.0);
 }
+
+#[test]
+fn shutdown_answers_a_held_poll_and_closes() {
+    let mut s = Server::start(&["--poll-timeout", "60s"]);
+    let addr = s.addr;
+    let poll = std::thread::spawn(move || {
+        let mut p = Poller::new(addr);
+        p.poll("topic=t.bye", "")
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, body) = http(s.addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        if String::from_utf8_lossy(&body).contains("uringcast_connections{kind=\"poll\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the poll was not held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.terminate(Duration::from_secs(10)).is_some(),
+        "server exited"
+    );
+    let (status, headers, answer) = poll.join().unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    assert_eq!(ids(&answer).len(), 0);
+}

@@ -465,8 +465,13 @@ impl Handler for Dispatcher {
                 &w.topics,
                 &mut w.replaying,
             ),
-            // Asked for by `Subscriptions::deliver` when the first message reached the poll.
-            State::Poll(_) => answer_poll(&mut out, &mut self.subs, state),
+            // Asked for by `Subscriptions::deliver` when the first message reached the poll. A
+            // drain asked for by an earlier poll on this connection, answered by its timer
+            // since, finds nothing ready and leaves this one held.
+            State::Poll(_) if self.subs.has_ready(id) => {
+                answer_poll(&mut out, &mut self.subs, state)
+            }
+            State::Poll(_) => {}
         }
     }
 

@@ -233,6 +233,11 @@ impl Subscriptions {
         self.ready.remove(&id)
     }
 
+    /// Whether live messages wait for the held poll `id`.
+    pub fn has_ready(&self, id: ConnId) -> bool {
+        self.ready.contains_key(&id)
+    }
+
     /// The reason recorded when fan-out cut this connection, if it did.
     pub fn take_close_reason(&mut self, id: ConnId) -> Option<CloseKind> {
         self.pending_close.remove(&id)
