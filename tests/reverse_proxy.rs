@@ -221,14 +221,18 @@ impl Proxy {
                 std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
                     + &std::fs::read_to_string(dir.join("uringcast.error.log")).unwrap_or_default()
             };
+            // A failed start takes its temporary directory along, its logs in the message.
             if let Ok(Some(status)) = child.0.try_wait() {
-                panic!("{name} exited ({status}): {}", log());
+                let log = log();
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("{name} exited ({status}): {log}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not listen: {}",
-                log()
-            );
+            if Instant::now() >= deadline {
+                let log = log();
+                drop(child);
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("{name} did not listen: {log}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(Proxy {
