@@ -1,5 +1,5 @@
 //! RFC 6455 conformance: the Autobahn TestSuite (cases 1–7, 9, 10) against the server's echo
-//! route. Needs `../shared/tools/autobahn/run.sh setup` to have run (`.ci/run` does it); on a
+//! route, and its permessage-deflate cases (12, 13) against the same route with `--ws-deflate`. Needs `../shared/tools/autobahn/run.sh setup` to have run (`.ci/run` does it); on a
 //! bare machine the test says so and skips, unless URINGCAST_REQUIRE_EXTERNAL=1 (CI).
 
 mod common;
@@ -24,19 +24,39 @@ fn skip(why: &str) {
 
 #[test]
 fn autobahn_echo_conformance() {
+    run_autobahn(&[], "autobahn", &[]);
+}
+
+/// Cases 12.* and 13.* (permessage-deflate with every parameter set Autobahn offers), strict.
+/// About 12 minutes against a debug build on a 2-core box; `URINGCAST_AUTOBAHN_DEFLATE_CASES`
+/// narrows them (for example `13.7.*`).
+#[test]
+fn autobahn_permessage_deflate_conformance() {
+    let cases = std::env::var("URINGCAST_AUTOBAHN_DEFLATE_CASES")
+        .unwrap_or_else(|_| "12.*,13.*".to_owned());
+    run_autobahn(
+        &["--ws-deflate", "true"],
+        "autobahn-deflate",
+        &["--cases", &cases, "--exclude", ""],
+    );
+}
+
+fn run_autobahn(server_args: &[&str], out_dir: &str, tool_args: &[&str]) {
     let Some(tool) = autobahn_tool() else {
         return skip("run.sh not found (set URINGCAST_AUTOBAHN)");
     };
     // Group 9 sends messages up to 16 MiB, one of them in 65,536 fragments.
-    let server = common::Server::start(&[
+    let mut args = vec![
         "--echo-path",
         "/echo",
         "--ws-message-bytes-max",
         "20MiB",
         "--workers",
         "2",
-    ]);
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("autobahn");
+    ];
+    args.extend_from_slice(server_args);
+    let server = common::Server::start(&args);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(out_dir);
     let status = Command::new("bash")
         .arg(&tool)
         .args([
@@ -49,6 +69,7 @@ fn autobahn_echo_conformance() {
             "--out",
         ])
         .arg(&out)
+        .args(tool_args)
         .args(
             std::env::var("URINGCAST_AUTOBAHN_ARGS")
                 .iter()

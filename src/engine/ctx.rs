@@ -78,6 +78,19 @@ impl<'a, H: Handler> Ctx<'a, H> {
         self.core.notify_drain(id);
     }
 
+    /// Hand the bytes `id` left unconsumed to `on_data` once more after this callback (this
+    /// loop turn or the next), without waiting for new bytes: for a handler that left a
+    /// pipelined request unread while it could not take it, and now can. Nothing happens if
+    /// none are held; while reading is paused, the resume delivers them anyway.
+    pub fn redeliver(&mut self, id: ConnId) {
+        let Some(s) = self.core.slot_of(id) else {
+            return;
+        };
+        if s.state == State::Open && !s.leftover.is_empty() && !s.has(flag::READ_PAUSED) {
+            self.core.resumed.push(id);
+        }
+    }
+
     /// Whether the engine has stopped reading `id` because its queue is above
     /// `read_pause_bytes` (see `flow.rs`). A handler looping over input already received
     /// should stop taking more requests then: each may queue another answer.

@@ -16,12 +16,15 @@
 //! Also here: the reset notices sent when a replay finds a gap. Never here: sockets, clocks,
 //! per-subscriber state.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use flate2::{Compress, Compression, FlushCompress};
 
 use super::id::EventId;
 use crate::proto::sse::{self, Id, OutEvent};
+use crate::proto::ws::deflate::{RSV1, TAIL, WINDOW_BITS_MAX, WINDOW_BITS_MIN};
 use crate::proto::ws::{fmt_head, OpCode, HEAD_BYTES_MAX};
 
 /// One published message, shared by every subscriber and the replay history.
@@ -37,6 +40,44 @@ pub struct Message {
     pub sse: Bytes,
     /// The whole WebSocket text frame: unmasked server header plus JSON payload.
     pub ws: Bytes,
+    /// The permessage-deflate frame per [`DeflateWindow`], made by the first delivery to a
+    /// subscriber that agreed to it ([`Message::ws_deflated`]) and shared by every later one.
+    deflated: [OnceLock<Bytes>; 2],
+}
+
+/// The compression window of a permessage-deflate frame: what the subscriber's
+/// `server_max_window_bits` allows. Two classes, so a message is compressed at most twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeflateWindow {
+    /// 32 KiB (15 bits): no bound asked, or 15.
+    Full,
+    /// 512 bytes (9 bits), within any bound from 9 to 14.
+    Small,
+}
+
+impl DeflateWindow {
+    /// The class for an agreed `server_max_window_bits`.
+    pub fn for_bits(bits: u8) -> DeflateWindow {
+        if bits >= WINDOW_BITS_MAX {
+            DeflateWindow::Full
+        } else {
+            DeflateWindow::Small
+        }
+    }
+
+    fn bits(self) -> u8 {
+        match self {
+            DeflateWindow::Full => WINDOW_BITS_MAX,
+            DeflateWindow::Small => WINDOW_BITS_MIN,
+        }
+    }
+}
+
+thread_local! {
+    /// One raw-deflate compressor per window class and thread, reset for every message
+    /// (server_no_context_takeover): a worker's compressors are its whole deflate state for
+    /// sending, however many subscribers agreed to compression.
+    static COMPRESSORS: RefCell<[Option<Compress>; 2]> = const { RefCell::new([None, None]) };
 }
 
 impl Message {
@@ -75,7 +116,27 @@ impl Message {
             event: event.map(Box::from),
             sse: Bytes::from(sse_buf),
             ws: Bytes::from(ws_buf),
+            deflated: Default::default(),
         }
+    }
+
+    /// The WebSocket frame compressed with permessage-deflate (RFC 7692: RSV1, the JSON
+    /// deflated on its own, the final `00 00 ff ff` left out), for subscribers that agreed to
+    /// `window`. Made once per message and window, by whichever thread asks first; `true` with
+    /// it when this call made it.
+    pub fn ws_deflated(&self, window: DeflateWindow) -> (&Bytes, bool) {
+        let mut made = false;
+        let frame = self.deflated[window as usize].get_or_init(|| {
+            made = true;
+            COMPRESSORS.with(|c| {
+                let mut c = c.borrow_mut();
+                let z = c[window as usize].get_or_insert_with(|| {
+                    Compress::new_with_window_bits(Compression::default(), false, window.bits())
+                });
+                deflate_frame(z, &self.json())
+            })
+        });
+        (frame, made)
     }
 
     pub fn event_id(&self) -> EventId {
@@ -85,10 +146,50 @@ impl Message {
         }
     }
 
+    /// The JSON object of the WebSocket frame (`{"topic":...}`), without the frame header: a
+    /// shared slice of `ws`, not a copy. Long-poll answers are made of these.
+    pub fn json(&self) -> Bytes {
+        // A server frame is unmasked: the header is 2 bytes, plus 2 or 8 for a length over 125.
+        let head = match self.ws[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        self.ws.slice(head..)
+    }
+
     /// What this message costs the history budget: both encoded buffers, in bytes.
     pub fn held_bytes(&self) -> usize {
         self.sse.len() + self.ws.len()
     }
+}
+
+/// `payload` deflated on its own into a whole server text frame with RSV1.
+fn deflate_frame(z: &mut Compress, payload: &[u8]) -> Bytes {
+    z.reset();
+    let mut body = Vec::with_capacity(payload.len() / 2 + 64);
+    let mut input = payload;
+    loop {
+        let before = z.total_in();
+        z.compress_vec(input, &mut body, FlushCompress::Sync)
+            .expect("raw deflate of a complete buffer cannot fail");
+        input = &input[(z.total_in() - before) as usize..];
+        // Done when the input is used up and the flush had room to finish.
+        if input.is_empty() && body.len() < body.capacity() {
+            break;
+        }
+        body.reserve(body.capacity().max(64));
+    }
+    if body.ends_with(&TAIL) {
+        body.truncate(body.len() - TAIL.len());
+    }
+    let mut head = [0u8; HEAD_BYTES_MAX];
+    let head_len = fmt_head(&mut head, true, OpCode::Text, body.len() as u64, None);
+    head[0] |= RSV1;
+    let mut frame = Vec::with_capacity(head_len + body.len());
+    frame.extend_from_slice(&head[..head_len]);
+    frame.extend_from_slice(&body);
+    Bytes::from(frame)
 }
 
 /// SSE notice sent before replayed events when the history no longer reaches back:
@@ -251,6 +352,76 @@ mod tests {
             "frame length field matches the payload"
         );
         (frame[0], &frame[at..])
+    }
+
+    #[test]
+    fn deflated_frames_inflate_to_the_json_and_are_made_once_rfc7692_7_2() {
+        use flate2::{Decompress, FlushDecompress};
+        let data = "{\"price\": 42} ".repeat(300);
+        let m = Message::encode(id(5), "t".into(), None, &data);
+        for window in [DeflateWindow::Full, DeflateWindow::Small] {
+            let (frame, made) = m.ws_deflated(window);
+            assert!(made);
+            assert_eq!(frame[0], 0xc1, "FIN, RSV1, text");
+            let (_, payload) = unframe(&frame[..]);
+            assert!(
+                payload.len() < m.json().len() / 4,
+                "compressed: {}",
+                payload.len()
+            );
+            let mut z = Decompress::new_with_window_bits(false, window.bits());
+            let mut input = payload.to_vec();
+            input.extend_from_slice(&TAIL);
+            let mut out = Vec::with_capacity(m.json().len() + 16);
+            z.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+                .unwrap();
+            assert_eq!(out, &m.json()[..]);
+            let (again, made) = m.ws_deflated(window);
+            assert!(!made, "made once");
+            assert_eq!(again.as_ptr(), frame.as_ptr(), "shared, not copied");
+        }
+    }
+
+    /// A measurement, run by hand (docs/benchmarks.md): `cargo test --release --lib
+    /// deflate_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn deflate_cost_per_message() {
+        let data: String = (0..24)
+            .map(|i| {
+                format!(
+                    "{{\"sym\":\"S{i}\",\"bid\":{}.25,\"ask\":{}.5}},",
+                    100 + i,
+                    100 + i
+                )
+            })
+            .collect();
+        let n = 20_000;
+        for window in [DeflateWindow::Full, DeflateWindow::Small] {
+            let msgs: Vec<Message> = (0..n)
+                .map(|i| Message::encode(id(i), "prices".into(), None, &data))
+                .collect();
+            let t = std::time::Instant::now();
+            let bytes: usize = msgs.iter().map(|m| m.ws_deflated(window).0.len()).sum();
+            let per = t.elapsed() / n as u32;
+            println!(
+                "{window:?}: {per:?} per message, {} B frame -> {} B compressed",
+                msgs[0].ws.len(),
+                bytes / n as usize
+            );
+        }
+    }
+
+    #[test]
+    fn json_is_the_frame_payload_at_every_length_form() {
+        for len in [0, 100, 125, 200, 70_000] {
+            let data = "x".repeat(len);
+            let m = Message::encode(id(3), "t".into(), None, &data);
+            let (_, payload) = unframe(&m.ws);
+            assert_eq!(&m.json()[..], payload, "data of {len} bytes");
+            let v: Value = serde_json::from_slice(&m.json()).unwrap();
+            assert_eq!(v["data"], data.as_str());
+        }
     }
 
     #[test]

@@ -66,7 +66,7 @@ mod topics_tests;
 pub use counts::SubscriberCounts;
 pub use id::{parse_resume, BadEventId, EventId, Resume};
 pub use local::{ConnTopics, LocalIndex, Subscribed};
-pub use message::{sse_reset, ws_reset, Message};
+pub use message::{sse_reset, ws_reset, DeflateWindow, Message};
 pub use policy::{admit, Admit};
 pub use topics::{Replay, ReplayCursor, ReplayPage, TopicGap, TopicInfo, Topics};
 

@@ -315,8 +315,12 @@ config_keys! {
     sse_retry: Millis = Millis(2_000);
     /// End each SSE stream after this long (clients reconnect and resume); 0s = never.
     sse_stream_lifetime: Millis = Millis(0);
+    /// A long poll (GET /poll) with nothing to answer is held this long, then answered empty.
+    poll_timeout: Millis = Millis(25_000);
     /// Path of the WebSocket echo endpoint (conformance tests, echo benchmark); empty = off.
     echo_path: Option<String> = None;
+    /// Offer permessage-deflate (RFC 7692) to WebSocket clients that ask for it.
+    ws_deflate: bool = false;
     /// Let WebSocket clients publish with {"op":"publish",...} messages (each still needs publish rights).
     ws_publish: bool = false;
     /// Let anyone who can reach the server publish, with no key or token.
@@ -329,9 +333,9 @@ config_keys! {
     jwt_public_key_file: Option<String> = None;
     /// Topic patterns (name, prefix*, *) anyone may subscribe to without a token.
     public_topics: Vec<String> = Vec::new();
-    /// Cookie that may carry the JWT for /sse and /ws; read only when allowed_origins lists origins; empty = none.
+    /// Cookie that may carry the JWT for /sse, /ws and /poll; read only when allowed_origins lists origins; empty = none.
     auth_cookie: Option<String> = Some("uringcast_token".to_owned());
-    /// Origins (https://host[:port], or null) whose pages may use /sse, /ws, /publish and /tickets; * = any.
+    /// Origins (https://host[:port], or null) whose pages may use /sse, /ws, /poll, /publish and /tickets; * = any.
     allowed_origins: Vec<String> = vec!["*".to_owned()];
     /// Lifetime of a ticket from POST /tickets.
     ticket_ttl: Millis = Millis(30_000);
@@ -448,6 +452,7 @@ impl Config {
             ("pong_timeout", self.pong_timeout),
             ("idle_timeout", self.idle_timeout),
             ("ws_message_timeout", self.ws_message_timeout),
+            ("poll_timeout", self.poll_timeout),
         ] {
             if value < self.tick {
                 return invalid(key, "must be at least one `tick`");

@@ -5,6 +5,7 @@
 use super::auth::Cors;
 use super::limits::IpKey;
 use super::metrics::{CloseKind, ConnKind};
+use super::poll::PollWait;
 use super::publish::PendingPublish;
 use super::sse::SseStream;
 use super::tickets::PendingTicket;
@@ -74,6 +75,8 @@ pub(super) enum State {
     /// Boxed: a session is several times the size of the other states, and most connections
     /// of a big SSE deployment never hold one.
     Ws(Box<WsSession>),
+    /// A long poll held until a message arrives or it times out; then HTTP again.
+    Poll(PollWait),
 }
 
 impl State {
@@ -82,6 +85,7 @@ impl State {
             State::Http(_) => ConnKind::Http,
             State::Sse(_) => ConnKind::Sse,
             State::Ws(_) => ConnKind::WebSocket,
+            State::Poll(_) => ConnKind::Poll,
         }
     }
 }
@@ -111,5 +115,14 @@ mod tests {
         let state = std::mem::size_of::<State>();
         println!("size_of::<Conn>() = {conn}, of which Peer = {peer}, State = {state}");
         assert!(peer <= 16, "Peer grew to {peer} bytes");
+    }
+
+    #[test]
+    fn a_held_poll_is_no_larger_than_an_sse_stream() {
+        // Both hold the same index entries (one per topic); this is the rest of their cost.
+        let poll = std::mem::size_of::<PollWait>();
+        let sse = std::mem::size_of::<SseStream>();
+        println!("size_of::<PollWait>() = {poll}, size_of::<SseStream>() = {sse}");
+        assert!(poll <= sse, "PollWait is {poll} bytes, SseStream {sse}");
     }
 }

@@ -27,15 +27,15 @@
 use std::sync::Arc;
 
 use super::auth::Cors;
-use super::conn::{Conn, Peer, Refusal, State};
+use super::conn::{Conn, HttpConn, Peer, Refusal, State};
 use super::limits::Admission;
 use super::metrics::{render_engine, CloseKind, ConnKind, Counter};
 use super::out::{Out, TEXT};
 use super::route::Route;
-use super::shared::{Shared, Sub, WorkerMsg};
+use super::shared::{Form, Shared, Sub, WorkerMsg};
 use super::subscribe::Subscriptions;
 use super::tls::{self, Fed, Session, Sessions};
-use super::{operator, publish, sse, subscribe, tickets, ws};
+use super::{operator, poll, publish, sse, subscribe, tickets, ws};
 use crate::engine::{CloseReason, ConnId, Ctx, EngineStats, Handler, Origin};
 use crate::proto::http1::{BodyKind, HttpError, RequestHead, Version};
 use crate::proto::Progress;
@@ -119,6 +119,8 @@ impl Dispatcher {
                 // that it cannot fill the leftover buffer.
                 State::Sse(_) => (data.len() - pos, false),
                 State::Ws(session) => ws::step(&mut out, &mut self.subs, session, &mut data[pos..]),
+                // A request pipelined behind a held poll waits, unread, for its answer.
+                State::Poll(_) => (0, false),
             };
             debug_assert!(consumed <= data.len() - pos);
             pos += consumed;
@@ -325,7 +327,12 @@ fn route(
     http.cors = Cors::Off;
     let for_browsers = matches!(
         route,
-        Route::Sse | Route::Ws | Route::Publish | Route::Tickets | Route::Preflight { .. }
+        Route::Sse
+            | Route::Ws
+            | Route::Poll
+            | Route::Publish
+            | Route::Tickets
+            | Route::Preflight { .. }
     );
     if for_browsers {
         match shared.auth.cors_for(head.header("origin")) {
@@ -371,6 +378,12 @@ fn route(
                 *state = State::Sse(stream);
             }
         }
+        Route::Poll => {
+            if let Some(wait) = poll::start(out, subs, head, close) {
+                shared.metrics.conn_changed(ConnKind::Http, ConnKind::Poll);
+                *state = State::Poll(wait);
+            }
+        }
         Route::Ws | Route::Echo => {
             if let Some(session) = ws::upgrade(out, subs, head, route == Route::Echo) {
                 shared
@@ -380,6 +393,27 @@ fn route(
             }
         }
     }
+}
+
+/// Answer the held poll in `state` with the messages that reached it (none: a timeout) and
+/// return the connection to HTTP. A request the client pipelined behind the poll, left unread
+/// while it was held, is read now.
+fn answer_poll(out: &mut Out<'_, '_, Dispatcher>, subs: &mut Subscriptions, state: &mut State) {
+    let State::Poll(wait) = state else {
+        return;
+    };
+    let ready = subs.take_ready(out.id);
+    let sub = Sub {
+        id: out.id,
+        form: Form::Poll,
+    };
+    subs.unsubscribe_all(&mut wait.topics, sub);
+    poll::answer_held(out, wait, ready);
+    out.shared
+        .metrics
+        .conn_changed(ConnKind::Poll, ConnKind::Http);
+    *state = State::Http(HttpConn::default());
+    out.ctx.redeliver(out.id);
 }
 
 /// A request on the `admin_listen` address: the admin routes (`/metrics`, `/topics`, the
@@ -556,6 +590,7 @@ impl Handler for Dispatcher {
             State::Http(_) => out.close(CloseKind::RequestTimeout),
             State::Sse(stream) => sse::on_timer(&mut out, stream),
             State::Ws(session) => ws::on_timer(&mut out, session),
+            State::Poll(_) => answer_poll(&mut out, &mut self.subs, state),
         }
     }
 
@@ -569,12 +604,24 @@ impl Handler for Dispatcher {
         let kind = conn.state.kind();
         match &mut conn.state {
             State::Http(_) => {}
-            State::Sse(s) => self
-                .subs
-                .unsubscribe_all(&mut s.topics, Sub { id, ws: false }),
+            State::Sse(s) => self.subs.unsubscribe_all(
+                &mut s.topics,
+                Sub {
+                    id,
+                    form: Form::Sse,
+                },
+            ),
             State::Ws(w) => self
                 .subs
-                .unsubscribe_all(&mut w.topics, Sub { id, ws: true }),
+                .unsubscribe_all(&mut w.topics, Sub { id, form: w.form }),
+            State::Poll(p) => {
+                self.subs.take_ready(id);
+                let sub = Sub {
+                    id,
+                    form: Form::Poll,
+                };
+                self.subs.unsubscribe_all(&mut p.topics, sub)
+            }
         }
         let decided = self.subs.take_close_reason(id).or(conn.closing);
         let close_kind = match (decided, why) {
@@ -606,12 +653,27 @@ impl Handler for Dispatcher {
         let mut out = Out::new(ctx, id, &self.shared, closing, tls);
         match state {
             State::Http(_) => {}
-            State::Sse(s) => {
-                subscribe::on_drain(&mut out, &mut self.subs, false, &s.topics, &mut s.replaying)
+            State::Sse(s) => subscribe::on_drain(
+                &mut out,
+                &mut self.subs,
+                Form::Sse,
+                &s.topics,
+                &mut s.replaying,
+            ),
+            State::Ws(w) => subscribe::on_drain(
+                &mut out,
+                &mut self.subs,
+                w.form,
+                &w.topics,
+                &mut w.replaying,
+            ),
+            // Asked for by `Subscriptions::deliver` when the first message reached the poll. A
+            // drain asked for by an earlier poll on this connection, answered by its timer
+            // since, finds nothing ready and leaves this one held.
+            State::Poll(_) if self.subs.has_ready(id) => {
+                answer_poll(&mut out, &mut self.subs, state)
             }
-            State::Ws(w) => {
-                subscribe::on_drain(&mut out, &mut self.subs, true, &w.topics, &mut w.replaying)
-            }
+            State::Poll(_) => {}
         }
     }
 
@@ -621,6 +683,10 @@ impl Handler for Dispatcher {
         let mut out = Out::new(ctx, id, &self.shared, closing, tls);
         match state {
             State::Ws(_) => ws::on_shutdown(&mut out),
+            State::Poll(wait) => {
+                wait.close = true;
+                answer_poll(&mut out, &mut self.subs, state)
+            }
             _ => out.close(CloseKind::Shutdown),
         }
     }

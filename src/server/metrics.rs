@@ -67,6 +67,8 @@ pub enum ConnKind {
     Http,
     Sse,
     WebSocket,
+    /// A held long poll (a polling connection between polls counts as `Http`).
+    Poll,
 }
 
 /// A counter family from another layer: (name, help, [(labels, value)]).
@@ -91,10 +93,11 @@ pub enum Counter {
     TlsErrors,
     TlsReloads,
     TlsReloadErrors,
+    DeflateEncoded,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 15] = [
         Counter::Published,
         Counter::Delivered,
         Counter::Replayed,
@@ -109,6 +112,7 @@ impl Counter {
         Counter::TlsErrors,
         Counter::TlsReloads,
         Counter::TlsReloadErrors,
+        Counter::DeflateEncoded,
     ];
 
     /// (Prometheus name, help text).
@@ -167,13 +171,17 @@ impl Counter {
                 "uringcast_tls_reload_errors_total",
                 "Certificate reloads on SIGHUP that failed (the previous certificate stays).",
             ),
+            Counter::DeflateEncoded => (
+                "uringcast_ws_deflate_encoded_total",
+                "Messages compressed for permessage-deflate subscribers (once per message and window class).",
+            ),
         }
     }
 }
 
 #[derive(Default)]
 pub struct Metrics {
-    connections: [AtomicU64; 3],
+    connections: [AtomicU64; 4],
     counters: [AtomicU64; Counter::ALL.len()],
     closed_total: [AtomicU64; CloseKind::ALL.len()],
 }
@@ -230,6 +238,7 @@ impl Metrics {
             (ConnKind::Http, "http"),
             (ConnKind::Sse, "sse"),
             (ConnKind::WebSocket, "websocket"),
+            (ConnKind::Poll, "poll"),
         ] {
             let v = self.connections[kind as usize].load(Relaxed);
             let _ = writeln!(out, "uringcast_connections{{kind=\"{label}\"}} {v}");

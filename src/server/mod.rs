@@ -37,6 +37,7 @@ pub mod limits;
 pub mod metrics;
 mod operator;
 mod out;
+mod poll;
 mod presence;
 mod publish;
 pub mod route;

@@ -113,10 +113,58 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
     /// A plain response with a small body. `close` ends the connection after it; otherwise
     /// the next request must arrive within `request_timeout`.
     pub fn respond(&mut self, status: u16, fields: &[(&str, &str)], body: &[u8], close: bool) {
+        let mut buf = Vec::with_capacity(192 + body.len());
+        let framing = if status == 204 {
+            // No body and no length field (RFC 9110 §8.6).
+            debug_assert!(body.is_empty(), "204 with a body");
+            http1::Framing::Omitted
+        } else {
+            http1::Framing::ContentLength(body.len() as u64)
+        };
+        self.write_head(&mut buf, status, fields, framing, close);
+        buf.extend_from_slice(body);
+        self.send(Bytes::from(buf));
+        self.after_response(close);
+    }
+
+    /// A response whose body is `parts` in order, each a shared handle queued as it is (no
+    /// copy): a poll answer made of messages' encoded forms. Same rules as [`Out::respond`].
+    pub fn respond_parts(
+        &mut self,
+        status: u16,
+        fields: &[(&str, &str)],
+        parts: &[Bytes],
+        close: bool,
+    ) {
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        let mut head = Vec::with_capacity(256);
+        self.write_head(
+            &mut head,
+            status,
+            fields,
+            http1::Framing::ContentLength(len as u64),
+            close,
+        );
+        self.send(Bytes::from(head));
+        for part in parts {
+            self.send(part.clone());
+        }
+        self.after_response(close);
+    }
+
+    /// The head of every plain answer: `fields`, the CORS fields of the request and the
+    /// connection's keep-alive state.
+    fn write_head(
+        &mut self,
+        buf: &mut Vec<u8>,
+        status: u16,
+        fields: &[(&str, &str)],
+        framing: http1::Framing,
+        close: bool,
+    ) {
         if status >= 400 {
             self.shared.metrics.inc(Counter::HttpErrors);
         }
-        let mut buf = Vec::with_capacity(192 + body.len());
         let mut with = fields.to_vec();
         self.shared.auth.cors_fields(self.cors, &mut with);
         // HTTP/1.0 closes by default; a 1.0 client that asked to keep the connection is told
@@ -124,14 +172,10 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
         if self.http10_keep_alive && !close {
             with.push(("Connection", "keep-alive"));
         }
-        if status == 204 {
-            // No body and no length field (RFC 9110 §8.6).
-            debug_assert!(body.is_empty(), "204 with a body");
-            http1::write_response_head(&mut buf, status, &with, http1::Framing::Omitted, close);
-        } else {
-            http1::write_response(&mut buf, status, &with, body, close);
-        }
-        self.send(Bytes::from(buf));
+        http1::write_response_head(buf, status, &with, framing, close);
+    }
+
+    fn after_response(&mut self, close: bool) {
         if close {
             self.close(CloseKind::Done);
         } else {

@@ -2,9 +2,10 @@
 //! compares paths or methods. Never here: I/O, hub access, responses.
 
 /// The built-in paths. `echo_path` must not collide with any of them (checked by the config).
-pub const BUILTIN_PATHS: [&str; 9] = [
+pub const BUILTIN_PATHS: [&str; 10] = [
     "/sse",
     "/ws",
+    "/poll",
     "/publish",
     "/tickets",
     "/healthz",
@@ -22,6 +23,8 @@ pub const TOPIC_PREFIX: &str = "/topics/";
 pub enum Route {
     /// `GET /sse`: an SSE stream.
     Sse,
+    /// `GET /poll`: a long poll.
+    Poll,
     /// `GET /ws`: a WebSocket subscriber/publisher session.
     Ws,
     /// `GET <echo_path>`: a WebSocket echo session (conformance tests, echo benchmark).
@@ -58,6 +61,7 @@ impl Route {
         let (route, method_of_route, allow) = match path {
             "/sse" => (Route::Sse, "GET", "GET, OPTIONS"),
             "/ws" => (Route::Ws, "GET", "GET"),
+            "/poll" => (Route::Poll, "GET", "GET, OPTIONS"),
             "/publish" => (Route::Publish, "POST", "POST, OPTIONS"),
             "/tickets" => (Route::Tickets, "POST", "POST, OPTIONS"),
             "/healthz" => (Route::Healthz, "GET", "GET"),
@@ -105,6 +109,14 @@ mod tests {
         for (method, path, want) in [
             ("GET", "/sse", Route::Sse),
             ("GET", "/ws", Route::Ws),
+            ("GET", "/poll", Route::Poll),
+            (
+                "OPTIONS",
+                "/poll",
+                Route::Preflight {
+                    methods: "GET, OPTIONS",
+                },
+            ),
             ("GET", "/echo", Route::Echo),
             ("POST", "/publish", Route::Publish),
             ("POST", "/tickets", Route::Tickets),

@@ -11,7 +11,7 @@ use super::metrics::Metrics;
 use super::presence::Presence;
 use super::tls::TlsFiles;
 use crate::engine::{ConnId, EngineHandle};
-use crate::hub::{self, Message, Topics};
+use crate::hub::{self, DeflateWindow, Message, Topics};
 use crate::proto::http1::HttpLimits;
 
 /// State shared by all workers. Only `hub` (on publish and subscribe) and the ticket table (on
@@ -101,5 +101,27 @@ pub enum WorkerMsg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sub {
     pub id: ConnId,
-    pub ws: bool,
+    pub form: Form,
+}
+
+/// How a subscriber takes a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The SSE event bytes.
+    Sse,
+    /// The WebSocket text frame.
+    Ws,
+    /// The WebSocket text frame compressed with permessage-deflate in this window class
+    /// (`Message::ws_deflated`), one per message and class, shared like the others.
+    WsDeflate(DeflateWindow),
+    /// A held long poll: the message's JSON (the WebSocket frame's payload) goes into the
+    /// poll's answer, which the connection's own callback writes (`subscribe::Ready`).
+    Poll,
+}
+
+impl Form {
+    /// Whether the form is sized by the WebSocket encoding (its JSON), for replay pages.
+    pub fn json(self) -> bool {
+        self != Form::Sse
+    }
 }

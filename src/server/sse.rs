@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::auth::{Accept, AuthError, Clock, Credential};
 use super::metrics::{CloseKind, Counter};
 use super::out::Out;
-use super::shared::Sub;
+use super::shared::{Form, Sub};
 use super::subscribe::{send_page, Replaying, Subscriptions};
 use crate::engine::Handler;
 use crate::hub::{parse_resume, ConnTopics, HubError};
@@ -99,7 +99,7 @@ pub(super) fn start<H: Handler>(
     let mut conn_topics = ConnTopics::new();
     let sub = Sub {
         id: out.id,
-        ws: false,
+        form: Form::Sse,
     };
     let mut replaying = None;
     let resume = resume.map(|r| (r, requested));
@@ -136,7 +136,7 @@ pub(super) fn start<H: Handler>(
     crate::proto::sse::write_end(&mut buf);
     out.send(Bytes::from(buf));
     if let Some(page) = first_page {
-        send_page(out, false, &page, requested);
+        send_page(out, Form::Sse, &page, requested);
     }
     let lifetime = cfg.sse_stream_lifetime.0;
     let now = out.now_ms();
@@ -158,7 +158,7 @@ pub(super) fn start<H: Handler>(
 
 /// May this request subscribe to `topics`? Returns when the stream must end for its token
 /// (`u64::MAX` when no topic needed one). A ticket is used up here.
-fn authorize<H: Handler>(
+pub(super) fn authorize<H: Handler>(
     out: &Out<'_, '_, H>,
     head: &RequestHead,
     topics: &[String],

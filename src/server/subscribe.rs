@@ -10,11 +10,12 @@
 //! see the `hub` module doc for why that switch has no gap and no duplicate.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::presence::Shard;
-use super::shared::{Shared, Sub};
+use super::shared::{Form, Shared, Sub};
 use super::tls::{self, Sessions};
 use crate::engine::{ConnId, Ctx, Handler};
 use crate::hub::{
@@ -33,6 +34,15 @@ pub(super) struct Replaying {
     pub requested: Box<str>,
 }
 
+/// Where a new poll stands (`Subscriptions::subscribe_poll`).
+pub(super) enum PollStart {
+    /// Answer now with this page: held messages newer than the resume point, or a gap.
+    Answer(ReplayPage),
+    /// Nothing to answer yet: subscribed live to messages with a sequence number above
+    /// `after`, the newest one when the poll began.
+    Wait { after: u64 },
+}
+
 /// One worker's subscriptions.
 pub(super) struct Subscriptions {
     index: LocalIndex<Sub>,
@@ -42,6 +52,20 @@ pub(super) struct Subscriptions {
     /// Close reasons decided outside a connection's own callbacks (slow consumers found while
     /// fanning out), picked up by `take_close_reason` in `on_close`.
     pending_close: HashMap<ConnId, CloseKind>,
+    /// Held polls that live messages reached, with those messages, until the connection's
+    /// own callback (`on_drain`, asked for at the first message) answers them.
+    ready: HashMap<ConnId, Ready>,
+}
+
+/// The live messages that reached one held poll before it was answered: consecutive
+/// deliveries, at most a replay page of them. Once a message does not fit, none after it is
+/// taken (`full`), so the answer never skips one: the client's next poll fetches the rest
+/// from the history.
+#[derive(Default)]
+pub(super) struct Ready {
+    pub messages: Vec<Arc<Message>>,
+    bytes: usize,
+    full: bool,
 }
 
 impl Subscriptions {
@@ -50,6 +74,7 @@ impl Subscriptions {
             index: LocalIndex::new(topics_per_conn_max),
             counts,
             pending_close: HashMap::new(),
+            ready: HashMap::new(),
         }
     }
 
@@ -132,6 +157,47 @@ impl Subscriptions {
         Ok(Some(page))
     }
 
+    /// Start a poll for `sub` on `topics` (names already valid), all under one hub lock hold.
+    /// With a resume point that held messages (or a gap) lie beyond, it is answered at once
+    /// with one page of them and nothing is subscribed. Otherwise its topics are subscribed
+    /// live after the newest id, so the first message published after it reaches `deliver`.
+    pub fn subscribe_poll(
+        &mut self,
+        shared: &Shared,
+        sub: Sub,
+        conn_topics: &mut ConnTopics,
+        topics: &[&str],
+        resume: Option<Resume>,
+    ) -> Result<PollStart, HubError> {
+        let hub = shared.hub();
+        let after = match resume {
+            None => hub.last_id(),
+            Some(resume) => {
+                let after = match resume {
+                    Resume::After(n) => Some(n),
+                    Resume::Foreign => None,
+                };
+                let mut cursor = ReplayCursor::default();
+                for topic in topics {
+                    cursor.add(topic, after);
+                }
+                let page_bytes = shared.config.read_pause_bytes();
+                let page = hub.replay_page(&mut cursor, page_bytes, true);
+                match page.caught_up {
+                    Some(last) if page.events.is_empty() && page.gaps.is_empty() => last,
+                    _ => return Ok(PollStart::Answer(page)),
+                }
+            }
+        };
+        for topic in topics {
+            if let Err(e) = self.index.subscribe(conn_topics, sub, topic, after) {
+                self.index.unsubscribe_all(conn_topics, sub);
+                return Err(e);
+            }
+        }
+        Ok(PollStart::Wait { after })
+    }
+
     /// The next page of the connection's replay (on drain). `None` when it has none.
     pub fn next_page(
         &mut self,
@@ -159,7 +225,7 @@ impl Subscriptions {
         // A page is as large as the level the queue drains to before the next one, so the
         // queue stays within twice that (`Config::read_pause_bytes`).
         let page_bytes = shared.config.read_pause_bytes();
-        let page = hub.replay_page(&mut r.cursor, page_bytes, sub.ws);
+        let page = hub.replay_page(&mut r.cursor, page_bytes, sub.form.json());
         if let Some(watermark) = page.caught_up {
             for topic in r.cursor.topics() {
                 self.index.set_watermark(conn_topics, sub, topic, watermark);
@@ -201,6 +267,17 @@ impl Subscriptions {
         self.index.unsubscribe_all(conn_topics, sub);
     }
 
+    /// The live messages that reached the held poll `id`, taken for its answer (and forgotten
+    /// at its close).
+    pub fn take_ready(&mut self, id: ConnId) -> Option<Ready> {
+        self.ready.remove(&id)
+    }
+
+    /// Whether live messages wait for the held poll `id`.
+    pub fn has_ready(&self, id: ConnId) -> bool {
+        self.ready.contains_key(&id)
+    }
+
     /// The reason recorded when fan-out cut this connection, if it did.
     pub fn take_close_reason(&mut self, id: ConnId) -> Option<CloseKind> {
         self.pending_close.remove(&id)
@@ -208,20 +285,49 @@ impl Subscriptions {
 
     /// Live fan-out of one published message to this worker's subscribers of its topic. A
     /// subscriber whose queue would pass `queue_bytes_max` is cut (see [`hub::admit`]). Plain
-    /// connections share the message's one encoded buffer; TLS connections (`tls` holds their
-    /// sessions) each encrypt it.
+    /// connections share the message's one encoded buffer (per form: SSE, WebSocket, or the
+    /// deflated frame of a window class); TLS connections (`tls` holds their sessions) each
+    /// encrypt it. A held poll is not sent to here: the message joins its `Ready` list and the
+    /// poll's own callback writes the answer, since only that callback may change the
+    /// connection's state.
     pub fn deliver<H: Handler>(
         &mut self,
         shared: &Shared,
         ctx: &mut Ctx<'_, H>,
-        msg: &Message,
+        msg: &Arc<Message>,
         mut tls: Option<&mut Sessions>,
     ) {
         let max = shared.config.queue_bytes_max.0;
+        let page_bytes = shared.config.read_pause_bytes();
         let mut delivered = 0u64;
+        let mut encoded = 0u64;
         let mut slow: Vec<Sub> = Vec::new();
         for sub in self.index.deliveries(msg) {
-            let bytes = if sub.ws { &msg.ws } else { &msg.sse };
+            let bytes = match sub.form {
+                Form::Sse => &msg.sse,
+                Form::Ws => &msg.ws,
+                Form::WsDeflate(window) => {
+                    let (frame, made) = msg.ws_deflated(window);
+                    encoded += u64::from(made);
+                    frame
+                }
+                Form::Poll => {
+                    let ready = self.ready.entry(sub.id).or_default();
+                    if ready.messages.is_empty() {
+                        ctx.notify_drain(sub.id);
+                    }
+                    let size = msg.ws.len();
+                    if ready.full || (!ready.messages.is_empty() && ready.bytes + size > page_bytes)
+                    {
+                        ready.full = true;
+                    } else {
+                        ready.bytes += size;
+                        ready.messages.push(Arc::clone(msg));
+                        delivered += 1;
+                    }
+                    continue;
+                }
+            };
             match hub::admit(ctx.queued_bytes(sub.id), bytes.len(), max) {
                 hub::Admit::Send => {
                     let sent = match tls.as_deref_mut() {
@@ -241,6 +347,7 @@ impl Subscriptions {
         if !hub::is_system_topic(&msg.topic) {
             shared.metrics.add(Counter::Delivered, delivered);
         }
+        shared.metrics.add(Counter::DeflateEncoded, encoded);
         shared.metrics.add(Counter::Dropped, slow.len() as u64);
         for sub in slow {
             if ctx.is_open(sub.id) {
@@ -260,7 +367,7 @@ impl Subscriptions {
         session: Option<&mut rustls::ServerConnection>,
     ) {
         self.pending_close.insert(sub.id, CloseKind::SlowConsumer);
-        if sub.ws {
+        if matches!(sub.form, Form::Ws | Form::WsDeflate(_)) {
             let frame =
                 ControlFrame::close(Some(close_code::TRY_AGAIN_LATER), "slow consumer", None);
             match session {
@@ -284,10 +391,11 @@ impl Subscriptions {
 /// the resume point as the client sent it, echoed in the notice.
 pub(super) fn send_page<H: Handler>(
     out: &mut Out<'_, '_, H>,
-    ws: bool,
+    form: Form,
     page: &ReplayPage,
     requested: &str,
 ) {
+    let ws = form != Form::Sse;
     if !page.gaps.is_empty() {
         let epoch = out.shared.epoch;
         let id = |seq| hub::EventId { epoch, seq };
@@ -302,7 +410,18 @@ pub(super) fn send_page<H: Handler>(
         out.shared.metrics.inc(Counter::Resets);
     }
     for msg in &page.events {
-        out.send(if ws { msg.ws.clone() } else { msg.sse.clone() });
+        let frame = match form {
+            Form::Sse => msg.sse.clone(),
+            Form::WsDeflate(window) => {
+                let (frame, made) = msg.ws_deflated(window);
+                if made {
+                    out.shared.metrics.inc(Counter::DeflateEncoded);
+                }
+                frame.clone()
+            }
+            Form::Ws | Form::Poll => msg.ws.clone(),
+        };
+        out.send(frame);
     }
     out.shared
         .metrics
@@ -316,13 +435,13 @@ pub(super) fn send_page<H: Handler>(
 pub(super) fn on_drain<H: Handler>(
     out: &mut Out<'_, '_, H>,
     subs: &mut Subscriptions,
-    ws: bool,
+    form: Form,
     conn_topics: &ConnTopics,
     replaying: &mut Option<Box<Replaying>>,
 ) {
-    let sub = Sub { id: out.id, ws };
+    let sub = Sub { id: out.id, form };
     let requested = replaying.as_ref().map(|r| r.requested.clone());
     if let Some(page) = subs.next_page(out.shared, sub, conn_topics, replaying) {
-        send_page(out, ws, &page, requested.as_deref().unwrap_or(""));
+        send_page(out, form, &page, requested.as_deref().unwrap_or(""));
     }
 }

@@ -27,20 +27,28 @@ use super::auth::{Accept, AuthError, Clock, Credential, Grant};
 use super::metrics::{CloseKind, Counter};
 use super::out::Out;
 use super::publish;
-use super::shared::{Sub, WorkerMsg};
+use super::shared::{Form, Sub, WorkerMsg};
 use super::subscribe::{send_page, Replaying, Subscriptions};
 use crate::engine::Handler;
-use crate::hub::{parse_resume, BadEventId, ConnTopics};
+use crate::hub::{parse_resume, BadEventId, ConnTopics, DeflateWindow};
 use crate::proto::http1::{self, RequestHead, Version};
 use crate::proto::ws::{
-    self, close_code, ControlFrame, Decoder, Event, MessageAssembler, OpCode, WsLimits,
+    self, close_code, deflate, ControlFrame, Decoder, Event, MessageAssembler, OpCode, WsLimits,
 };
 use crate::proto::{Progress, Role};
+use flate2::{Decompress, FlushDecompress, Status};
 
 static PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
 
 pub(super) struct WsSession {
     decoder: Decoder,
+    /// How deliveries are sent: `Form::Ws`, or `Form::WsDeflate` when permessage-deflate was
+    /// agreed. Everything else the server sends (acks, errors, pings, closes) is uncompressed,
+    /// which RFC 7692 allows.
+    pub form: Form,
+    /// A compressed message being inflated; exists only while one arrives (the client was
+    /// told `client_no_context_takeover`, so nothing carries over to the next message).
+    inflating: Option<Box<Inflating>>,
     pub topics: ConnTopics,
     /// The replay still streaming, if any (see `subscribe`).
     pub replaying: Option<Box<Replaying>>,
@@ -63,6 +71,66 @@ pub(super) struct WsSession {
     /// When the session is closed for its token: the grant's expiry once a subscription has
     /// needed the grant, else `u64::MAX`.
     token_end_ms: u64,
+}
+
+/// A compressed message from the client, inflated piece by piece as its frames arrive.
+struct Inflating {
+    z: Decompress,
+    /// The inflated bytes so far, at most `ws_message_bytes_max`.
+    out: Vec<u8>,
+}
+
+/// Why inflating a client's message failed.
+enum InflateError {
+    /// Inflated, it is larger than `ws_message_bytes_max` (a decompression bomb, say): 1009.
+    TooBig,
+    /// Not a valid deflate stream: 1007.
+    Corrupt,
+}
+
+impl Inflating {
+    fn new() -> Box<Inflating> {
+        // The largest window reads whatever window the client compressed with.
+        Box::new(Inflating {
+            z: Decompress::new_with_window_bits(false, deflate::WINDOW_BITS_MAX),
+            out: Vec::new(),
+        })
+    }
+
+    /// Inflate `input`, growing `out` in steps and never past `max + 1` bytes, so a bomb
+    /// costs at most `max` bytes of memory before it is refused.
+    fn push(&mut self, mut input: &[u8], max: usize) -> Result<(), InflateError> {
+        loop {
+            if self.out.len() == self.out.capacity() {
+                if self.out.len() > max {
+                    return Err(InflateError::TooBig);
+                }
+                let step = self.out.len().clamp(4096, 256 << 10);
+                self.out.reserve_exact(step.min(max + 1 - self.out.len()));
+            }
+            let (in_before, out_before) = (self.z.total_in(), self.z.total_out());
+            let status = self
+                .z
+                .decompress_vec(input, &mut self.out, FlushDecompress::Sync)
+                .map_err(|_| InflateError::Corrupt)?;
+            input = &input[(self.z.total_in() - in_before) as usize..];
+            if self.out.len() > max {
+                return Err(InflateError::TooBig);
+            }
+            let room_left = self.out.len() < self.out.capacity();
+            if status == Status::StreamEnd {
+                // The client ended the stream with a final block (RFC 7692 §7.2.3.3 allows it):
+                // what follows, the appended tail at least, carries nothing.
+                return Ok(());
+            }
+            if input.is_empty() && room_left {
+                return Ok(());
+            }
+            if room_left && self.z.total_out() == out_before && self.z.total_in() == in_before {
+                return Err(InflateError::Corrupt);
+            }
+        }
+    }
 }
 
 /// A control message from a client. Unknown fields are ignored so clients may add their own.
@@ -148,13 +216,32 @@ pub(super) fn upgrade<H: Handler>(
             }
         }
     };
+    let agreed = if cfg.ws_deflate {
+        let offers = head
+            .headers()
+            .filter(|f| f.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|f| f.value);
+        deflate::negotiate(offers)
+    } else {
+        None
+    };
+    let mut decoder = Decoder::new(
+        Role::Server,
+        WsLimits {
+            message_bytes_max: cfg.ws_message_bytes_max.0 as u64,
+        },
+    );
+    let form = match agreed {
+        Some(a) => {
+            decoder.allow_compression();
+            Form::WsDeflate(DeflateWindow::for_bits(a.server_window_bits))
+        }
+        None => Form::Ws,
+    };
     let mut session = Box::new(WsSession {
-        decoder: Decoder::new(
-            Role::Server,
-            WsLimits {
-                message_bytes_max: cfg.ws_message_bytes_max.0 as u64,
-            },
-        ),
+        decoder,
+        form,
+        inflating: None,
         topics: ConnTopics::new(),
         replaying: None,
         assembler: MessageAssembler::new(),
@@ -170,7 +257,7 @@ pub(super) fn upgrade<H: Handler>(
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let sub = Sub {
             id: out.id,
-            ws: true,
+            form: session.form,
         };
         let topics = &mut session.topics;
         if let Err(e) = subs.subscribe(shared, sub, topics, &names, None, &mut session.replaying) {
@@ -179,7 +266,8 @@ pub(super) fn upgrade<H: Handler>(
         }
     }
     let mut buf = Vec::with_capacity(256);
-    accepted.write_response(&mut buf);
+    let extensions = agreed.map(|a| a.response());
+    accepted.write_response_with_extensions(&mut buf, extensions.as_deref());
     out.send(Bytes::from(buf));
     out.set_timer(next_deadline(&session));
     Some(session)
@@ -226,6 +314,40 @@ pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
         return (consumed, false);
     };
     match event {
+        Event::Data { text, payload, fin } if ws.decoder.message_compressed() => {
+            let max = out.shared.config.ws_message_bytes_max.0;
+            let inflating = ws.inflating.get_or_insert_with(Inflating::new);
+            let mut result = inflating.push(payload, max);
+            if fin && result.is_ok() {
+                result = inflating.push(&deflate::TAIL, max);
+            }
+            let (code, reason) = match result {
+                Err(InflateError::TooBig) => (close_code::MESSAGE_TOO_BIG, "message too big"),
+                Err(InflateError::Corrupt) => {
+                    (close_code::INVALID_PAYLOAD, "invalid compressed data")
+                }
+                Ok(()) if !fin => {
+                    if ws.message_deadline_ms.is_none() {
+                        let timeout = out.shared.config.ws_message_timeout.0;
+                        ws.message_deadline_ms = Some(out.now_ms() + timeout);
+                        out.set_timer(next_deadline(ws));
+                    }
+                    return (consumed, true);
+                }
+                Ok(()) => {
+                    let done = ws.inflating.take().expect("inflating above");
+                    ws.message_deadline_ms = None;
+                    if text && simdutf8::basic::from_utf8(&done.out).is_err() {
+                        (close_code::INVALID_PAYLOAD, "invalid UTF-8")
+                    } else {
+                        on_message(out, subs, ws, text, &done.out);
+                        return (consumed, true);
+                    }
+                }
+            };
+            out.ws_close(code, reason, CloseKind::ProtocolError);
+            return (len, false);
+        }
         Event::Data { text, payload, fin } => {
             if let Some(m) = ws.assembler.push(text, payload, fin) {
                 ws.message_deadline_ms = None;
@@ -296,7 +418,7 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
         ("unsubscribe", Some(topic)) => {
             let sub = Sub {
                 id: out.id,
-                ws: true,
+                form: ws.form,
             };
             let removed = subs.unsubscribe(&mut ws.topics, sub, topic, &mut ws.replaying);
             if ws.topics.is_empty() && removed {
@@ -370,7 +492,7 @@ fn subscribe<H: Handler>(
     }
     let sub = Sub {
         id: out.id,
-        ws: true,
+        form: ws.form,
     };
     let resume = resume.map(|r| (r, since.trim()));
     let replaying = &mut ws.replaying;
@@ -378,7 +500,7 @@ fn subscribe<H: Handler>(
         Ok(page) => {
             out.send(json_frame(&ack));
             if let Some(page) = page {
-                send_page(out, true, &page, since.trim());
+                send_page(out, ws.form, &page, since.trim());
             }
         }
         Err(e) => send_error(out, Some(topic), &e.to_string()),

@@ -79,6 +79,10 @@ pub struct Decoder {
     frame_fin: bool,
     message: Message,
     stream: Stream,
+    /// permessage-deflate was agreed (`allow_compression`).
+    compression: bool,
+    /// The current (or last) message's first frame had RSV1: its payload is compressed.
+    compressed: bool,
 }
 
 impl Decoder {
@@ -96,7 +100,21 @@ impl Decoder {
             frame_fin: false,
             message: Message::None,
             stream: Stream::Open,
+            compression: false,
+            compressed: false,
         }
+    }
+
+    /// permessage-deflate was agreed (RFC 7692): accept RSV1 on a message's first frame. The
+    /// payload of such a message is handed out as it came (compressed) and not UTF-8 checked:
+    /// the caller inflates it (appending [`super::deflate::TAIL`]) and checks the result.
+    pub fn allow_compression(&mut self) {
+        self.compression = true;
+    }
+
+    /// Whether the message of the last [`Event::Data`] is compressed (its first frame had RSV1).
+    pub fn message_compressed(&self) -> bool {
+        self.compressed
     }
 
     /// True once a close frame was decoded.
@@ -143,6 +161,7 @@ impl Decoder {
                 in_message: self.message != Message::None,
                 message_bytes: self.message_bytes,
                 message_bytes_max: self.limits.message_bytes_max,
+                compression: self.compression,
             };
             let Some(head) = parse_head(&input[pos..], rules)? else {
                 return Ok(Progress {
@@ -180,6 +199,7 @@ impl Decoder {
                     };
                     self.message_bytes = 0;
                     self.utf8 = Utf8Stream::new();
+                    self.compressed = head.rsv1;
                 }
                 _ => {}
             }
@@ -194,7 +214,7 @@ impl Decoder {
                 // The message ends with an empty frame: report its end, even for "".
                 let text = self.message == Message::Text;
                 self.message = Message::None;
-                if text && !self.utf8.is_complete() {
+                if text && !self.compressed && !self.utf8.is_complete() {
                     return Err(WsError::InvalidUtf8);
                 }
                 return Ok(Progress {
@@ -228,6 +248,8 @@ impl Decoder {
         self.frame_left -= n as u64;
         let fin = self.frame_fin && self.frame_left == 0;
         let text = self.message == Message::Text;
+        // A compressed text is checked once inflated, by the caller.
+        let validate = text && !self.compressed;
         // Unmask and validate block by block, so a big chunk is read from memory once and
         // validated while it is still in L1/L2, instead of two full passes.
         let mut done = 0;
@@ -237,7 +259,7 @@ impl Decoder {
                 apply_mask(block, self.mask, self.mask_offset as usize + done);
             }
             let len = block.len();
-            if text {
+            if validate {
                 if let Err(valid) = self.utf8.feed(block, fin && done + len == n) {
                     invalid_at = Some(done + valid);
                     break;

@@ -142,6 +142,11 @@ pub struct Accepted<'h, 's> {
 impl Accepted<'_, '_> {
     /// Append the `101 Switching Protocols` answer (§4.2.2 item 5) to `out`.
     pub fn write_response(&self, out: &mut Vec<u8>) {
+        self.write_response_with_extensions(out, None)
+    }
+
+    /// The same, with a `Sec-WebSocket-Extensions` field naming the agreed extensions (§9.1).
+    pub fn write_response_with_extensions(&self, out: &mut Vec<u8>, extensions: Option<&str>) {
         out.extend_from_slice(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
               Connection: Upgrade\r\nSec-WebSocket-Accept: ",
@@ -151,6 +156,11 @@ impl Accepted<'_, '_> {
         if let Some(p) = self.protocol {
             out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
             out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(e) = extensions {
+            out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+            out.extend_from_slice(e.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");

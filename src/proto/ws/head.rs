@@ -17,6 +17,8 @@ pub(super) struct Head {
     pub mask: Option<[u8; 4]>,
     /// Header length in bytes, 2 to 14.
     pub head_bytes: usize,
+    /// RSV1: a compressed message's first frame (only when `Rules::compression` allows it).
+    pub rsv1: bool,
 }
 
 /// What the decoder's state says about the next header.
@@ -28,6 +30,9 @@ pub(super) struct Rules {
     /// Declared payload bytes of the open message so far.
     pub message_bytes: u64,
     pub message_bytes_max: u64,
+    /// permessage-deflate was agreed: RSV1 may be set on a message's first frame (RFC 7692 §6),
+    /// never on a continuation or control frame.
+    pub compression: bool,
 }
 
 /// Check a frame header in `buf`; `Ok(None)` when it is not complete yet. Rules that need
@@ -37,10 +42,14 @@ pub(super) fn parse_head(buf: &[u8], rules: Rules) -> Result<Option<Head>, WsErr
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
+    if b0 & 0x30 != 0 {
         return Err(WsError::ReservedBits);
     }
     let opcode = OpCode::try_from(b0 & 0x0f)?;
+    let rsv1 = b0 & 0x40 != 0;
+    if rsv1 && !(rules.compression && matches!(opcode, OpCode::Text | OpCode::Binary)) {
+        return Err(WsError::ReservedBits);
+    }
     let fin = b0 & 0x80 != 0;
     let masked = b1 & 0x80 != 0;
     match (rules.role, masked) {
@@ -105,6 +114,7 @@ pub(super) fn parse_head(buf: &[u8], rules: Rules) -> Result<Option<Head>, WsErr
         len,
         mask,
         head_bytes,
+        rsv1,
     }))
 }
 
@@ -117,6 +127,7 @@ mod tests {
         in_message: false,
         message_bytes: 0,
         message_bytes_max: 1 << 20,
+        compression: false,
     };
 
     /// RFC 6455 §5.2: every proper prefix of a header is "need more", the whole is parsed with
@@ -170,5 +181,51 @@ mod tests {
         // Control frames are allowed inside a message and do not count toward its size.
         let ping = [0x89, 0xfd, 0, 0, 0, 0];
         assert_eq!(parse_head(&ping, inside).unwrap().unwrap().len, 125);
+    }
+
+    /// RFC 7692 §6: with permessage-deflate agreed, RSV1 marks a message's first frame; it is
+    /// an error on a continuation or control frame, and RSV2/RSV3 stay errors.
+    #[test]
+    fn rsv1_only_on_a_compressed_message_start_rfc7692_6() {
+        let deflate = Rules {
+            compression: true,
+            ..SERVER
+        };
+        for first in [0xc1, 0xc2, 0x41] {
+            let head = parse_head(&[first, 0x80, 0, 0, 0, 0], deflate)
+                .unwrap()
+                .unwrap();
+            assert!(head.rsv1, "{first:x}");
+            assert_eq!(
+                parse_head(&[first, 0x80, 0, 0, 0, 0], SERVER),
+                Err(WsError::ReservedBits),
+                "without the extension"
+            );
+        }
+        let inside = Rules {
+            in_message: true,
+            ..deflate
+        };
+        for bad in [0xc0, 0xc9, 0xca, 0xc8] {
+            let rules = if bad == 0xc0 { inside } else { deflate };
+            assert_eq!(
+                parse_head(&[bad, 0x80, 0, 0, 0, 0], rules),
+                Err(WsError::ReservedBits),
+                "{bad:x}"
+            );
+        }
+        for rsv in [0xa1, 0x91, 0xe1] {
+            assert_eq!(
+                parse_head(&[rsv, 0x80, 0, 0, 0, 0], deflate),
+                Err(WsError::ReservedBits),
+                "{rsv:x}"
+            );
+        }
+        assert!(
+            !parse_head(&[0x81, 0x80, 0, 0, 0, 0], deflate)
+                .unwrap()
+                .unwrap()
+                .rsv1
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! The decoder hands out slices of the caller's receive buffer, unmasked in place, as they
 //! arrive; its own state between calls is a few dozen bytes (see [`Decoder`]), so an idle
 //! connection costs almost nothing. The one copy of payload is [`MessageAssembler`]'s, for a
-//! message that arrives in more than one piece, when the caller passes the pieces to it. No extension is negotiated, so RSV1-3 are always a protocol error.
+//! message that arrives in more than one piece, when the caller passes the pieces to it. The one extension is permessage-deflate ([`deflate`]: negotiation, and RSV1 on a message's first frame when the decoder is told it was agreed); any other RSV bit is a protocol error.
 //!
 //! Call order for a connection:
 //! 1. Server: [`server_handshake`] on the parsed request, then [`Accepted::write_response`].
@@ -52,6 +52,7 @@
 mod assemble;
 mod close;
 mod decode;
+pub mod deflate;
 mod encode;
 mod error;
 mod handshake;
