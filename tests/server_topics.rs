@@ -203,3 +203,33 @@ fn protected_like_metrics() {
         assert!(body.contains("\"name\":\"a\""), "{body}");
     }
 }
+
+/// A held long poll is a subscriber like a stream: counted while held, on every worker, and
+/// no longer once answered (by a message) or closed by its client. The server keeps serving
+/// throughout (a worker that lost count would stop).
+#[test]
+fn held_polls_count_as_subscribers_until_answered_or_closed() {
+    use std::io::Write;
+    let s = Server::start(&["--workers", "2", "--poll-timeout", "20s"]);
+    let start_poll = |topic: &str| {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = format!("GET /poll?topic={topic} HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.write_all(req.as_bytes()).unwrap();
+        c
+    };
+    let mut answered: Vec<_> = (0..4).map(|_| start_poll("held-a")).collect();
+    let closed: Vec<_> = (0..3).map(|_| start_poll("held-b")).collect();
+    settle(s.addr, &want(&[("held-a", 4), ("held-b", 3)]));
+    drop(closed);
+    settle(s.addr, &want(&[("held-a", 4)]));
+    publish(s.addr, "held-a", "wake");
+    for c in &mut answered {
+        assert_eq!(common::read_response(c).0, 200);
+    }
+    settle(s.addr, &want(&[]));
+    // Both workers still answer.
+    for _ in 0..4 {
+        assert_eq!(get(s.addr, "/healthz", "").0, 200);
+    }
+}

@@ -189,11 +189,22 @@ impl Subscriptions {
                 }
             }
         };
+        let mut added: Vec<&str> = Vec::with_capacity(topics.len());
         for topic in topics {
-            if let Err(e) = self.index.subscribe(conn_topics, sub, topic, after) {
-                self.index.unsubscribe_all(conn_topics, sub);
-                return Err(e);
+            match self.index.subscribe(conn_topics, sub, topic, after) {
+                Ok(hub::Subscribed::Added) => added.push(topic),
+                Ok(hub::Subscribed::Already) => {}
+                Err(e) => {
+                    self.index.unsubscribe_all(conn_topics, sub);
+                    return Err(e);
+                }
             }
+        }
+        // A held poll is a subscriber like a stream (`/topics` counts it); `unsubscribe_all`
+        // takes it out again when the poll is answered or closed.
+        let mut counts = self.counts.lock();
+        for topic in added {
+            counts.add(topic);
         }
         Ok(PollStart::Wait { after })
     }
