@@ -67,6 +67,9 @@ pub(crate) struct Core<M> {
     /// Boxed on purpose: a block's address must not move while the kernel reads it.
     #[allow(clippy::vec_box)]
     pub send_pool: Vec<Box<SendMem>>,
+    /// Spare empty send queues (see `send.rs`), so a delivery to an idle connection does not
+    /// allocate its queue.
+    pub sendq_pool: Vec<VecDeque<bytes::Bytes>>,
     pub shutting_down: bool,
     /// When the next accept stall check is due (`now_ms` time).
     pub stall_check_due_ms: u64,
@@ -106,6 +109,7 @@ impl<M> Core<M> {
             drains: Vec::new(),
             resumed: Vec::new(),
             send_pool: Vec::new(),
+            sendq_pool: Vec::new(),
             shutting_down: false,
             stall_check_due_ms: 0,
             peer_lookup: true,
