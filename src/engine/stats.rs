@@ -86,6 +86,9 @@ pub struct EngineStats {
     pub posted_total: AtomicU64,
     /// Eventfd writes made to wake a worker (<= posted_total: wakes are batched).
     pub wakes_total: AtomicU64,
+    /// io_uring instances open, all workers (each worker starts with one and opens another
+    /// only when its open rings' file tables are full; see `Core::open_ring`).
+    pub rings_open: AtomicU64,
 }
 
 impl EngineStats {

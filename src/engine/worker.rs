@@ -76,15 +76,13 @@ impl<H: Handler> Worker<H> {
         index: usize,
         layout: Arc<Layout>,
         shared: Arc<Shared<H::Msg>>,
-        listeners: Vec<std::os::fd::OwnedFd>,
+        listener: Option<std::os::fd::OwnedFd>,
         handler: H,
     ) -> Result<Worker<H>, EngineError> {
-        let mut listeners = listeners.into_iter();
-        let mut rings = Vec::with_capacity(layout.rings_per_worker);
-        for r in 0..layout.rings_per_worker {
-            rings.push(Ring::new(&layout, r as u8, listeners.next())?);
-        }
-        let mut core = Core::new(index, rings, layout, shared);
+        // One ring to start with; `Core::open_ring` adds more as their tables fill.
+        let listener = listener.map(Arc::new);
+        let rings = vec![Ring::new(&layout, 0, listener.clone())?];
+        let mut core = Core::new(index, rings, listener, layout, shared);
         core.update_clock();
         let mut w = Worker {
             core,
@@ -100,9 +98,6 @@ impl<H: Handler> Worker<H> {
             cqes_by_kind: [0; 16],
         };
         w.arm_wake();
-        for r in 1..w.core.rings.len() {
-            w.arm_ring_poll(r);
-        }
         Ok(w)
     }
 
@@ -117,18 +112,6 @@ impl<H: Handler> Worker<H> {
             .user_data(UserData::new(OpKind::Wake, 0, 0).pack());
         // SAFETY: the kernel writes 8 bytes into `wake_buf`, a Box owned by `Core` that lives
         // (at a fixed address) until the worker ends, after its rings are dropped.
-        unsafe { self.core.rings[0].push(&e) };
-    }
-
-    /// Ring 0 polls ring `r`'s fd (readable when its CQ has entries), so one wait covers all.
-    fn arm_ring_poll(&mut self, r: usize) {
-        use std::os::fd::AsRawFd;
-        let fd = self.core.rings[r].uring.as_raw_fd();
-        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(UserData::new(OpKind::RingPoll, 0, r as u32).pack());
-        // SAFETY: poll references no user memory.
         unsafe { self.core.rings[0].push(&e) };
     }
 
@@ -303,7 +286,7 @@ impl<H: Handler> Worker<H> {
             OpKind::RingPoll => {
                 // Only a wake-up: every ring is reaped every turn anyway.
                 if !more {
-                    self.arm_ring_poll(ud.slot as usize);
+                    self.core.arm_ring_poll(ud.slot as usize);
                 }
             }
             OpKind::Wake => self.on_wake(),
@@ -471,6 +454,7 @@ impl<H: Handler> Worker<H> {
             // nobody will accept from.
             self.core.rings[r].listener = None;
         }
+        self.core.listener = None;
         let live: Vec<u32> = self
             .core
             .slots
