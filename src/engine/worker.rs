@@ -616,10 +616,10 @@ mod tests {
     }
 
     fn worker() -> Option<Worker<Null>> {
-        worker_on(Vec::new())
+        worker_on(None)
     }
 
-    fn worker_on(listeners: Vec<std::os::fd::OwnedFd>) -> Option<Worker<Null>> {
+    fn worker_on(listener: Option<std::os::fd::OwnedFd>) -> Option<Worker<Null>> {
         let cfg = EngineConfig {
             workers: 1,
             rings_per_worker: 1,
@@ -636,7 +636,7 @@ mod tests {
             clock: std::time::Instant::now(),
             has_bind: false,
         });
-        match Worker::new(0, layout, shared, listeners, Null) {
+        match Worker::new(0, layout, shared, listener, Null) {
             Ok(w) => Some(w),
             Err(e) => {
                 eprintln!("SKIPPED: {e}");
@@ -714,7 +714,9 @@ mod tests {
         let l = layout(&cfg).unwrap();
         let addr = "127.0.0.1:0".parse().unwrap();
         let (fds, bound) = crate::engine::accept::bind_listeners(addr, 1, &l).unwrap();
-        let Some(mut w) = worker_on(fds) else { return };
+        let Some(mut w) = worker_on(fds.into_iter().next()) else {
+            return;
+        };
         // The state the capacity run ended in: the engine believes an accept is armed, the
         // kernel has none (here: never armed), and clients queue on the listener.
         w.core.rings[0].accept.armed = true;
