@@ -16,7 +16,9 @@ pub struct EngineConfig {
     pub listen: Option<SocketAddr>,
     /// Worker threads; 0 = number of online CPUs.
     pub workers: usize,
-    /// Rings per worker; 0 = derived from `connections_max`, `workers` and `files_per_ring`.
+    /// Most rings per worker; 0 = derived from `connections_max`, `workers` and
+    /// `files_per_ring`. A worker starts with one and opens the next when the open ones'
+    /// tables are full.
     pub rings_per_worker: usize,
     /// Target connection capacity of the process (used only when `rings_per_worker` is 0).
     pub connections_max: usize,

@@ -74,16 +74,25 @@ impl Ring {
         listener: Option<Arc<OwnedFd>>,
     ) -> Result<Ring, EngineError> {
         let cfg = &layout.cfg;
-        let uring = IoUring::builder()
+        let mut builder = IoUring::builder();
+        builder
             .setup_cqsize(cfg.sq_entries * 4)
             .setup_submit_all()
             // Completions' task work runs at our next io_uring_enter instead of interrupting
             // the thread (TWA_SIGNAL + IPI per wake-up); TASKRUN_FLAG tells us when an enter
             // is needed (`submit_pending` checks it). Each ring is created and driven by one
             // thread only. See docs/decisions.md "Ring flags".
-            .setup_coop_taskrun()
             .setup_taskrun_flag()
-            .setup_single_issuer()
+            .setup_single_issuer();
+        if index == 0 {
+            // Ring 0 is the one the worker waits on, so its task work may wait for our
+            // GETEVENTS enters (DEFER_TASKRUN, 6.1); the others are watched through a poll of
+            // their fd, which deferred work does not make readable.
+            builder.setup_defer_taskrun();
+        } else {
+            builder.setup_coop_taskrun();
+        }
+        let uring = builder
             .build(cfg.sq_entries)
             .map_err(|e| EngineError::from_setup("io_uring_setup", e))?;
         uring

@@ -145,7 +145,7 @@ impl<M: Send + 'static> Engine<M> {
         let l = &engine.layout;
         tracing::info!(
             workers = l.workers,
-            rings_per_worker = l.rings_per_worker,
+            rings_per_worker_max = l.rings_per_worker,
             files_per_ring = l.files_per_ring,
             accept_limit_per_ring = l.accept_limit,
             connections_capacity = l.connections_capacity(),
