@@ -12,7 +12,7 @@ use super::EngineError;
 /// `listen`. Zero in `workers`, `rings_per_worker` or `files_per_ring` means "derive it".
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Listen address (one SO_REUSEPORT listener per ring). `None`: client role only.
+    /// Listen address (one SO_REUSEPORT listener per worker). `None`: client role only.
     pub listen: Option<SocketAddr>,
     /// Worker threads; 0 = number of online CPUs.
     pub workers: usize,

@@ -164,7 +164,8 @@ impl<M: Send + 'static> Engine<M> {
         self.handle.clone()
     }
 
-    /// Connections the configuration can hold: workers x rings x per-ring accept limit.
+    /// Connections the configuration can hold: workers x most rings per worker x per-ring
+    /// accept limit.
     pub fn connections_capacity(&self) -> usize {
         self.layout.connections_capacity()
     }

@@ -71,7 +71,7 @@ pub(crate) fn conn_mut<C>(conns: &mut [Option<C>], slot: u32) -> Option<&mut C> 
 }
 
 impl<H: Handler> Worker<H> {
-    /// Set up this worker's rings (one listener per ring in server role).
+    /// Set up this worker's first ring (the others open on demand), sharing `listener`.
     pub fn new(
         index: usize,
         layout: Arc<Layout>,
