@@ -22,7 +22,7 @@ use super::wheel::Wheel;
 use super::{CloseReason, ConnId};
 
 /// Most sends submitted per loop turn (per worker).
-const SENDS_PER_TURN: usize = 1024;
+pub(crate) const SENDS_PER_TURN: usize = 1024;
 /// Most close chains (cancel + close) submitted per loop turn (per worker).
 const CLOSES_PER_TURN: usize = 1024;
 
