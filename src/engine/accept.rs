@@ -2,8 +2,8 @@
 //! 5.19) straight into a ring's sparse table (`IORING_FILE_INDEX_ALLOC`), so a socket never
 //! takes a process fd. One ring of the worker accepts at a time (`Core::accepting`): the lowest
 //! one with room once the current one is full, opening a new ring when none has room, so a
-//! small load stays on one ring. An accepted socket waits in `State::Accepting` for its peer address lookup
-//! (`peer.rs`) before the handler hears of it.
+//! small load stays on one ring. An accepted socket waits in `State::Accepting` for its peer
+//! address lookup (`peer.rs`) before the handler hears of it.
 //!
 //! Table discipline (accepting into a full table loses the connection): the accept is cancelled
 //! when `used` reaches `accept_limit`, which leaves `backlog + 16` slots spare for what one

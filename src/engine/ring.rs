@@ -74,27 +74,33 @@ impl Ring {
         listener: Option<Arc<OwnedFd>>,
     ) -> Result<Ring, EngineError> {
         let cfg = &layout.cfg;
-        let mut builder = IoUring::builder();
-        builder
-            .setup_cqsize(cfg.sq_entries * 4)
-            .setup_submit_all()
-            // Completions' task work runs at our next io_uring_enter instead of interrupting
-            // the thread (TWA_SIGNAL + IPI per wake-up); TASKRUN_FLAG tells us when an enter
-            // is needed (`submit_pending` checks it). Each ring is created and driven by one
-            // thread only. See docs/decisions.md "Ring flags".
-            .setup_taskrun_flag()
-            .setup_single_issuer();
-        if index == 0 {
-            // Ring 0 is the one the worker waits on, so its task work may wait for our
-            // GETEVENTS enters (DEFER_TASKRUN, 6.1); the others are watched through a poll of
-            // their fd, which deferred work does not make readable.
-            builder.setup_defer_taskrun();
-        } else {
-            builder.setup_coop_taskrun();
+        let build = |defer: bool| {
+            let mut builder = IoUring::builder();
+            builder
+                .setup_cqsize(cfg.sq_entries * 4)
+                .setup_submit_all()
+                // Completions' task work runs at our next io_uring_enter instead of
+                // interrupting the thread (TWA_SIGNAL + IPI per wake-up); TASKRUN_FLAG tells us
+                // when an enter is needed (`submit_pending` checks it). Each ring is created and
+                // driven by one thread only. See docs/decisions.md "Ring flags".
+                .setup_taskrun_flag()
+                .setup_single_issuer();
+            if defer {
+                builder.setup_defer_taskrun();
+            } else {
+                builder.setup_coop_taskrun();
+            }
+            builder.build(cfg.sq_entries)
+        };
+        // Ring 0 is the one the worker waits on, so its task work may wait for our GETEVENTS
+        // enters (DEFER_TASKRUN, 6.1; 6.0 refuses it with EINVAL and gets COOP_TASKRUN); the
+        // others are watched through a poll of their fd, which deferred work does not make
+        // readable.
+        let uring = match build(index == 0) {
+            Err(e) if index == 0 && e.raw_os_error() == Some(libc::EINVAL) => build(false),
+            other => other,
         }
-        let uring = builder
-            .build(cfg.sq_entries)
-            .map_err(|e| EngineError::from_setup("io_uring_setup", e))?;
+        .map_err(|e| EngineError::from_setup("io_uring_setup", e))?;
         uring
             .submitter()
             .register_files_sparse(layout.files_per_ring)
