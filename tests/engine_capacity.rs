@@ -42,12 +42,44 @@ fn five_thousand_connections_over_two_workers_and_several_rings() {
     let h = engine.handle();
     assert_eq!(EngineStats::get(&h.stats().connections_open), n as u64);
     assert_eq!(EngineStats::get(&h.stats().accepted_total), n as u64);
+    // Each worker started with one ring and opened more as its tables filled: 5,000 over two
+    // workers of 944 per ring needs at least three rings per worker somewhere.
+    let rings = EngineStats::get(&h.stats().rings_open);
+    assert!((5..=6).contains(&rings), "rings open: {rings}");
     drop(conns);
     assert!(wait_until(5_000, || EngineStats::get(
         &h.stats().connections_open
     ) == 0));
     assert_eq!(EngineStats::get(&h.stats().closed_peer_total), n as u64);
     assert_eq!(EngineStats::get(&h.stats().stale_completions_total), 0);
+    h.shutdown();
+    engine.wait().unwrap();
+}
+
+/// A small load stays on one ring per worker, however many rings the capacity target allows:
+/// one ring needs less CPU per message than several (docs/benchmarks-peers.md).
+#[test]
+fn small_load_uses_one_ring_per_worker() {
+    let mut cfg = base_config();
+    cfg.workers = 2;
+    cfg.rings_per_worker = 0; // derived: 100,000 / 2 / 944 = 53 rings at most per worker
+    cfg.files_per_ring = 1024;
+    cfg.listen_backlog = 64;
+    cfg.connections_max = 100_000;
+    let Some((engine, _events)) = start(cfg, false) else {
+        return;
+    };
+    let addr = engine.local_addr().unwrap();
+    let mut conns: Vec<_> = (0..200).map(|_| connect(addr)).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let want = format!("s{i}\n");
+        write(c, want.as_bytes());
+        assert_eq!(read_n(c, want.len()), want.as_bytes());
+    }
+    let h = engine.handle();
+    assert_eq!(EngineStats::get(&h.stats().connections_open), 200);
+    assert_eq!(EngineStats::get(&h.stats().rings_open), 2);
+    drop(conns);
     h.shutdown();
     engine.wait().unwrap();
 }

@@ -1,7 +1,9 @@
-//! Accept path: one SO_REUSEPORT listener per ring and a multishot accept (`AcceptMulti`, 5.19)
-//! straight into the ring's sparse table (`IORING_FILE_INDEX_ALLOC`), so a socket never takes a
-//! process fd. An accepted socket waits in `State::Accepting` for its peer address lookup
-//! (`peer.rs`) before the handler hears of it.
+//! Accept path: one SO_REUSEPORT listener per worker and a multishot accept (`AcceptMulti`,
+//! 5.19) straight into a ring's sparse table (`IORING_FILE_INDEX_ALLOC`), so a socket never
+//! takes a process fd. One ring of the worker accepts at a time (`Core::accepting`): the lowest
+//! one with room once the current one is full, opening a new ring when none has room, so a
+//! small load stays on one ring. An accepted socket waits in `State::Accepting` for its peer
+//! address lookup (`peer.rs`) before the handler hears of it.
 //!
 //! Table discipline (accepting into a full table loses the connection): the accept is cancelled
 //! when `used` reaches `accept_limit`, which leaves `backlog + 16` slots spare for what one
@@ -42,7 +44,8 @@ const STALL_CHECK_MS: u64 = 1000;
 /// Checks in a row that must see a stall before the accept is restarted.
 const STALL_STRIKES: u8 = 2;
 
-/// Bind `count` SO_REUSEPORT listeners on `addr` (the first resolves port 0 for the others).
+/// Bind `count` SO_REUSEPORT listeners on `addr` (one per worker; the first resolves port 0
+/// for the others).
 pub(crate) fn bind_listeners(
     addr: SocketAddr,
     count: usize,
@@ -79,16 +82,36 @@ fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<Socket> {
 }
 
 impl<M> Core<M> {
-    /// Arm or cancel ring `r`'s accept to match its table occupancy; called every loop turn.
+    /// Move the accept to another ring once the accepting one is full: the lowest-index ring
+    /// with room, else a newly opened one. Not before: switching back as soon as a full ring
+    /// frees a slot would cancel and re-arm accepts at every close near the limit.
+    pub fn choose_accepting_ring(&mut self) {
+        let limit = self.layout.accept_limit;
+        if self.shutting_down || self.rings[self.accepting].used < limit {
+            return;
+        }
+        if self.rings[self.accepting].listener.is_none() {
+            return;
+        }
+        if let Some(r) = (0..self.rings.len()).find(|&r| self.rings[r].used < limit) {
+            self.accepting = r;
+        } else if let Some(r) = self.open_ring() {
+            self.accepting = r;
+        }
+    }
+
+    /// Arm or cancel ring `r`'s accept to match its table occupancy and whether it is the
+    /// accepting ring; called every loop turn.
     pub fn maintain_accept(&mut self, r: usize) {
         let limit = self.layout.accept_limit;
         let shutting_down = self.shutting_down;
+        let accepting = self.accepting == r;
         let ring = &mut self.rings[r];
         if ring.listener.is_none() {
             return;
         }
         let a = &ring.accept;
-        let want = !shutting_down && !a.backoff && ring.used < limit;
+        let want = !shutting_down && !a.backoff && accepting && ring.used < limit;
         if want && !a.armed && !a.cancelling {
             let ud = UserData::new(OpKind::Accept, a.gen, r as u32).pack();
             ring.arm_accept(ud);

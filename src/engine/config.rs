@@ -12,11 +12,13 @@ use super::EngineError;
 /// `listen`. Zero in `workers`, `rings_per_worker` or `files_per_ring` means "derive it".
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Listen address (one SO_REUSEPORT listener per ring). `None`: client role only.
+    /// Listen address (one SO_REUSEPORT listener per worker). `None`: client role only.
     pub listen: Option<SocketAddr>,
     /// Worker threads; 0 = number of online CPUs.
     pub workers: usize,
-    /// Rings per worker; 0 = derived from `connections_max`, `workers` and `files_per_ring`.
+    /// Most rings per worker; 0 = derived from `connections_max`, `workers` and
+    /// `files_per_ring`. A worker starts with one and opens the next when the open ones'
+    /// tables are full.
     pub rings_per_worker: usize,
     /// Target connection capacity of the process (used only when `rings_per_worker` is 0).
     pub connections_max: usize,

@@ -61,10 +61,11 @@ impl<M> Core<M> {
             ));
         }
         let limit = self.layout.accept_limit;
-        // The ring with the most free table slots (spreads outbound sockets over the rings).
+        // The first ring with a free table slot, else a new ring: a small load stays on one
+        // ring (see `Core::open_ring`).
         let Some(r) = (0..self.rings.len())
-            .filter(|&r| self.rings[r].used < limit)
-            .min_by_key(|&r| self.rings[r].used)
+            .find(|&r| self.rings[r].used < limit)
+            .or_else(|| self.open_ring())
         else {
             return Err(io::Error::from_raw_os_error(libc::ENFILE));
         };

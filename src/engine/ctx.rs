@@ -61,6 +61,11 @@ impl<'a, H: Handler> Ctx<'a, H> {
             return false;
         }
         s.queued += buf.len();
+        if s.sendq.capacity() == 0 {
+            let q = self.core.take_sendq();
+            self.core.slots[id.slot as usize].sendq = q;
+        }
+        let s = &mut self.core.slots[id.slot as usize];
         s.sendq.push_back(buf);
         if s.state == State::Open {
             self.core.mark_dirty(id.slot);

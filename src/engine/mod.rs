@@ -9,8 +9,9 @@
 //! file table (`AcceptMulti` + `IORING_FILE_INDEX_ALLOC`, 5.19), the accepted socket's peer
 //! address by `getsockopt(SO_PEERNAME)` through `IORING_OP_URING_CMD` (6.7), multishot receive with a provided
 //! buffer ring (`RecvMulti` 6.0, `register_buf_ring` 5.19), cancel by fixed fd (`AsyncCancel2`,
-//! 5.19), `Socket` with a direct descriptor (5.19), `Bind` (6.11) for the client role, and
-//! `IORING_ENTER_EXT_ARG` wait timeouts (5.11).
+//! 5.19), `Socket` with a direct descriptor (5.19), `Bind` (6.11) for the client role,
+//! `IORING_ENTER_EXT_ARG` wait timeouts (5.11), and `IORING_SETUP_DEFER_TASKRUN` (6.1; without
+//! it ring 0 falls back to `COOP_TASKRUN` like the others).
 //!
 //! # Call order seen by a handler
 //! For one connection: `on_open` (exactly once) → any number of `on_data` / `on_timer` /

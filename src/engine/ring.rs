@@ -1,13 +1,16 @@
 //! One io_uring instance of a worker: its SQ/CQ, its sparse registered file table, its provided
 //! buffer ring and (server role) its own SO_REUSEPORT listener with a multishot accept.
 //!
-//! A worker drives several rings because a registered file table may not exceed RLIMIT_NOFILE
-//! (20,000 here): ring 0 waits, and holds a multishot poll on every other ring's fd, so a
-//! completion on any ring wakes the worker. This module sets rings up and pushes SQEs; it never
-//! interprets a completion (the worker does).
+//! A worker may drive several rings because a registered file table may not exceed
+//! RLIMIT_NOFILE (20,000 here): it starts with one and opens the next only when the open ones'
+//! tables are full (`Core::open_ring`). Ring 0 waits, and holds a multishot poll on every
+//! other ring's fd, so a completion on any ring wakes the worker. The worker's one listener is
+//! shared by its rings; only one ring at a time accepts from it. This module sets rings up and
+//! pushes SQEs; it never interprets a completion (the worker does).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use io_uring::{opcode, squeue, IoUring};
 
@@ -50,7 +53,9 @@ pub(crate) struct Ring {
     // dropped before `bufs` frees the memory the kernel may still read.
     pub uring: IoUring,
     pub bufs: BufRing,
-    pub listener: Option<OwnedFd>,
+    /// The worker's listener (server role), shared by all its rings; dropped by every ring
+    /// at shutdown, which closes it.
+    pub listener: Option<Arc<OwnedFd>>,
     pub accept: AcceptState,
     /// Table slots in use: accepted or created sockets whose `Close` has not completed.
     /// Changed only through `take_file` / `release_file`.
@@ -63,20 +68,39 @@ pub(crate) struct Ring {
 
 impl Ring {
     /// Set up ring `index`: the ring, a sparse table of `files_per_ring`, the buffer ring.
-    pub fn new(layout: &Layout, index: u8, listener: Option<OwnedFd>) -> Result<Ring, EngineError> {
+    pub fn new(
+        layout: &Layout,
+        index: u8,
+        listener: Option<Arc<OwnedFd>>,
+    ) -> Result<Ring, EngineError> {
         let cfg = &layout.cfg;
-        let uring = IoUring::builder()
-            .setup_cqsize(cfg.sq_entries * 4)
-            .setup_submit_all()
-            // Completions' task work runs at our next io_uring_enter instead of interrupting
-            // the thread (TWA_SIGNAL + IPI per wake-up); TASKRUN_FLAG tells us when an enter
-            // is needed (`submit_pending` checks it). Each ring is created and driven by one
-            // thread only. See docs/decisions.md "Ring flags".
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .setup_single_issuer()
-            .build(cfg.sq_entries)
-            .map_err(|e| EngineError::from_setup("io_uring_setup", e))?;
+        let build = |defer: bool| {
+            let mut builder = IoUring::builder();
+            builder
+                .setup_cqsize(cfg.sq_entries * 4)
+                .setup_submit_all()
+                // Completions' task work runs at our next io_uring_enter instead of
+                // interrupting the thread (TWA_SIGNAL + IPI per wake-up); TASKRUN_FLAG tells us
+                // when an enter is needed (`submit_pending` checks it). Each ring is created and
+                // driven by one thread only. See docs/decisions.md "Ring flags".
+                .setup_taskrun_flag()
+                .setup_single_issuer();
+            if defer {
+                builder.setup_defer_taskrun();
+            } else {
+                builder.setup_coop_taskrun();
+            }
+            builder.build(cfg.sq_entries)
+        };
+        // Ring 0 is the one the worker waits on, so its task work may wait for our GETEVENTS
+        // enters (DEFER_TASKRUN, 6.1; 6.0 refuses it with EINVAL and gets COOP_TASKRUN); the
+        // others are watched through a poll of their fd, which deferred work does not make
+        // readable.
+        let uring = match build(index == 0) {
+            Err(e) if index == 0 && e.raw_os_error() == Some(libc::EINVAL) => build(false),
+            other => other,
+        }
+        .map_err(|e| EngineError::from_setup("io_uring_setup", e))?;
         uring
             .submitter()
             .register_files_sparse(layout.files_per_ring)
@@ -105,7 +129,7 @@ impl Ring {
                 },
                 _ => EngineError::from_setup("register_buf_ring", e),
             })?;
-        let peer_len = match listener.as_ref().map(socket2::SockRef::from) {
+        let peer_len = match listener.as_deref().map(socket2::SockRef::from) {
             Some(l) if l.local_addr().is_ok_and(|a| a.is_ipv6()) => {
                 std::mem::size_of::<libc::sockaddr_in6>() as u32
             }

@@ -41,10 +41,9 @@ impl<M: Send + 'static> Engine<M> {
     {
         let layout = layout(&cfg)?;
         let features = ring::probe()?;
-        let rings_total = layout.workers * layout.rings_per_worker;
         let (mut listeners, local_addr) = match cfg.listen {
             Some(addr) => {
-                let (fds, bound) = accept::bind_listeners(addr, rings_total, &layout)?;
+                let (fds, bound) = accept::bind_listeners(addr, layout.workers, &layout)?;
                 (fds, Some(bound))
             }
             None => (Vec::new(), None),
@@ -71,10 +70,10 @@ impl<M: Send + 'static> Engine<M> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), EngineError>>();
         let mut workers = Vec::with_capacity(layout.workers);
         for w in 0..layout.workers {
-            let mine: Vec<_> = if listeners.is_empty() {
-                Vec::new()
+            let mine = if listeners.is_empty() {
+                None
             } else {
-                listeners.drain(..layout.rings_per_worker).collect()
+                Some(listeners.remove(0))
             };
             let (layout, shared_w, make, ready) = (
                 Arc::clone(&layout_arc),
@@ -149,7 +148,7 @@ impl<M: Send + 'static> Engine<M> {
         let l = &engine.layout;
         tracing::info!(
             workers = l.workers,
-            rings_per_worker = l.rings_per_worker,
+            rings_per_worker_max = l.rings_per_worker,
             files_per_ring = l.files_per_ring,
             accept_limit_per_ring = l.accept_limit,
             connections_capacity = l.connections_capacity(),
@@ -168,7 +167,8 @@ impl<M: Send + 'static> Engine<M> {
         self.handle.clone()
     }
 
-    /// Connections the configuration can hold: workers x rings x per-ring accept limit.
+    /// Connections the configuration can hold: workers x most rings per worker x per-ring
+    /// accept limit.
     pub fn connections_capacity(&self) -> usize {
         self.layout.connections_capacity()
     }

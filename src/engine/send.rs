@@ -7,6 +7,9 @@
 //! `SendMem` owned by the slot while the op is in flight) and the payload bytes (owned by the
 //! `Bytes` in the slot's queue, which is not popped before the completion).
 
+use std::collections::VecDeque;
+
+use bytes::Bytes;
 use io_uring::{opcode, types};
 
 use super::core::Core;
@@ -17,6 +20,11 @@ use super::CloseReason;
 
 /// Spare `SendMem` blocks kept per worker (the rest are freed).
 const SEND_POOL_MAX: usize = 1024;
+/// Spare (empty) send queues kept per worker. A queue's buffer is given back when its last
+/// byte is sent, so that an idle connection owns no heap; without this pool every delivery to
+/// an idle connection allocated and freed one (callgrind: ~10 % of the engine's instructions
+/// per SSE delivery in a 1,000-subscriber fan-out).
+const SENDQ_POOL_MAX: usize = 4096;
 
 impl<M> Core<M> {
     pub fn recycle_send_mem(&mut self, mem: Box<SendMem>) {
@@ -25,18 +33,48 @@ impl<M> Core<M> {
         }
     }
 
-    /// Submit a sendmsg of the slot's queue if there is something to send and none in flight.
+    /// A queue for a slot's first queued buffer: a spare one from the pool if there is one.
+    pub fn take_sendq(&mut self) -> VecDeque<Bytes> {
+        self.sendq_pool.pop().unwrap_or_default()
+    }
+
+    /// Keep an emptied queue's buffer for the next connection that queues something.
+    pub fn recycle_sendq(&mut self, mut q: VecDeque<Bytes>) {
+        q.clear();
+        if q.capacity() != 0 && self.sendq_pool.len() < SENDQ_POOL_MAX {
+            self.sendq_pool.push(q);
+        }
+    }
+
+    /// Submit a send of the slot's queue if there is something to send and none in flight:
+    /// a plain `Send` for one buffer (the usual fan-out delivery to an idle connection: no
+    /// msghdr for the kernel to copy and no iovec to import), else a gathering `SendMsg`.
     pub fn flush_send(&mut self, slot: u32) {
         let ud = self.ud(OpKind::Send, slot);
-        let mut mem = self.send_pool.pop().unwrap_or_else(SendMem::new);
         let s = &mut self.slots[slot as usize];
         if !matches!(s.state, State::Open | State::Closing)
             || s.has(flag::SEND_INFLIGHT)
             || s.sendq.is_empty()
         {
-            self.recycle_send_mem(mem);
             return;
         }
+        if s.sendq.len() == 1 {
+            let buf = &s.sendq[0][s.send_off as usize..];
+            let e = opcode::Send::new(types::Fixed(s.file), buf.as_ptr(), buf.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(ud);
+            s.set(flag::SEND_INFLIGHT);
+            s.inflight += 1;
+            let ring = usize::from(s.ring);
+            // SAFETY: the payload lives in the `Bytes` at the front of `s.sendq`, which is not
+            // popped or dropped until this op's CQE (`on_send_cqe`); `try_free` keeps the slot
+            // while `inflight > 0`.
+            unsafe { self.rings[ring].push(&e) };
+            return;
+        }
+        let mut mem = self.send_pool.pop().unwrap_or_else(SendMem::new);
+        let s = &mut self.slots[slot as usize];
         let mut n = 0;
         let mut off = s.send_off as usize;
         for buf in s.sendq.iter().take(IOV_MAX_SEND) {
@@ -95,9 +133,11 @@ impl<M> Core<M> {
                 }
             }
             if s.sendq.is_empty() {
-                // Release the queue's ring buffer: an idle connection owns no heap.
-                s.sendq = Default::default();
-                if s.state == State::Closing {
+                // Release the queue's buffer: an idle connection owns no heap.
+                let q = std::mem::take(&mut s.sendq);
+                let closing = s.state == State::Closing;
+                self.recycle_sendq(q);
+                if closing {
                     self.teardown(slot, CloseReason::Closed);
                 }
             } else {

@@ -86,6 +86,12 @@ pub struct EngineStats {
     pub posted_total: AtomicU64,
     /// Eventfd writes made to wake a worker (<= posted_total: wakes are batched).
     pub wakes_total: AtomicU64,
+    /// io_uring instances open, all workers (each worker starts with one and opens another
+    /// only when its open rings' file tables are full; see `Core::open_ring`).
+    pub rings_open: AtomicU64,
+    /// Reaps that found a ring's completion queue overflowed: completions parked in the
+    /// kernel's overflow list (a kernel allocation each) until an enter flushes them.
+    pub cq_overflow_total: AtomicU64,
 }
 
 impl EngineStats {

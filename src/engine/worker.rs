@@ -33,7 +33,11 @@ use super::EngineError;
 use super::{CloseReason, Handler, Origin};
 
 /// Most CQEs taken from one ring per turn, so one busy ring cannot starve timers and others.
-const REAP_BATCH: usize = 512;
+/// Twice the sends a turn may submit (`SENDS_PER_TURN`, one CQE each): at 512 a fan-out to
+/// 100,000 subscribers added 1,024 completions per turn and took 512, so the CQ (4 x SQ =
+/// 4,096) filled within a few turns and completions overflowed into the kernel's list for the
+/// rest of the fan-out (seen in the ring status lines: `cq=4096 cq_overflow_flag=true`).
+const REAP_BATCH: usize = 2 * super::core::SENDS_PER_TURN;
 /// A loop turn longer than this is logged (with its phases).
 const SLOW_TURN_MS: u128 = 1000;
 /// At a forced exit, file tables are unregistered (closing their sockets in this thread) only
@@ -71,20 +75,18 @@ pub(crate) fn conn_mut<C>(conns: &mut [Option<C>], slot: u32) -> Option<&mut C> 
 }
 
 impl<H: Handler> Worker<H> {
-    /// Set up this worker's rings (one listener per ring in server role).
+    /// Set up this worker's first ring (the others open on demand), sharing `listener`.
     pub fn new(
         index: usize,
         layout: Arc<Layout>,
         shared: Arc<Shared<H::Msg>>,
-        listeners: Vec<std::os::fd::OwnedFd>,
+        listener: Option<std::os::fd::OwnedFd>,
         handler: H,
     ) -> Result<Worker<H>, EngineError> {
-        let mut listeners = listeners.into_iter();
-        let mut rings = Vec::with_capacity(layout.rings_per_worker);
-        for r in 0..layout.rings_per_worker {
-            rings.push(Ring::new(&layout, r as u8, listeners.next())?);
-        }
-        let mut core = Core::new(index, rings, layout, shared);
+        // One ring to start with; `Core::open_ring` adds more as their tables fill.
+        let listener = listener.map(Arc::new);
+        let rings = vec![Ring::new(&layout, 0, listener.clone())?];
+        let mut core = Core::new(index, rings, listener, layout, shared);
         core.update_clock();
         let mut w = Worker {
             core,
@@ -100,9 +102,6 @@ impl<H: Handler> Worker<H> {
             cqes_by_kind: [0; 16],
         };
         w.arm_wake();
-        for r in 1..w.core.rings.len() {
-            w.arm_ring_poll(r);
-        }
         Ok(w)
     }
 
@@ -117,18 +116,6 @@ impl<H: Handler> Worker<H> {
             .user_data(UserData::new(OpKind::Wake, 0, 0).pack());
         // SAFETY: the kernel writes 8 bytes into `wake_buf`, a Box owned by `Core` that lives
         // (at a fixed address) until the worker ends, after its rings are dropped.
-        unsafe { self.core.rings[0].push(&e) };
-    }
-
-    /// Ring 0 polls ring `r`'s fd (readable when its CQ has entries), so one wait covers all.
-    fn arm_ring_poll(&mut self, r: usize) {
-        use std::os::fd::AsRawFd;
-        let fd = self.core.rings[r].uring.as_raw_fd();
-        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(UserData::new(OpKind::RingPoll, 0, r as u32).pack());
-        // SAFETY: poll references no user memory.
         unsafe { self.core.rings[0].push(&e) };
     }
 
@@ -278,8 +265,12 @@ impl<H: Handler> Worker<H> {
 
     fn reap(&mut self, r: usize) -> usize {
         self.cqes.clear();
-        for cqe in self.core.rings[r].uring.completion().take(REAP_BATCH) {
+        let ring = &mut self.core.rings[r];
+        for cqe in ring.uring.completion().take(REAP_BATCH) {
             self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        if ring.uring.submission().cq_overflow() {
+            EngineStats::add(&self.core.shared.stats.cq_overflow_total, 1);
         }
         let n = self.cqes.len();
         for i in 0..n {
@@ -303,7 +294,7 @@ impl<H: Handler> Worker<H> {
             OpKind::RingPoll => {
                 // Only a wake-up: every ring is reaped every turn anyway.
                 if !more {
-                    self.arm_ring_poll(ud.slot as usize);
+                    self.core.arm_ring_poll(ud.slot as usize);
                 }
             }
             OpKind::Wake => self.on_wake(),
@@ -471,6 +462,7 @@ impl<H: Handler> Worker<H> {
             // nobody will accept from.
             self.core.rings[r].listener = None;
         }
+        self.core.listener = None;
         let live: Vec<u32> = self
             .core
             .slots
@@ -632,10 +624,10 @@ mod tests {
     }
 
     fn worker() -> Option<Worker<Null>> {
-        worker_on(Vec::new())
+        worker_on(None)
     }
 
-    fn worker_on(listeners: Vec<std::os::fd::OwnedFd>) -> Option<Worker<Null>> {
+    fn worker_on(listener: Option<std::os::fd::OwnedFd>) -> Option<Worker<Null>> {
         let cfg = EngineConfig {
             workers: 1,
             rings_per_worker: 1,
@@ -652,7 +644,7 @@ mod tests {
             clock: std::time::Instant::now(),
             has_bind: false,
         });
-        match Worker::new(0, layout, shared, listeners, Null) {
+        match Worker::new(0, layout, shared, listener, Null) {
             Ok(w) => Some(w),
             Err(e) => {
                 eprintln!("SKIPPED: {e}");
@@ -730,7 +722,9 @@ mod tests {
         let l = layout(&cfg).unwrap();
         let addr = "127.0.0.1:0".parse().unwrap();
         let (fds, bound) = crate::engine::accept::bind_listeners(addr, 1, &l).unwrap();
-        let Some(mut w) = worker_on(fds) else { return };
+        let Some(mut w) = worker_on(fds.into_iter().next()) else {
+            return;
+        };
         // The state the capacity run ended in: the engine believes an accept is armed, the
         // kernel has none (here: never armed), and clients queue on the listener.
         w.core.rings[0].accept.armed = true;

@@ -301,7 +301,8 @@ pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
     bounds.push(Bound {
         name: "file tables",
         value: format!(
-            "{} workers x {} rings x {} connections per ring ({}-entry table)",
+            "{} workers x up to {} rings (opened as tables fill) x {} connections per ring \
+             ({}-entry table)",
             layout.workers, layout.rings_per_worker, layout.accept_limit, layout.files_per_ring
         ),
         connections: Some(ring_capacity),

@@ -279,7 +279,7 @@ impl Metrics {
 
 /// The engine's plain counters: (name, help, which counter). One line each.
 type EngineCounter = (&'static str, &'static str, fn(&EngineStats) -> &AtomicU64);
-const ENGINE_COUNTERS: [EngineCounter; 11] = [
+const ENGINE_COUNTERS: [EngineCounter; 12] = [
     ("uringcast_accepted_total", "Connections accepted.", |s| {
         &s.accepted_total
     }),
@@ -322,6 +322,11 @@ const ENGINE_COUNTERS: [EngineCounter; 11] = [
         "uringcast_accept_paused_total",
         "Accepts paused for a nearly full file table.",
         |s| &s.accept_paused_total,
+    ),
+    (
+        "uringcast_cq_overflow_total",
+        "Reaps that found a completion queue overflowed (completions parked in the kernel).",
+        |s| &s.cq_overflow_total,
     ),
     ("uringcast_received_bytes_total", "Bytes received.", |s| {
         &s.bytes_received_total
