@@ -78,6 +78,21 @@ impl<'a, H: Handler> Ctx<'a, H> {
         self.core.notify_drain(id);
     }
 
+    /// Call `on_data` for `id` once more after the current callback, with the input it left
+    /// unconsumed (possibly none), unless reading is paused (the resume re-delivers it then).
+    /// For a handler that stopped taking input while waiting for something outside the
+    /// connection (an answer from another thread), and now can go on: no new bytes may come,
+    /// because the peer waits for that answer.
+    pub fn redeliver(&mut self, id: ConnId) {
+        if self
+            .core
+            .slot_of(id)
+            .is_some_and(|s| s.state == State::Open && !s.has(flag::READ_PAUSED))
+        {
+            self.core.resumed.push(id);
+        }
+    }
+
     /// Whether the engine has stopped reading `id` because its queue is above
     /// `read_pause_bytes` (see `flow.rs`). A handler looping over input already received
     /// should stop taking more requests then: each may queue another answer.

@@ -373,6 +373,8 @@ config_keys! {
     metrics_loopback: bool = true;
     /// A second address that serves /metrics (to anyone who reaches it) and /healthz only; empty = none.
     admin_listen: Option<SocketAddr> = None;
+    /// Run as one node of a cluster sharing publishes, ids and history through Redis or Valkey at this URL (`redis://HOST:PORT/DB`, see docs/cluster.md); empty = a single node with no Redis.
+    cluster_redis_url: Option<String> = None;
 }
 
 impl Config {
@@ -465,6 +467,15 @@ impl Config {
         }
         if matches!(&self.admin_key, Some(k) if k.chars().any(|c| c.is_ascii_whitespace())) {
             return invalid("admin_key", "must not contain whitespace");
+        }
+        if let Some(url) = &self.cluster_redis_url {
+            let ok = url.starts_with("redis://") || url.starts_with("redis+unix://");
+            if !ok || redis::Client::open(url.as_str()).is_err() {
+                return invalid(
+                    "cluster_redis_url",
+                    "must be a Redis URL like redis://127.0.0.1:6379/0",
+                );
+            }
         }
         if self.history_messages == 0 {
             return invalid("history_messages", "must be at least 1");

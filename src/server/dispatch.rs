@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use super::auth::Cors;
+use super::cluster::ClusterEvent;
 use super::conn::{Conn, Peer, Refusal, State};
 use super::limits::Admission;
 use super::metrics::{render_engine, CloseKind, ConnKind, Counter};
@@ -79,8 +80,22 @@ fn http_step(
     };
     out.http10_keep_alive = http.http10_keep_alive;
     out.cors = http.cors;
+    if let Some(close) = http.awaiting {
+        // Cluster mode: nothing more is read until Redis answered the publish.
+        let Some(result) = subs.take_answer(out.id) else {
+            return (0, false);
+        };
+        http.awaiting = None;
+        publish::answer(out, result, close);
+        return (0, true);
+    }
     if http.publish.is_some() {
-        return publish::body_step(out, &mut http.publish, input);
+        let step = publish::body_step(out, &mut http.publish, input);
+        if let Some(close) = out.awaiting_publish.take() {
+            http.awaiting = Some(close);
+            return (step.0, false);
+        }
+        return step;
     }
     if http.ticket.is_some() {
         return tickets::body_step(out, &mut http.ticket, input);
@@ -162,7 +177,12 @@ fn route(
             out.respond(403, TEXT, text, close)
         }
         Route::Metrics => answer_metrics(out, close),
-        Route::Publish => http.publish = publish::begin(out, head),
+        Route::Publish => {
+            http.publish = publish::begin(out, head);
+            if let Some(close) = out.awaiting_publish.take() {
+                http.awaiting = Some(close); // an empty body, queued at once
+            }
+        }
         Route::Tickets => http.ticket = tickets::begin(out, head),
         Route::Preflight { methods } => {
             let fields = [
@@ -272,6 +292,9 @@ fn render_metrics(shared: &Shared, stats: &EngineStats) -> String {
     let tracked = shared.limits.tracked_ips();
     let mut text = shared.metrics.render(&[]);
     text.push_str(&render_engine(stats));
+    if let Some(cluster) = &shared.cluster {
+        text.push_str(&cluster.render());
+    }
     text.push_str(&format!(
         "# HELP uringcast_topics Topics holding history.\n# TYPE uringcast_topics gauge\n\
          uringcast_topics {topics}\n\
@@ -288,6 +311,7 @@ impl Handler for Dispatcher {
     type Msg = WorkerMsg;
 
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, origin: Origin) -> Conn {
+        self.subs.worker = ctx.worker_index();
         self.shared.metrics.conn_opened(ConnKind::Http);
         let peer = admit(&self.shared, origin, ctx.now_ms());
         let mut timeout_ms = self.shared.config.request_timeout.0;
@@ -362,7 +386,17 @@ impl Handler for Dispatcher {
             {
                 out.http_error(&HttpError::RequestTimeout)
             }
+            State::Http(h) if h.awaiting.is_some() => {
+                h.awaiting = None;
+                let text = b"cluster: no answer from Redis in time; the message may or may not be stored\n";
+                out.respond(503, TEXT, text, true)
+            }
             State::Http(_) => out.close(CloseKind::RequestTimeout),
+            // Cluster mode: nothing may precede the head, which waits for Redis.
+            State::Sse(_) if self.subs.head_pending(id) => {
+                let next = out.now_ms() + self.shared.config.heartbeat_interval.0;
+                out.set_timer(next)
+            }
             State::Sse(stream) => sse::on_timer(&mut out, stream),
             State::Ws(session) => ws::on_timer(&mut out, session),
         }
@@ -373,14 +407,16 @@ impl Handler for Dispatcher {
             self.shared.limits.release(key);
         }
         let kind = conn.state.kind();
+        let cluster = self.shared.cluster.as_deref();
         match &mut conn.state {
-            State::Http(_) => {}
-            State::Sse(s) => self
-                .subs
-                .unsubscribe_all(&mut s.topics, Sub { id, ws: false }),
+            State::Http(_) => self.subs.forget(id),
+            State::Sse(s) => {
+                self.subs
+                    .unsubscribe_all(cluster, &mut s.topics, Sub { id, ws: false })
+            }
             State::Ws(w) => self
                 .subs
-                .unsubscribe_all(&mut w.topics, Sub { id, ws: true }),
+                .unsubscribe_all(cluster, &mut w.topics, Sub { id, ws: true }),
         }
         let decided = self.subs.take_close_reason(id).or(conn.closing);
         let close_kind = match (decided, why) {
@@ -395,8 +431,37 @@ impl Handler for Dispatcher {
     }
 
     fn on_msg(&mut self, ctx: &mut Ctx<'_, Self>, msg: WorkerMsg) {
-        let WorkerMsg::Deliver(msg) = msg;
-        self.subs.deliver(&self.shared, ctx, &msg);
+        let event = match msg {
+            WorkerMsg::Deliver(msg) => return self.subs.deliver(&self.shared, ctx, &msg),
+            WorkerMsg::Cluster(event) => event,
+        };
+        let Some(cluster) = self.shared.cluster.as_deref() else {
+            return;
+        };
+        match event {
+            ClusterEvent::Deliver(msg) => self.subs.deliver(&self.shared, ctx, &msg),
+            ClusterEvent::Published {
+                conn,
+                ws: true,
+                topic,
+                result,
+            } => {
+                if result.is_ok() {
+                    self.shared.metrics.inc(Counter::Published);
+                }
+                let result = result.map_err(|e| e.0);
+                ctx.send(conn, ws::published_answer(&topic, result));
+            }
+            ClusterEvent::Published { conn, result, .. } => {
+                self.subs.set_answer(conn, result);
+                ctx.redeliver(conn);
+            }
+            ClusterEvent::Page { conn, result } => {
+                self.subs
+                    .cluster_page(&self.shared, cluster, ctx, conn, result)
+            }
+            ClusterEvent::Cut { topic } => self.subs.cluster_cut(ctx, topic.as_deref()),
+        }
     }
 
     fn on_drain(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {

@@ -19,11 +19,13 @@
 //! grant                       patterns, scopes, grants, AuthError, constant-time compare
 //! route, metrics, config      leaves: route table, counters, config
 //! limits                      per-IP admission (connection count, handshake rate)
+//! cluster                     cluster mode: the Redis side threads (docs/cluster.md)
 //! ```
 
 mod auth;
 mod body;
 pub mod cli;
+mod cluster;
 pub mod config;
 mod conn;
 mod dispatch;

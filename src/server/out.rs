@@ -32,6 +32,9 @@ pub(super) struct Out<'a, 'c, H: Handler> {
     pub http10_keep_alive: bool,
     /// The CORS fields every answer to the current request carries (`auth::Cors`).
     pub cors: Cors,
+    /// Cluster mode: a publish went to Redis and its answer is to come (`Some(close)`: the
+    /// request asked to close after it). The dispatcher then reads nothing more until it does.
+    pub awaiting_publish: Option<bool>,
 }
 
 impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
@@ -48,6 +51,7 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
             closing,
             http10_keep_alive: false,
             cors: Cors::Off,
+            awaiting_publish: None,
         }
     }
 

@@ -78,7 +78,7 @@ pub(super) fn start<H: Handler>(
         }
     };
     let requested = resume.as_deref().map_or("", str::trim);
-    let resume = match parse_resume(requested, shared.epoch) {
+    let resume = match parse_resume(requested, shared.epoch()) {
         Ok(r) => r,
         Err(e) => {
             out.refuse(400, &format!("bad Last-Event-ID: {e}\n"));
@@ -93,13 +93,23 @@ pub(super) fn start<H: Handler>(
     };
     let mut replaying = None;
     let resume = resume.map(|r| (r, requested));
-    let first_page = match subs.subscribe(
+    let mut buf = Vec::with_capacity(192);
+    let mut fields = Vec::with_capacity(3);
+    shared.auth.cors_fields(out.cors, &mut fields);
+    http1::write_sse_response_head(&mut buf, &fields);
+    crate::proto::sse::write_retry(&mut buf, cfg.sse_retry.0);
+    crate::proto::sse::write_end(&mut buf);
+    let head = Bytes::from(buf);
+    // In cluster mode the head goes out with the first page from Redis (see `subscribe`).
+    let cluster_head = shared.cluster.as_ref().map(|_| head.clone());
+    let first_page = match subs.subscribe_any(
         shared,
         sub,
         &mut conn_topics,
         &names,
         resume,
         &mut replaying,
+        cluster_head,
     ) {
         Ok(r) => r,
         Err(e) => {
@@ -107,13 +117,9 @@ pub(super) fn start<H: Handler>(
             return None;
         }
     };
-    let mut buf = Vec::with_capacity(192);
-    let mut fields = Vec::with_capacity(3);
-    shared.auth.cors_fields(out.cors, &mut fields);
-    http1::write_sse_response_head(&mut buf, &fields);
-    crate::proto::sse::write_retry(&mut buf, cfg.sse_retry.0);
-    crate::proto::sse::write_end(&mut buf);
-    out.send(Bytes::from(buf));
+    if shared.cluster.is_none() {
+        out.send(head);
+    }
     if let Some(page) = first_page {
         send_page(out, false, &page, requested);
     }
