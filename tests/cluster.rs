@@ -475,7 +475,9 @@ fn redis_restarted_empty_changes_the_epoch_and_clients_get_reset() {
 
 #[test]
 fn resumes_racing_live_publishes_switch_without_gap_or_duplicate() {
-    let Some(redis) = Redis::start(false) else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let a = node(&redis, &["--history-messages", "100000"]);
     let b = node(&redis, &["--history-messages", "100000"]);
     let first = publish(a.addr, "z", "start");
@@ -502,7 +504,11 @@ fn resumes_racing_live_publishes_switch_without_gap_or_duplicate() {
         let mut c = sse(at, "topic=z", Some(&format!("{e}-{from}")));
         for k in 1..=20 {
             let ev = c.next_event().expect("event");
-            assert_eq!(ev.id, Some(format!("{e}-{}", from + k)), "round {round} k {k}: {ev:?}");
+            assert_eq!(
+                ev.id,
+                Some(format!("{e}-{}", from + k)),
+                "round {round} k {k}: {ev:?}"
+            );
         }
         // Next time, from just behind the newest: a short replay that races live messages.
         from += 17;

@@ -138,6 +138,7 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         publish,
         live: Arc::clone(&live),
         last_sent: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+        follow: matches!(scenario, Scenario::Fanout(FanoutArgs { follow: true, .. })),
     });
 
     let storm_factor = match scenario {

@@ -494,6 +494,23 @@ impl Scripts {
     }
 }
 
+/// Run a SUBSCRIBE or UNSUBSCRIBE, whose confirmation may take longer than the short read
+/// timeout the pubsub connection polls with.
+fn with_timeout(
+    ps: &mut redis::PubSub<'_>,
+    subscribe: bool,
+    chans: &[String],
+) -> redis::RedisResult<()> {
+    ps.set_read_timeout(Some(IO_TIMEOUT))?;
+    let r = if subscribe {
+        ps.subscribe(chans)
+    } else {
+        ps.unsubscribe(chans)
+    };
+    ps.set_read_timeout(Some(PUBSUB_POLL))?;
+    r
+}
+
 fn backoff_next(d: Duration) -> Duration {
     (d * 2).min(BACKOFF_MAX)
 }
@@ -1015,7 +1032,9 @@ impl PubSubThread {
                         );
                     }
                 }
-                SubCmd::Drop { topics } => self.dropped(topics, None),
+                SubCmd::Drop { topics } => {
+                    self.dropped(topics);
+                }
             }
         }
     }
@@ -1027,7 +1046,99 @@ impl PubSubThread {
         v
     }
 
-    fn dropped(&mut self, topics: Vec<Arc<str>>, ps: Option<&mut redis::PubSub<'_>>) {
+    fn next_cmd(&self) -> Option<SubCmd> {
+        let mut q = self.cluster.subs.lock().unwrap_or_else(|p| p.into_inner());
+        let cmd = q.pop_front();
+        self.cluster
+            .stats
+            .subcmds_queued
+            .store(q.len() as u64, Relaxed);
+        cmd
+    }
+
+    fn requeue(&self, cmd: SubCmd) {
+        let mut q = self.cluster.subs.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_front(cmd);
+    }
+
+    /// One request from a worker. Redis is asked before anything is counted, so a request
+    /// that fails can be served again whole.
+    fn serve(
+        &mut self,
+        cmd: SubCmd,
+        ps: &mut redis::PubSub<'_>,
+        plain: &mut Connection,
+    ) -> Result<(), (redis::RedisError, SubCmd)> {
+        let SubCmd::Want { topics, then } = cmd else {
+            let SubCmd::Drop { topics } = cmd else {
+                unreachable!()
+            };
+            let gone = self.dropped(topics);
+            if !gone.is_empty() {
+                let r = with_timeout(ps, false, &gone);
+                if let Err(e) = r {
+                    // Counted down already; the reconnect subscribes only what is counted.
+                    return Err((e, SubCmd::Drop { topics: Vec::new() }));
+                }
+            }
+            return Ok(());
+        };
+        let mut new: Vec<Arc<str>> = Vec::new();
+        for t in &topics {
+            if !self.topics.contains_key(t) && !new.contains(t) {
+                new.push(Arc::clone(t));
+            }
+        }
+        if !new.is_empty() {
+            // Ids up to the counter read before SUBSCRIBE were published before this node
+            // listened: none of them is a live delivery (a replay carries them).
+            let subscribed = self.current_epoch_and_seq(plain).and_then(|(e, n)| {
+                let chans: Vec<String> = new.iter().map(|t| channel(t)).collect();
+                with_timeout(ps, true, &chans)?;
+                Ok((e, n))
+            });
+            let (e, n) = match subscribed {
+                Ok(x) => x,
+                Err(err) => return Err((err, SubCmd::Want { topics, then })),
+            };
+            self.check_epoch(e);
+            for t in new {
+                self.topics.insert(
+                    Arc::clone(&t),
+                    Subscribed {
+                        name: t,
+                        count: 0,
+                        last: n,
+                    },
+                );
+            }
+            self.cluster
+                .stats
+                .channels
+                .store(self.topics.len() as u64, Relaxed);
+        }
+        for t in &topics {
+            if let Some(s) = self.topics.get_mut(t) {
+                s.count += 1;
+            }
+        }
+        if let Some(req) = then {
+            let (w, conn) = (req.worker, req.conn);
+            if let Err(e) = self.cluster.next_page(req) {
+                (self.post)(
+                    w,
+                    ClusterEvent::Page {
+                        conn,
+                        result: Err(e),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Count one subscriber fewer per topic; returns the channels nobody here needs now.
+    fn dropped(&mut self, topics: Vec<Arc<str>>) -> Vec<String> {
         let mut gone = Vec::new();
         for t in topics {
             if let Some(s) = self.topics.get_mut(&t) {
@@ -1042,10 +1153,7 @@ impl PubSubThread {
             .stats
             .channels
             .store(self.topics.len() as u64, Relaxed);
-        if let (Some(ps), false) = (ps, gone.is_empty()) {
-            // Best effort: an error shows again on the next read, which reconnects.
-            let _ = ps.unsubscribe(&gone);
-        }
+        gone
     }
 
     fn post_all(&self, event: impl Fn() -> ClusterEvent) {
@@ -1110,7 +1218,7 @@ impl PubSubThread {
         if !names.is_empty() {
             let chans: Vec<String> = names.iter().map(|t| channel(t)).collect();
             for chunk in chans.chunks(512) {
-                if let Err(e) = ps.subscribe(chunk) {
+                if let Err(e) = with_timeout(&mut ps, true, chunk) {
                     return Exit::Lost(e);
                 }
             }
@@ -1124,59 +1232,12 @@ impl PubSubThread {
             if self.cluster.stop.load(Relaxed) {
                 return Exit::Stop;
             }
-            for cmd in self.take_cmds() {
-                match cmd {
-                    SubCmd::Want { topics, then } => {
-                        let mut new = Vec::new();
-                        for t in topics {
-                            let s = self.topics.entry(Arc::clone(&t)).or_insert_with(|| {
-                                new.push(Arc::clone(&t));
-                                Subscribed {
-                                    name: t,
-                                    count: 0,
-                                    last: 0,
-                                }
-                            });
-                            s.count += 1;
-                        }
-                        if !new.is_empty() {
-                            // Ids up to the counter read before SUBSCRIBE were published
-                            // before this node listened: none of them is a live delivery.
-                            let n = match self.current_epoch_and_seq(plain) {
-                                Ok((e, n)) => {
-                                    self.check_epoch(e);
-                                    n
-                                }
-                                Err(e) => return Exit::Lost(e),
-                            };
-                            for t in &new {
-                                if let Some(s) = self.topics.get_mut(t) {
-                                    s.last = n;
-                                }
-                            }
-                            let chans: Vec<String> = new.iter().map(|t| channel(t)).collect();
-                            if let Err(e) = ps.subscribe(&chans) {
-                                return Exit::Lost(e);
-                            }
-                            self.cluster
-                                .stats
-                                .channels
-                                .store(self.topics.len() as u64, Relaxed);
-                        }
-                        if let Some(req) = then {
-                            let (w, conn) = (req.worker, req.conn);
-                            if let Err(e) = self.cluster.next_page(req) {
-                                (self.post)(
-                                    w,
-                                    ClusterEvent::Page {
-                                        conn,
-                                        result: Err(e),
-                                    },
-                                );
-                            }
-                        }
-                    }
-                    SubCmd::Drop { topics } => self.dropped(topics, Some(&mut ps)),
+            // One request at a time: one that meets a broken connection goes back to the
+            // front of the queue, to be served after the reconnect.
+            while let Some(cmd) = self.next_cmd() {
+                if let Err((e, cmd)) = self.serve(cmd, &mut ps, plain) {
+                    self.requeue(cmd);
+                    return Exit::Lost(e);
                 }
             }
             // Read what arrived, until the poll interval passes with nothing.

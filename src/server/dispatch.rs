@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use super::auth::Cors;
-use super::cluster::ClusterEvent;
+use super::cluster::{ClusterEvent, Unavailable};
 use super::conn::{Conn, Peer, Refusal, State};
 use super::limits::Admission;
 use super::metrics::{render_engine, CloseKind, ConnKind, Counter};
@@ -392,10 +392,13 @@ impl Handler for Dispatcher {
                 out.respond(503, TEXT, text, true)
             }
             State::Http(_) => out.close(CloseKind::RequestTimeout),
-            // Cluster mode: nothing may precede the head, which waits for Redis.
+            // Cluster mode: the head waits for Redis's first page, a heartbeat interval at
+            // most; then the stream opens and ends, and the client retries.
             State::Sse(_) if self.subs.head_pending(id) => {
-                let next = out.now_ms() + self.shared.config.heartbeat_interval.0;
-                out.set_timer(next)
+                let cluster = self.shared.cluster.as_deref().expect("cluster mode");
+                let why = Unavailable("cluster: no answer from Redis in time".into());
+                self.subs
+                    .cluster_page(&self.shared, cluster, out.ctx, id, Err(why))
             }
             State::Sse(stream) => sse::on_timer(&mut out, stream),
             State::Ws(session) => ws::on_timer(&mut out, session),
