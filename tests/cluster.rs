@@ -518,3 +518,133 @@ fn resumes_racing_live_publishes_switch_without_gap_or_duplicate() {
         p.join().unwrap();
     }
 }
+
+/// The nginx configuration of docs/cluster.md, for three nodes: round-robin, no stickiness.
+fn nginx_conf(dir: &std::path::Path, port: u16, nodes: &[SocketAddr]) -> String {
+    let servers: String = nodes
+        .iter()
+        .map(|a| format!("        server {a} max_fails=1 fail_timeout=2s;\n"))
+        .collect();
+    let d = dir.display();
+    // Test-only lines: the run's own paths, and (as root) workers that may write them.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;\n"
+    } else {
+        ""
+    };
+    format!(
+        "{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
+         {}\n    server {{\n        listen 127.0.0.1:{port};\n{}    }}\n}}\n",
+        include_str!("../docs/cluster-nginx-upstream.conf").replace("{servers}", &servers),
+        include_str!("../docs/cluster-nginx-locations.conf"),
+    )
+}
+
+#[test]
+fn behind_nginx_without_sticky_sessions_a_killed_node_loses_nothing() {
+    if std::process::Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        if std::env::var("URINGCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+            panic!("nginx not installed (Debian package nginx), and URINGCAST_REQUIRE_EXTERNAL=1");
+        }
+        eprintln!("SKIP: nginx not installed (Debian package nginx)");
+        return;
+    }
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let mut nodes: Vec<Server> = (0..3).map(|_| node(&redis, &[])).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let dir = redis.dir.join("nginx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = common::free_port();
+    std::fs::write(dir.join("nginx.conf"), nginx_conf(&dir, port, &addrs)).unwrap();
+    struct Nginx(std::process::Child);
+    impl Drop for Nginx {
+        fn drop(&mut self) {
+            // SIGTERM: the master stops its worker first (SIGKILL would orphan it).
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let _nginx = Nginx(
+        std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn nginx"),
+    );
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(front).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nginx did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Six subscribers through the one front address: round-robin puts them on every node.
+    let followers: Vec<_> = (0..6)
+        .map(|_| {
+            let f = Follower::new(vec![front], "/sse?topic=n");
+            std::thread::spawn(move || {
+                let mut f = f;
+                let mut got = Vec::new();
+                while let Some(ev) = f.next() {
+                    if ev.data == "end" {
+                        break;
+                    }
+                    got.push(ev.id.unwrap_or_default());
+                }
+                (got, f.reconnects)
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        if i == 100 {
+            let _ = nodes[0].child.kill();
+            let _ = nodes[0].child.wait();
+        }
+        // Through nginx too: a publish that met the dying node is retried (and may then be
+        // stored twice; only acknowledged ids are checked).
+        let mut tries = 0;
+        loop {
+            match publish_once(front, "n", &format!("m{i}")) {
+                Ok(id) => break acked.push(id),
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 20, "publish through nginx keeps failing: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    publish_once(front, "n", "end").unwrap();
+    let mut moved = 0;
+    for f in followers {
+        let (got, reconnects) = f.join().unwrap();
+        moved += usize::from(reconnects > 0);
+        let seqs: Vec<u64> = got.iter().map(|id| seq(id)).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+        for id in &acked {
+            assert!(got.contains(id), "{id} lost");
+        }
+    }
+    assert!(
+        moved >= 1,
+        "the killed node's subscribers moved through nginx"
+    );
+}

@@ -137,7 +137,7 @@ set -e
 curl -s "http://${ADDRS[0]}/metrics" >"$OUT/metrics-node1.txt" || true
 cat "$OUT/bench.txt"
 [[ -s "$OUT/cluster.json" ]] || die "no report (bench exit $rc)"
-jq -r '"cluster: \(.connections_opened) subscribers, \(.published) published, \(.deliveries) of \(.deliveries_expected) deliveries (\(.deliveries_per_s)/s), followed \(.followed), drops \(.drops); missing \(.missing), duplicates \(.duplicates), out of order \(.out_of_order); latency p50 \(.latency_ms.p50) ms p99 \(.latency_ms.p99) ms"' "$OUT/cluster.json" || true
+jq -r '"cluster: \(.connections_opened) subscribers, \(.published) published, \(.deliveries) of \(.deliveries_expected) deliveries (\(.deliveries_per_s)/s), followed \(.followed), drops \(.drops); missing \(.missing), duplicates \(.duplicates), out of order \(.out_of_order); latency p50 \(.latency_us.p50) us p99 \(.latency_us.p99) us"' "$OUT/cluster.json" || true
 grep -E '^uringcast_cluster_(redis_roundtrip|publish_errors|queue_full|reconnects)' "$OUT/metrics-node1.txt" | sed 's/^/node1: /' || true
 missing=$(jq '.missing + .duplicates + .out_of_order' "$OUT/cluster.json")
 ((missing == 0)) || exit 1

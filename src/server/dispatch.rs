@@ -336,6 +336,11 @@ impl Handler for Dispatcher {
             closing,
             peer,
         } = conn;
+        match state {
+            State::Sse(s) => self.subs.apply_floor(Sub { id, ws: false }, &s.topics),
+            State::Ws(w) => self.subs.apply_floor(Sub { id, ws: true }, &w.topics),
+            State::Http(_) => {}
+        }
         let mut out = Out::new(ctx, id, &self.shared, closing);
         let mut pos = 0;
         // Steps run until one says it needs more bytes, even on empty input: a decoder may

@@ -54,6 +54,11 @@ struct ClusterLocal {
     replays: HashMap<ConnId, ClusterReplay>,
     /// Answers from Redis to HTTP publishes, waiting for their connection's `on_data`.
     answers: HashMap<ConnId, Result<EventId, Unavailable>>,
+    /// Replays that caught up at watermark `W` on these topics: live messages up to `W`
+    /// still on their way (posted before the page was read, drained after it) are skipped
+    /// here until the connection's next callback moves the index's watermark to `W`
+    /// ([`Subscriptions::apply_floor`]).
+    floors: HashMap<ConnId, (u64, Vec<Arc<str>>)>,
 }
 
 /// A subscription start in cluster mode: pages come from Redis (asked for on drain), and
@@ -215,6 +220,19 @@ impl Subscriptions {
         Ok(())
     }
 
+    /// Cluster mode: a replay of `sub` caught up; from now on the index itself skips what the
+    /// replay carried (as in single-node mode), so the per-message check can go.
+    pub fn apply_floor(&mut self, sub: Sub, conn_topics: &ConnTopics) {
+        if self.cluster.floors.is_empty() {
+            return;
+        }
+        if let Some((w, topics)) = self.cluster.floors.remove(&sub.id) {
+            for t in &topics {
+                self.index.set_watermark(conn_topics, sub, t, w);
+            }
+        }
+    }
+
     /// Cluster mode: whether `id`'s SSE head still waits for its first page (no heartbeat
     /// may go out before it).
     pub fn head_pending(&self, id: ConnId) -> bool {
@@ -333,6 +351,9 @@ impl Subscriptions {
         match page.caught_up {
             Some(w) if !r.dirty => {
                 let r = self.cluster.replays.remove(&id).expect("found above");
+                let topics = r.cursor.iter().map(|(t, _)| Arc::clone(t)).collect();
+                self.cluster.floors.insert(id, (w, topics));
+                ctx.redeliver(id);
                 let mut sent = 0u64;
                 for m in r.buffer {
                     if m.id > w {
@@ -553,6 +574,7 @@ impl Subscriptions {
     ) {
         if let Some(cluster) = cluster {
             self.cluster.replays.remove(&sub.id);
+            self.cluster.floors.remove(&sub.id);
             self.cluster.answers.remove(&sub.id);
             cluster.drop_topics(conn_topics.topics().map(Arc::from).collect());
         }
@@ -581,9 +603,19 @@ impl Subscriptions {
         let mut delivered = 0u64;
         let mut slow: Vec<Sub> = Vec::new();
         let buffering = !self.cluster.replays.is_empty();
+        let floors = !self.cluster.floors.is_empty();
         for sub in self.index.deliveries(msg) {
+            if floors {
+                if let Some((w, topics)) = self.cluster.floors.get(&sub.id) {
+                    if msg.id <= *w && topics.contains(&msg.topic) {
+                        continue; // the replay carried it
+                    }
+                }
+            }
             if buffering {
-                if let Some(r) = self.cluster.replays.get_mut(&sub.id) {
+                let replaying = self.cluster.replays.get_mut(&sub.id);
+                if let Some(r) = replaying.filter(|r| r.cursor.iter().any(|(t, _)| *t == msg.topic))
+                {
                     // Held until the replay's last page; bounded like a send queue.
                     r.buffer_bytes += msg.sse.len().max(msg.ws.len());
                     r.buffer.push(Arc::clone(msg));
