@@ -1068,7 +1068,7 @@ impl PubSubThread {
         cmd: SubCmd,
         ps: &mut redis::PubSub<'_>,
         plain: &mut Connection,
-    ) -> Result<(), (redis::RedisError, SubCmd)> {
+    ) -> Result<(), Box<(redis::RedisError, SubCmd)>> {
         let SubCmd::Want { topics, then } = cmd else {
             let SubCmd::Drop { topics } = cmd else {
                 unreachable!()
@@ -1078,7 +1078,7 @@ impl PubSubThread {
                 let r = with_timeout(ps, false, &gone);
                 if let Err(e) = r {
                     // Counted down already; the reconnect subscribes only what is counted.
-                    return Err((e, SubCmd::Drop { topics: Vec::new() }));
+                    return Err(Box::new((e, SubCmd::Drop { topics: Vec::new() })));
                 }
             }
             return Ok(());
@@ -1099,7 +1099,7 @@ impl PubSubThread {
             });
             let (e, n) = match subscribed {
                 Ok(x) => x,
-                Err(err) => return Err((err, SubCmd::Want { topics, then })),
+                Err(err) => return Err(Box::new((err, SubCmd::Want { topics, then }))),
             };
             self.check_epoch(e);
             for t in new {
@@ -1235,7 +1235,8 @@ impl PubSubThread {
             // One request at a time: one that meets a broken connection goes back to the
             // front of the queue, to be served after the reconnect.
             while let Some(cmd) = self.next_cmd() {
-                if let Err((e, cmd)) = self.serve(cmd, &mut ps, plain) {
+                if let Err(failed) = self.serve(cmd, &mut ps, plain) {
+                    let (e, cmd) = *failed;
                     self.requeue(cmd);
                     return Exit::Lost(e);
                 }
