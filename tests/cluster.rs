@@ -648,3 +648,38 @@ fn behind_nginx_without_sticky_sessions_a_killed_node_loses_nothing() {
         "the killed node's subscribers moved through nginx"
     );
 }
+
+#[test]
+fn pipelined_publishes_are_answered_in_order_after_redis() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let a = node(&redis, &[]);
+    let mut s = TcpStream::connect(a.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Three requests in one write: the connection waits for Redis after each publish, then
+    // takes the next request from what it had already received.
+    let one = |d: &str| {
+        format!(
+            "POST /publish?topic=p HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{d}",
+            d.len()
+        )
+    };
+    let all = format!(
+        "{}{}GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        one("a"),
+        one("bb")
+    );
+    s.write_all(all.as_bytes()).unwrap();
+    let (st1, _, b1) = common::read_response(&mut s);
+    let (st2, _, b2) = common::read_response(&mut s);
+    let (st3, _, b3) = common::read_response(&mut s);
+    assert_eq!((st1, st2, st3), (200, 200, 200));
+    let id = |b: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(b).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    };
+    assert!(seq(&id(&b1)) < seq(&id(&b2)));
+    assert_eq!(b3, b"ok\n");
+    assert_eq!(redis.cli(&["XLEN", "uc:s:p"]), "2");
+}
