@@ -384,7 +384,7 @@ impl Cluster {
     pub fn render(&self) -> String {
         let s = &self.stats;
         let l = |a: &AtomicU64| a.load(Relaxed);
-        let rows: [(&str, &str, &str, u64); 14] = [
+        let rows: [(&str, &str, &str, u64); 16] = [
             ("uringcast_cluster_connected", "gauge", "1 while the command connection to Redis is up.", u64::from(s.connected.load(Relaxed))),
             ("uringcast_cluster_epoch", "gauge", "The cluster epoch last read from Redis (0: not reached yet).", self.epoch()),
             ("uringcast_cluster_published_total", "counter", "Publishes stored by Redis for this node.", l(&s.published)),
@@ -399,6 +399,8 @@ impl Cluster {
             ("uringcast_cluster_subscribed_topics", "gauge", "Topics this node subscribes to in Redis (those with local subscribers).", l(&s.channels)),
             ("uringcast_cluster_epoch_changes_total", "counter", "Times Redis was found with another epoch (it lost its data).", l(&s.epoch_changes)),
             ("uringcast_cluster_cuts_total", "counter", "Times local subscribers were cut to resume from history (epoch change, trimmed during an outage).", l(&s.cuts)),
+            ("uringcast_cluster_command_queue", "gauge", "Publishes and replay pages waiting for the command thread (bounded, see queue_full).", l(&s.jobs_queued)),
+            ("uringcast_cluster_subscription_queue", "gauge", "Subscription changes waiting for the pubsub thread.", l(&s.subcmds_queued)),
         ];
         let mut out = String::new();
         for (name, kind, help, v) in rows {
