@@ -165,6 +165,12 @@ pub struct FanoutArgs {
     /// in --ws-subscribe-msg (must be < --duration).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub storm_at: Option<Duration>,
+    /// A subscriber whose connection ends during the run (a killed server node) reconnects
+    /// at once to the next --url target, resuming (SSE `Last-Event-ID`, WebSocket `{since}`
+    /// in --ws-subscribe-msg), as EventSource does; counted in `followed`. Without it such a
+    /// subscriber stays gone and what it misses counts as missing.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 #[derive(Args, Debug, Clone)]

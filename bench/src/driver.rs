@@ -83,7 +83,13 @@ pub struct RunCfg {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// `--tls-server-name`: sent and verified instead of each URL's host.
     pub tls_server_name: Option<String>,
+    /// `fanout --follow`: a subscriber whose connection ends resumes on the next target.
+    pub follow: bool,
 }
+
+/// `--follow`: how many targets in a row a subscriber tries before it gives up (it counts
+/// as dropped then, and what it misses as missing).
+const FOLLOW_HOPS_MAX: u32 = 8;
 
 /// What the orchestrator tells a worker.
 pub enum Cmd {
@@ -135,6 +141,9 @@ struct Client {
     storm: StormPhase,
     /// The TLS session, for a TLS target.
     tls: Option<Box<TlsConn>>,
+    /// `--follow`: times in a row this subscriber moved to another target (counted afresh
+    /// once a handshake there succeeds).
+    hops: u32,
 }
 
 /// A worker's reconnect-storm state (see `storm`).
@@ -166,6 +175,9 @@ pub struct LoadDriver {
     deliveries_seen: u64,
     errors_seen: u64,
     storm: StormState,
+    /// `--follow`: subscribers whose connection ended, waiting to resume on the next target
+    /// (global index, machine, hops so far).
+    follow: VecDeque<(u64, Role, u32)>,
 }
 
 impl LoadDriver {
@@ -183,6 +195,7 @@ impl LoadDriver {
             deliveries_seen: 0,
             errors_seen: 0,
             storm: StormState::default(),
+            follow: VecDeque::new(),
         }
     }
 
@@ -258,6 +271,7 @@ impl LoadDriver {
                     role,
                     storm: StormPhase::Held,
                     tls: session,
+                    hops: 0,
                 });
                 let slot = id.slot as usize;
                 if self.by_slot.len() <= slot {
@@ -726,6 +740,27 @@ impl Handler for LoadDriver {
             self.launch(ctx);
             return;
         }
+        let is_sub = matches!(
+            c.role,
+            Role::Sse(_)
+                | Role::Ws(WsClient {
+                    mode: Mode::Sub(_),
+                    ..
+                })
+        );
+        let hops = if c.ready { 0 } else { c.hops };
+        if self.cfg.follow
+            && is_sub
+            && !self.finished
+            && (c.ready || c.hops > 0)
+            && hops < FOLLOW_HOPS_MAX
+        {
+            self.io.stats.followed += 1;
+            self.follow.push_back((c.index, c.role, hops + 1));
+            self.flush_counters();
+            self.launch(ctx);
+            return;
+        }
         let failed_reconnect = c.storm == StormPhase::Reconnecting && !c.ready;
         if failed_reconnect {
             self.storm_reconnect_failed();
@@ -843,6 +878,16 @@ impl Handler for LoadDriver {
         if self.conns.contains(key as usize) {
             let c = self.conns.remove(key as usize);
             is_pub = matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. });
+            if c.hops > 0 && c.hops < FOLLOW_HOPS_MAX && !self.finished {
+                // `--follow` reached a dead target too: on to the next one.
+                self.connecting = self.connecting.saturating_sub(1);
+                self.io.stats.errors.add_errno(errno);
+                self.io.stats.followed += 1;
+                self.follow.push_back((c.index, c.role, c.hops + 1));
+                self.flush_counters();
+                self.launch(ctx);
+                return;
+            }
             if c.storm == StormPhase::Reconnecting {
                 failed_reconnect = true;
                 self.keep_sub(c.role);
@@ -884,6 +929,22 @@ impl LoadDriver {
 
     /// Start queued storm reconnects while fewer than `connecting_max` handshakes are in flight.
     fn launch_reconnects(&mut self, ctx: &mut Ctx<'_, Self>) {
+        while self.connecting < self.cfg.connecting_max && !self.finished {
+            let Some((i, role, hops)) = self.follow.pop_front() else {
+                break;
+            };
+            let role = match role {
+                Role::Sse(s) => Role::Sse(SseSub::resume(s)),
+                Role::Ws(w) => Role::Ws(WsClient::resume(w)),
+                other => other,
+            };
+            // The next target after the one this subscriber was assigned, one more per hop.
+            let (t, src) = self.cfg.plan.assign(i);
+            let t = (t + hops as usize) % self.cfg.targets.len();
+            if let Some(key) = self.start(ctx, t, src, i, role) {
+                self.conns[key].hops = hops;
+            }
+        }
         while self.connecting < self.cfg.connecting_max && !self.finished {
             let Some((i, role)) = self.storm.queue.pop_front() else {
                 return;

@@ -30,6 +30,9 @@ pub struct Report {
     pub connect_rate: f64,
     /// Connections lost after their handshake, before the scenario ended.
     pub drops: u64,
+    /// `fanout --follow`: subscribers that moved to another target after their connection
+    /// ended (each move counted, a refused attempt included).
+    pub followed: u64,
     pub published: u64,
     pub publish_failed: u64,
     pub deliveries: u64,
@@ -78,6 +81,7 @@ impl Report {
             connect_failed: stats.connects_started.saturating_sub(stats.connects_ok),
             connect_rate: 0.0,
             drops: stats.drops,
+            followed: stats.followed,
             published: stats.published,
             publish_failed: stats.publish_failed,
             deliveries: stats.deliveries,

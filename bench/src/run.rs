@@ -157,6 +157,7 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         last_sent: (0..topics).map(|_| AtomicU64::new(0)).collect(),
         tls,
         tls_server_name: c.tls_server_name.clone(),
+        follow: matches!(scenario, Scenario::Fanout(FanoutArgs { follow: true, .. })),
     });
 
     let storm_factor = match scenario {

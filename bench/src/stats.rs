@@ -200,6 +200,8 @@ pub struct Stats {
     pub connects_ok: u64,
     /// Connections that closed before the scenario ended (any reason).
     pub drops: u64,
+    /// `--follow`: reconnects of subscribers to another target after their connection ended.
+    pub followed: u64,
     pub connect_latency: Latency,
     /// Record with [`Stats::record_latency`], which also fills `timeline`.
     pub latency: Latency,
@@ -234,6 +236,7 @@ impl Stats {
         self.connects_started += o.connects_started;
         self.connects_ok += o.connects_ok;
         self.drops += o.drops;
+        self.followed += o.followed;
         self.connect_latency.merge(&o.connect_latency);
         self.latency.merge(&o.latency);
         self.timeline.merge(&o.timeline);

@@ -83,15 +83,17 @@ impl<'a, H: Handler> Ctx<'a, H> {
         self.core.notify_drain(id);
     }
 
-    /// Hand the bytes `id` left unconsumed to `on_data` once more after this callback (this
-    /// loop turn or the next), without waiting for new bytes: for a handler that left a
-    /// pipelined request unread while it could not take it, and now can. Nothing happens if
-    /// none are held; while reading is paused, the resume delivers them anyway.
+    /// Call `on_data` for `id` once more after the current callback, with the input it left
+    /// unconsumed (possibly none), unless reading is paused (the resume re-delivers it then).
+    /// For a handler that stopped taking input while waiting for something outside the
+    /// connection (an answer from another thread), and now can go on: no new bytes may come,
+    /// because the peer waits for that answer.
     pub fn redeliver(&mut self, id: ConnId) {
-        let Some(s) = self.core.slot_of(id) else {
-            return;
-        };
-        if s.state == State::Open && !s.leftover.is_empty() && !s.has(flag::READ_PAUSED) {
+        if self
+            .core
+            .slot_of(id)
+            .is_some_and(|s| s.state == State::Open && !s.has(flag::READ_PAUSED))
+        {
             self.core.resumed.push(id);
         }
     }

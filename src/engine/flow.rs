@@ -164,12 +164,14 @@ impl<H: Handler> Worker<H> {
         true
     }
 
-    /// Hand the bytes held while reading was paused (plus any unconsumed tail) to `on_data`.
+    /// Hand the bytes held while reading was paused (plus any unconsumed tail) to `on_data`;
+    /// also `Ctx::redeliver`'s call, whose leftover may be empty.
     fn redeliver_leftover(&mut self, id: ConnId) {
         let Some(s) = self.core.slot_of(id) else {
             return;
         };
-        if s.state != State::Open || s.has(flag::READ_PAUSED) || s.leftover.is_empty() {
+        // Empty leftover only comes from `Ctx::redeliver` (a resume pushes only non-empty).
+        if s.state != State::Open || s.has(flag::READ_PAUSED) {
             return;
         }
         let Some(conn) = conn_mut(&mut self.conns, id.slot) else {

@@ -197,6 +197,14 @@ impl<K: Copy + Eq> LocalIndex<K> {
         self.subscribers(&msg.topic, msg.id)
     }
 
+    /// Every subscription's key, once per subscription (a key subscribed to several topics
+    /// comes several times).
+    pub fn all_keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.topics
+            .values()
+            .flat_map(|slab| slab.iter().map(|(_, s)| s.key))
+    }
+
     /// Keys subscribed to `topic` whose watermark is below `msg_id`.
     pub fn subscribers<'a>(&'a self, topic: &str, msg_id: u64) -> impl Iterator<Item = K> + 'a {
         self.topics

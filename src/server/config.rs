@@ -381,6 +381,8 @@ config_keys! {
     tls_cert: Option<String> = None;
     /// PEM file with the private key of tls_cert (PKCS#8, PKCS#1 or SEC1).
     tls_key: Option<String> = None;
+    /// Run as one node of a cluster sharing publishes, ids and history through Redis or Valkey at this URL (`redis://HOST:PORT/DB`, see docs/cluster.md); empty = a single node with no Redis.
+    cluster_redis_url: Option<String> = None;
 }
 
 impl Config {
@@ -481,6 +483,23 @@ impl Config {
             (Some(_), None) => return invalid("tls_key", "is needed with tls_cert"),
             (None, Some(_)) => return invalid("tls_cert", "is needed with tls_key"),
             _ => {}
+        }
+        if self.cluster_redis_url.is_some() && self.tls_cert.is_some() {
+            // Cluster replies are queued below the TLS layer today; terminate TLS at the
+            // proxy in front of the nodes (docs/cluster.md) until they are not.
+            return invalid(
+                "tls_cert",
+                "is not supported together with cluster_redis_url yet: terminate TLS at a proxy",
+            );
+        }
+        if let Some(url) = &self.cluster_redis_url {
+            let ok = url.starts_with("redis://") || url.starts_with("redis+unix://");
+            if !ok || redis::Client::open(url.as_str()).is_err() {
+                return invalid(
+                    "cluster_redis_url",
+                    "must be a Redis URL like redis://127.0.0.1:6379/0",
+                );
+            }
         }
         if self.history_messages == 0 {
             return invalid("history_messages", "must be at least 1");

@@ -103,6 +103,9 @@ pub(super) struct HttpConn {
     pub ticket: Option<Box<PendingTicket>>,
     /// The CORS fields of the request being answered, kept while its body arrives.
     pub cors: Cors,
+    /// Cluster mode: a publish waits for Redis (`Some(close)`); no further request is read
+    /// until it is answered, so answers keep the order of requests.
+    pub awaiting: Option<bool>,
 }
 
 #[cfg(test)]

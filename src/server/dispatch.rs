@@ -27,6 +27,7 @@
 use std::sync::Arc;
 
 use super::auth::Cors;
+use super::cluster::{ClusterEvent, Unavailable};
 use super::conn::{Conn, HttpConn, Peer, Refusal, State};
 use super::limits::Admission;
 use super::metrics::{render_engine, CloseKind, ConnKind, Counter};
@@ -266,8 +267,22 @@ fn http_step(
     };
     out.http10_keep_alive = http.http10_keep_alive;
     out.cors = http.cors;
+    if let Some(close) = http.awaiting {
+        // Cluster mode: nothing more is read until Redis answered the publish.
+        let Some(result) = subs.take_answer(out.id) else {
+            return (0, false);
+        };
+        http.awaiting = None;
+        publish::answer(out, result, close);
+        return (0, true);
+    }
     if http.publish.is_some() {
-        return publish::body_step(out, &mut http.publish, input);
+        let step = publish::body_step(out, &mut http.publish, input);
+        if let Some(close) = out.awaiting_publish.take() {
+            http.awaiting = Some(close);
+            return (step.0, false);
+        }
+        return step;
     }
     if http.ticket.is_some() {
         return tickets::body_step(out, &mut http.ticket, input);
@@ -357,7 +372,12 @@ fn route(
         Route::Metrics => answer_metrics(out, close),
         Route::Topics => operator::answer_topics(out, head, close),
         Route::Topic => operator::answer_topic(out, head, close),
-        Route::Publish => http.publish = publish::begin(out, head),
+        Route::Publish => {
+            http.publish = publish::begin(out, head);
+            if let Some(close) = out.awaiting_publish.take() {
+                http.awaiting = Some(close); // an empty body, queued at once
+            }
+        }
         Route::Tickets => http.ticket = tickets::begin(out, head),
         Route::Preflight { methods } => {
             let fields = [
@@ -407,7 +427,7 @@ fn answer_poll(out: &mut Out<'_, '_, Dispatcher>, subs: &mut Subscriptions, stat
         id: out.id,
         form: Form::Poll,
     };
-    subs.unsubscribe_all(&mut wait.topics, sub);
+    subs.unsubscribe_all(out.shared.cluster.as_deref(), &mut wait.topics, sub);
     poll::answer_held(out, wait, ready);
     out.shared
         .metrics
@@ -527,6 +547,9 @@ fn render_metrics(shared: &Shared, stats: &EngineStats) -> String {
     let tracked = shared.limits.tracked_ips();
     let mut text = shared.metrics.render(&[]);
     text.push_str(&render_engine(stats));
+    if let Some(cluster) = &shared.cluster {
+        text.push_str(&cluster.render());
+    }
     text.push_str(&format!(
         "# HELP uringcast_topics Topics holding history.\n# TYPE uringcast_topics gauge\n\
          uringcast_topics {topics}\n\
@@ -543,6 +566,7 @@ impl Handler for Dispatcher {
     type Msg = WorkerMsg;
 
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, origin: Origin) -> Conn {
+        self.subs.worker = ctx.worker_index();
         self.shared.metrics.conn_opened(ConnKind::Http);
         let peer = admit(&self.shared, origin, ctx.now_ms());
         let mut timeout_ms = self.shared.config.request_timeout.0;
@@ -568,6 +592,17 @@ impl Handler for Dispatcher {
         conn: &mut Conn,
         data: &mut [u8],
     ) -> usize {
+        match &conn.state {
+            State::Sse(s) => self.subs.apply_floor(
+                Sub {
+                    id,
+                    form: Form::Sse,
+                },
+                &s.topics,
+            ),
+            State::Ws(w) => self.subs.apply_floor(Sub { id, form: w.form }, &w.topics),
+            State::Http(_) | State::Poll(_) => {}
+        }
         if self.tls.is_some() {
             return self.tls_input(ctx, id, conn, data);
         }
@@ -587,7 +622,20 @@ impl Handler for Dispatcher {
             {
                 out.http_error(&HttpError::RequestTimeout)
             }
+            State::Http(h) if h.awaiting.is_some() => {
+                h.awaiting = None;
+                let text = b"cluster: no answer from Redis in time; the message may or may not be stored\n";
+                out.respond(503, TEXT, text, true)
+            }
             State::Http(_) => out.close(CloseKind::RequestTimeout),
+            // Cluster mode: the head waits for Redis's first page, a heartbeat interval at
+            // most; then the stream opens and ends, and the client retries.
+            State::Sse(_) if self.subs.head_pending(id) => {
+                let cluster = self.shared.cluster.as_deref().expect("cluster mode");
+                let why = Unavailable("cluster: no answer from Redis in time".into());
+                self.subs
+                    .cluster_page(&self.shared, cluster, out.ctx, id, Err(why))
+            }
             State::Sse(stream) => sse::on_timer(&mut out, stream),
             State::Ws(session) => ws::on_timer(&mut out, session),
             State::Poll(_) => answer_poll(&mut out, &mut self.subs, state),
@@ -602,25 +650,28 @@ impl Handler for Dispatcher {
             self.shared.limits.release(key);
         }
         let kind = conn.state.kind();
+        let cluster = self.shared.cluster.as_deref();
         match &mut conn.state {
-            State::Http(_) => {}
+            State::Http(_) => self.subs.forget(id),
             State::Sse(s) => self.subs.unsubscribe_all(
+                cluster,
                 &mut s.topics,
                 Sub {
                     id,
                     form: Form::Sse,
                 },
             ),
-            State::Ws(w) => self
-                .subs
-                .unsubscribe_all(&mut w.topics, Sub { id, form: w.form }),
+            State::Ws(w) => {
+                self.subs
+                    .unsubscribe_all(cluster, &mut w.topics, Sub { id, form: w.form })
+            }
             State::Poll(p) => {
                 self.subs.take_ready(id);
                 let sub = Sub {
                     id,
                     form: Form::Poll,
                 };
-                self.subs.unsubscribe_all(&mut p.topics, sub)
+                self.subs.unsubscribe_all(cluster, &mut p.topics, sub)
             }
         }
         let decided = self.subs.take_close_reason(id).or(conn.closing);
@@ -636,9 +687,44 @@ impl Handler for Dispatcher {
     }
 
     fn on_msg(&mut self, ctx: &mut Ctx<'_, Self>, msg: WorkerMsg) {
-        let WorkerMsg::Deliver(msg) = msg;
-        self.subs
-            .deliver(&self.shared, ctx, &msg, self.tls.as_mut());
+        let event = match msg {
+            WorkerMsg::Deliver(msg) => {
+                return self
+                    .subs
+                    .deliver(&self.shared, ctx, &msg, self.tls.as_mut())
+            }
+            WorkerMsg::Cluster(event) => event,
+        };
+        let Some(cluster) = self.shared.cluster.as_deref() else {
+            return;
+        };
+        match event {
+            ClusterEvent::Deliver(msg) => {
+                self.subs
+                    .deliver(&self.shared, ctx, &msg, self.tls.as_mut())
+            }
+            ClusterEvent::Published {
+                conn,
+                ws: true,
+                topic,
+                result,
+            } => {
+                if result.is_ok() {
+                    self.shared.metrics.inc(Counter::Published);
+                }
+                let result = result.map_err(|e| e.0);
+                ctx.send(conn, ws::published_answer(&topic, result));
+            }
+            ClusterEvent::Published { conn, result, .. } => {
+                self.subs.set_answer(conn, result);
+                ctx.redeliver(conn);
+            }
+            ClusterEvent::Page { conn, result } => {
+                self.subs
+                    .cluster_page(&self.shared, cluster, ctx, conn, result)
+            }
+            ClusterEvent::Cut { topic } => self.subs.cluster_cut(ctx, topic.as_deref()),
+        }
     }
 
     fn on_drain(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, conn: &mut Conn) {

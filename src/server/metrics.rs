@@ -26,10 +26,15 @@ pub enum CloseKind {
     QueueOverflow,
     /// The token a stream's subscriptions needed expired (SSE ends, WebSocket 1008).
     TokenExpired,
+    /// Cluster mode: the stream could not start because Redis was unavailable.
+    ClusterUnavailable,
+    /// Cluster mode: cut to resume from history (Redis lost its data, or trimmed what this
+    /// node missed during an outage).
+    ClusterResync,
 }
 
 impl CloseKind {
-    pub const ALL: [CloseKind; 11] = [
+    pub const ALL: [CloseKind; 13] = [
         CloseKind::PeerClosed,
         CloseKind::ProtocolError,
         CloseKind::RequestTimeout,
@@ -41,6 +46,8 @@ impl CloseKind {
         CloseKind::Done,
         CloseKind::QueueOverflow,
         CloseKind::TokenExpired,
+        CloseKind::ClusterUnavailable,
+        CloseKind::ClusterResync,
     ];
 
     pub fn label(self) -> &'static str {
@@ -56,6 +63,8 @@ impl CloseKind {
             CloseKind::Done => "done",
             CloseKind::QueueOverflow => "queue_overflow",
             CloseKind::TokenExpired => "token_expired",
+            CloseKind::ClusterUnavailable => "cluster_unavailable",
+            CloseKind::ClusterResync => "cluster_resync",
         }
     }
 }

@@ -19,6 +19,7 @@
 //! grant                       patterns, scopes, grants, AuthError, constant-time compare
 //! route, metrics, config      leaves: route table, counters, config
 //! limits                      per-IP admission (connection count, handshake rate)
+//! cluster                     cluster mode: the Redis side threads (docs/cluster.md)
 //! operator                    the operator's view: /topics, /topics/{name}
 //! presence                    subscribers per topic over all workers (`/topics`)
 //! tls                         certificate files and reload, per-worker rustls sessions
@@ -27,6 +28,7 @@
 mod auth;
 mod body;
 pub mod cli;
+mod cluster;
 pub mod config;
 mod conn;
 mod dispatch;

@@ -84,7 +84,7 @@ fn row_json(shared: &Shared, row: &TopicRow) -> serde_json::Value {
             i.held_bytes,
             serde_json::Value::from(
                 EventId {
-                    epoch: shared.epoch,
+                    epoch: shared.epoch(),
                     seq: i.last_id,
                 }
                 .to_string(),

@@ -39,6 +39,9 @@ pub(super) struct Out<'a, 'c, H: Handler> {
     pub cors: Cors,
     /// The connection's TLS session, on a TLS listener.
     pub tls: Option<&'a mut ServerConnection>,
+    /// Cluster mode: a publish went to Redis and its answer is to come (`Some(close)`: the
+    /// request asked to close after it). The dispatcher then reads nothing more until it does.
+    pub awaiting_publish: Option<bool>,
 }
 
 impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
@@ -57,6 +60,7 @@ impl<'a, 'c, H: Handler> Out<'a, 'c, H> {
             http10_keep_alive: false,
             cors: Cors::Off,
             tls,
+            awaiting_publish: None,
         }
     }
 

@@ -53,6 +53,12 @@ pub(super) fn start<H: Handler>(
 ) -> Option<PollWait> {
     let shared = out.shared;
     let cfg = &shared.config;
+    if shared.cluster.is_some() {
+        // Polls read the local history and are not known to the cluster's subscription
+        // thread; until they are, a clear refusal beats a poll that never hears anything.
+        out.refuse(501, "long polling is not available in cluster mode\n");
+        return None;
+    }
     let mut topics: Vec<String> = Vec::new();
     let mut since = None;
     for (k, v) in http1::query_pairs(head.query().unwrap_or("")) {
@@ -84,7 +90,7 @@ pub(super) fn start<H: Handler>(
         }
     }
     let requested = since.as_deref().map_or("", str::trim);
-    let resume = match parse_resume(requested, shared.epoch) {
+    let resume = match parse_resume(requested, shared.epoch()) {
         Ok(r) => r,
         Err(e) => {
             out.refuse(400, &format!("bad since: {e}\n"));
@@ -178,7 +184,7 @@ fn answer<H: Handler>(
 ) {
     static OPEN: Bytes = Bytes::from_static(br#"{"messages":["#);
     static COMMA: Bytes = Bytes::from_static(b",");
-    let epoch = out.shared.epoch;
+    let epoch = out.shared.epoch();
     let id = |seq| EventId { epoch, seq };
     let mut parts = Vec::with_capacity(2 * messages.len() + 2);
     parts.push(OPEN.clone());

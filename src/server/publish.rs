@@ -6,16 +6,22 @@
 //! Ordering: [`publish`] assigns the id and posts the message to every worker (this one
 //! included) under one hold of the hub lock, so every worker's inbox holds messages in id
 //! order, and the engine drains an inbox in push order (see `engine::Ctx::post`).
+//!
+//! Cluster mode: [`to_cluster`] checks the message and queues it for Redis; the answer comes
+//! back later (`cluster::ClusterEvent::Published`) and [`answer`] sends it. Redis assigns the
+//! id, and live delivery comes back through the node's pubsub connection like any other
+//! node's publish.
 
 use std::sync::Arc;
 
 use super::auth::{Accept, AuthError, Clock, Credential, Grant};
 use super::body::BodyReader;
+use super::cluster::Unavailable;
 use super::metrics::Counter;
 use super::out::{Out, JSON, TEXT};
 use super::shared::{Shared, WorkerMsg};
 use crate::engine::{Ctx, Handler};
-use crate::hub::{EventId, HubError};
+use crate::hub::{self, EventId, HubError};
 use crate::proto::http1::{self, RequestHead};
 
 /// A publish whose body is still arriving.
@@ -103,6 +109,19 @@ fn finish<H: Handler<Msg = WorkerMsg>>(out: &mut Out<'_, '_, H>, p: PendingPubli
         let msg = b"body must be UTF-8 text (SSE carries only text)\n";
         return out.respond(400, TEXT, msg, p.close);
     };
+    if out.shared.cluster.is_some() {
+        let (id, w) = (out.id, out.ctx.worker_index());
+        return match to_cluster(out.shared, w, id, false, &p.topic, p.event.as_deref(), data) {
+            Ok(()) => out.awaiting_publish = Some(p.close),
+            Err(PublishError::Hub(e)) => {
+                let body = format!("{e}\n");
+                out.respond(e.status(), TEXT, body.as_bytes(), p.close)
+            }
+            Err(PublishError::Unavailable(Unavailable(why))) => {
+                out.respond(503, TEXT, format!("{why}\n").as_bytes(), p.close)
+            }
+        };
+    }
     match publish(out.shared, out.ctx, &p.topic, p.event.as_deref(), data) {
         Ok(msg_id) => {
             let body = format!("{{\"id\":\"{msg_id}\"}}");
@@ -112,6 +131,50 @@ fn finish<H: Handler<Msg = WorkerMsg>>(out: &mut Out<'_, '_, H>, p: PendingPubli
             let body = format!("{e}\n");
             out.respond(e.status(), TEXT, body.as_bytes(), p.close)
         }
+    }
+}
+
+/// Why a cluster publish was not queued.
+pub(super) enum PublishError {
+    Hub(HubError),
+    Unavailable(Unavailable),
+}
+
+/// Cluster mode: check the message as the hub would, and queue it for Redis.
+pub(super) fn to_cluster(
+    shared: &Shared,
+    worker: usize,
+    conn: crate::engine::ConnId,
+    ws: bool,
+    topic: &str,
+    event: Option<&str>,
+    data: &str,
+) -> Result<(), PublishError> {
+    let cluster = shared.cluster.as_ref().expect("cluster mode");
+    hub::validate_topic(topic).map_err(PublishError::Hub)?;
+    hub::validate_event(event, &hub::HubLimits::default()).map_err(PublishError::Hub)?;
+    let limit_bytes = shared.config.publish_bytes_max.0;
+    if data.len() > limit_bytes {
+        return Err(PublishError::Hub(HubError::DataTooLarge { limit_bytes }));
+    }
+    cluster
+        .publish(worker, conn, ws, topic, event, data)
+        .map_err(PublishError::Unavailable)
+}
+
+/// Cluster mode: Redis answered the HTTP publish this connection waits for.
+pub(super) fn answer<H: Handler>(
+    out: &mut Out<'_, '_, H>,
+    result: Result<EventId, Unavailable>,
+    close: bool,
+) {
+    match result {
+        Ok(id) => {
+            out.shared.metrics.inc(Counter::Published);
+            let body = format!("{{\"id\":\"{id}\"}}");
+            out.respond(200, JSON, body.as_bytes(), close)
+        }
+        Err(Unavailable(why)) => out.respond(503, TEXT, format!("{why}\n").as_bytes(), close),
     }
 }
 
@@ -135,15 +198,17 @@ fn authorize_http<H: Handler>(
 
 /// `{"op":"publish"}` from a WebSocket client: allowed by `ws_publish`, and then only with
 /// `publish_open` or a live `grant` (from the upgrade request, or a `refresh`) whose publish
-/// scope covers the topic. Returns the id, or the error text for the client's `error` message.
+/// scope covers the topic. Returns the id, or the error text for the client's `error` message;
+/// in cluster mode `None`: the `published` answer is sent when Redis has the message.
 pub(super) fn from_ws<H: Handler<Msg = WorkerMsg>>(
     shared: &Shared,
     ctx: &mut Ctx<'_, H>,
+    conn: crate::engine::ConnId,
     grant: Option<&Grant>,
     topic: &str,
     event: Option<&str>,
     data: &str,
-) -> Result<EventId, String> {
+) -> Result<Option<EventId>, String> {
     if !shared.config.ws_publish {
         return Err("publishing over WebSocket is off (server flag --ws-publish)".to_owned());
     }
@@ -151,5 +216,14 @@ pub(super) fn from_ws<H: Handler<Msg = WorkerMsg>>(
         .auth
         .may_publish(grant, topic, ctx.now_ms())
         .map_err(|e| format!("publishing refused: {e}"))?;
-    publish(shared, ctx, topic, event, data).map_err(|e| e.to_string())
+    if shared.cluster.is_some() {
+        return match to_cluster(shared, ctx.worker_index(), conn, true, topic, event, data) {
+            Ok(()) => Ok(None),
+            Err(PublishError::Hub(e)) => Err(e.to_string()),
+            Err(PublishError::Unavailable(Unavailable(why))) => Err(why),
+        };
+    }
+    publish(shared, ctx, topic, event, data)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }

@@ -110,6 +110,14 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         engine.connections_capacity()
     );
     let _ = shared.main_engine.set(engine.handle());
+    if let Some(cluster) = &shared.cluster {
+        let handle = engine.handle();
+        let workers = handle.workers();
+        let post: super::cluster::Poster =
+            Arc::new(move |w, event| handle.post(w, WorkerMsg::Cluster(event)));
+        cluster.start(workers, post)?;
+        eprintln!("uringcast: cluster mode: publishes, ids and history through Redis");
+    }
     // The admin address gets an engine of its own, one worker and one small ring: a listener
     // is per ring in the engine, and /metrics needs no more.
     let admin = match cfg.admin_listen {
@@ -171,6 +179,9 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let stats = StatsPublisher::start(Arc::clone(&shared), watched, STATS_EVERY)?;
     let result = engine.wait();
     stats.stop();
+    if let Some(cluster) = &shared.cluster {
+        cluster.stop();
+    }
     if let Some(admin) = admin {
         admin.handle().shutdown();
         admin.wait()?;

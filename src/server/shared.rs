@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::auth::Auth;
+use super::cluster::{Cluster, ClusterEvent};
 use super::config::Config;
 use super::limits::Limits;
 use super::metrics::Metrics;
@@ -22,8 +23,11 @@ pub struct Shared {
     hub: Mutex<Topics>,
     pub metrics: Metrics,
     /// This lifetime's epoch, the first half of every wire id (the hub's, copied so that
-    /// formatting an id needs no lock).
-    pub epoch: u64,
+    /// formatting an id needs no lock). In cluster mode ids carry the cluster's epoch instead:
+    /// see [`Shared::epoch`].
+    epoch: u64,
+    /// Cluster mode (`cluster_redis_url`): publishes, ids and history go through Redis.
+    pub cluster: Option<Arc<Cluster>>,
     /// The listen address is loopback: every peer is local. Stands in for a peer address the
     /// engine could not look up (`Origin::Accepted { peer: None }`).
     pub listen_is_loopback: bool,
@@ -58,7 +62,12 @@ impl Shared {
             ..hub::HubLimits::default()
         };
         let epoch = epoch_now();
+        let cluster = config.cluster_redis_url.as_deref().map(|url| {
+            let c = Cluster::new(url, config.history_messages, config.publish_bytes_max.0);
+            Arc::new(c.expect("cluster_redis_url is checked by Config::validate"))
+        });
         Shared {
+            cluster,
             auth,
             tls,
             listen_is_loopback: config.listen.ip().is_loopback(),
@@ -73,6 +82,15 @@ impl Shared {
             metrics: Metrics::default(),
             presence: Presence::default(),
             config,
+        }
+    }
+
+    /// The epoch of the ids this node hands out: its own start time, or in cluster mode the
+    /// cluster's epoch as last read from Redis (0 before Redis was reached).
+    pub fn epoch(&self) -> u64 {
+        match &self.cluster {
+            Some(c) => c.epoch(),
+            None => self.epoch,
         }
     }
 
@@ -95,6 +113,8 @@ fn epoch_now() -> u64 {
 pub enum WorkerMsg {
     /// A published message, for this worker's local subscribers of its topic.
     Deliver(Arc<Message>),
+    /// From the cluster's Redis threads (cluster mode only).
+    Cluster(ClusterEvent),
 }
 
 /// A subscriber in a worker's [`hub::LocalIndex`]: the connection and which wire form it takes.

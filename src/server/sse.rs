@@ -88,7 +88,7 @@ pub(super) fn start<H: Handler>(
         },
     };
     let requested = resume.as_deref().map_or("", str::trim);
-    let resume = match parse_resume(requested, shared.epoch) {
+    let resume = match parse_resume(requested, shared.epoch()) {
         Ok(r) => r,
         Err(e) => {
             out.refuse(400, &format!("bad Last-Event-ID: {e}\n"));
@@ -103,38 +103,36 @@ pub(super) fn start<H: Handler>(
     };
     let mut replaying = None;
     let resume = resume.map(|r| (r, requested));
-    let subscribed = match system {
-        Some(_) => subs.subscribe_any(
-            shared,
-            sub,
-            &mut conn_topics,
-            &names,
-            resume,
-            &mut replaying,
-        ),
-        None => subs.subscribe(
-            shared,
-            sub,
-            &mut conn_topics,
-            &names,
-            resume,
-            &mut replaying,
-        ),
-    };
-    let first_page = match subscribed {
-        Ok(r) => r,
-        Err(e) => {
-            out.refuse(e.status(), &format!("{e}\n"));
-            return None;
-        }
-    };
     let mut buf = Vec::with_capacity(192);
     let mut fields = Vec::with_capacity(3);
     shared.auth.cors_fields(out.cors, &mut fields);
     http1::write_sse_response_head(&mut buf, &fields);
     crate::proto::sse::write_retry(&mut buf, cfg.sse_retry.0);
     crate::proto::sse::write_end(&mut buf);
-    out.send(Bytes::from(buf));
+    let head = Bytes::from(buf);
+    // In cluster mode the head goes out with the first page from Redis (see `subscribe`);
+    // a system topic is this node's own, subscribed locally.
+    let local = system.is_some() || shared.cluster.is_none();
+    let cluster_head = (!local).then(|| head.clone());
+    let first_page = match subs.subscribe_in_mode(
+        shared,
+        sub,
+        &mut conn_topics,
+        &names,
+        resume,
+        &mut replaying,
+        cluster_head,
+        system.is_some(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            out.refuse(e.status(), &format!("{e}\n"));
+            return None;
+        }
+    };
+    if local {
+        out.send(head);
+    }
     if let Some(page) = first_page {
         send_page(out, Form::Sse, &page, requested);
     }

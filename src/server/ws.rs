@@ -168,6 +168,17 @@ fn json_frame(value: &serde_json::Value) -> Bytes {
     server_frame(OpCode::Text, value.to_string().as_bytes())
 }
 
+/// Cluster mode: Redis answered a publish op of this session: `published` with the id, or an
+/// `error` (the message may be retried). Answers come in the order the ops were sent.
+pub(super) fn published_answer(topic: &str, result: Result<crate::hub::EventId, String>) -> Bytes {
+    match result {
+        Ok(id) => json_frame(
+            &serde_json::json!({"op": "published", "topic": topic, "id": id.to_string()}),
+        ),
+        Err(e) => json_frame(&serde_json::json!({"op": "error", "error": e, "topic": topic})),
+    }
+}
+
 /// Answer the upgrade of `GET /ws` (or the echo path): handshake, `?topic=` subscriptions,
 /// the 101, the first ping timer. `None` when refused (the answer is queued, closing).
 pub(super) fn upgrade<H: Handler>(
@@ -260,7 +271,10 @@ pub(super) fn upgrade<H: Handler>(
             form: session.form,
         };
         let topics = &mut session.topics;
-        if let Err(e) = subs.subscribe(shared, sub, topics, &names, None, &mut session.replaying) {
+        let replaying = &mut session.replaying;
+        if let Err(e) =
+            subs.subscribe_in_mode(shared, sub, topics, &names, None, replaying, None, false)
+        {
             out.refuse(e.status(), &format!("{e}\n"));
             return None;
         }
@@ -420,7 +434,8 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
                 id: out.id,
                 form: ws.form,
             };
-            let removed = subs.unsubscribe(&mut ws.topics, sub, topic, &mut ws.replaying);
+            let cluster = out.shared.cluster.as_deref();
+            let removed = subs.unsubscribe(cluster, &mut ws.topics, sub, topic, &mut ws.replaying);
             if ws.topics.is_empty() && removed {
                 ws.idle_since_ms = out.now_ms();
             }
@@ -435,12 +450,13 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
             };
             let event = control.event.as_deref();
             let grant = ws.grant.as_ref();
-            match publish::from_ws(out.shared, out.ctx, grant, topic, event, &data) {
-                Ok(msg_id) => {
+            match publish::from_ws(out.shared, out.ctx, out.id, grant, topic, event, &data) {
+                Ok(Some(msg_id)) => {
                     let id = msg_id.to_string();
                     let ack = serde_json::json!({"op": "published", "topic": topic, "id": id});
                     out.send(json_frame(&ack));
                 }
+                Ok(None) => {} // cluster mode: `published_answer` follows
                 Err(e) => send_error(out, Some(topic), &e),
             }
         }
@@ -470,7 +486,7 @@ fn subscribe<H: Handler>(
     topic: &str,
     since: &str,
 ) {
-    let resume = match parse_resume(since, out.shared.epoch) {
+    let resume = match parse_resume(since, out.shared.epoch()) {
         Ok(r) => r,
         Err(e) => return send_error(out, Some(topic), &format!("bad since: {e}")),
     };
@@ -496,7 +512,16 @@ fn subscribe<H: Handler>(
     };
     let resume = resume.map(|r| (r, since.trim()));
     let replaying = &mut ws.replaying;
-    match subs.subscribe(out.shared, sub, &mut ws.topics, &[topic], resume, replaying) {
+    match subs.subscribe_in_mode(
+        out.shared,
+        sub,
+        &mut ws.topics,
+        &[topic],
+        resume,
+        replaying,
+        None,
+        false,
+    ) {
         Ok(page) => {
             out.send(json_frame(&ack));
             if let Some(page) = page {

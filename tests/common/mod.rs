@@ -325,3 +325,131 @@ pub fn bench_bin() -> &'static std::path::PathBuf {
         bin
     })
 }
+
+/// A `redis-server` started by a test on a free loopback port in its own temp dir, with no
+/// snapshots (unless `persist`: append-only file, fsync always, so a restart keeps every
+/// stored message). Killed and its dir removed on drop.
+pub struct Redis {
+    pub port: u16,
+    pub dir: std::path::PathBuf,
+    persist: bool,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// `None` (after printing why) when `redis-server` is not installed, unless
+    /// `URINGCAST_REQUIRE_EXTERNAL=1`, when that is a failure.
+    pub fn start(persist: bool) -> Option<Redis> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            let why = "redis-server not installed (Debian package redis-server)";
+            if std::env::var("URINGCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+                panic!("{why}, and URINGCAST_REQUIRE_EXTERNAL=1");
+            }
+            eprintln!("SKIP: {why}");
+            return None;
+        }
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("uringcast-redis-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("redis temp dir");
+        let port = free_port();
+        let mut r = Redis {
+            port,
+            dir,
+            persist,
+            child: None,
+        };
+        r.launch();
+        Some(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn launch(&mut self) {
+        let port = self.port.to_string();
+        let aof = if self.persist { "yes" } else { "no" };
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                aof,
+            ])
+            .args(["--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not listen on {} within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port and dir (with `persist`, with the same data).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// One command through `redis-cli`, for assertions on what Redis holds.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().unwrap().port()
+}
+
+/// POST /publish once; returns (status, body) whatever the status.
+pub fn try_publish(addr: SocketAddr, topic: &str, data: &str) -> (u16, String) {
+    let req = format!(
+        "POST /publish?topic={topic} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{data}",
+        data.len()
+    );
+    let (status, _, body) = http(addr, req.as_bytes());
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
