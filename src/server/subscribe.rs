@@ -107,6 +107,20 @@ struct ClusterReplay {
     dirty: bool,
 }
 
+impl ClusterReplay {
+    /// The request for this replay's next page from Redis.
+    fn page_req(&self, worker: usize, conn: ConnId, page_bytes: usize) -> PageReq {
+        PageReq {
+            worker,
+            conn,
+            topics: self.cursor.clone(),
+            epoch: self.check,
+            page_bytes,
+            ws: self.form.json(),
+        }
+    }
+}
+
 /// Why a cluster subscription did not start.
 pub(super) enum SubscribeError {
     Hub(HubError),
@@ -239,14 +253,7 @@ impl Subscriptions {
             None
         } else {
             r.in_flight = true;
-            Some(PageReq {
-                worker: self.worker,
-                conn: sub.id,
-                topics: r.cursor.clone(),
-                epoch: r.check,
-                page_bytes,
-                ws: sub.form.json(),
-            })
+            Some(r.page_req(self.worker, sub.id, page_bytes))
         };
         if let Err(e) = cluster.want(added.clone(), then) {
             let mut counts = self.counts.lock();
@@ -417,14 +424,7 @@ impl Subscriptions {
                     // New topics joined: their page must come after their SUBSCRIBE.
                     r.dirty = false;
                     r.in_flight = true;
-                    let req = PageReq {
-                        worker: self.worker,
-                        conn: id,
-                        topics: r.cursor.clone(),
-                        epoch: r.check,
-                        page_bytes: shared.config.read_pause_bytes(),
-                        ws: r.form.json(),
-                    };
+                    let req = r.page_req(self.worker, id, shared.config.read_pause_bytes());
                     if let Err(e) = cluster.want(Vec::new(), Some(req)) {
                         self.cluster_page(shared, cluster, ctx, id, Err(e));
                     }
@@ -450,14 +450,7 @@ impl Subscriptions {
             return;
         }
         r.in_flight = true;
-        let req = PageReq {
-            worker: self.worker,
-            conn: id,
-            topics: r.cursor.clone(),
-            epoch: r.check,
-            page_bytes: shared.config.read_pause_bytes(),
-            ws: r.form.json(),
-        };
+        let req = r.page_req(self.worker, id, shared.config.read_pause_bytes());
         if let Err(e) = cluster.next_page(req) {
             self.cluster_page(shared, cluster, ctx, id, Err(e));
         }
