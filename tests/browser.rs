@@ -12,8 +12,7 @@
 
 mod common;
 
-use common::{publish, publish_as, Server, SseClient};
-use std::process::{Command, Stdio};
+use common::{chromium, publish, publish_as, Server, SseClient};
 use std::time::{Duration, Instant};
 
 const PAGE: &str = r#"<!doctype html>
@@ -47,21 +46,6 @@ function check() {
 </script>
 "#;
 
-fn skip(why: &str) {
-    if std::env::var("URINGCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!("browser test cannot run: {why}");
-    }
-    eprintln!("SKIPPED browser: {why}");
-}
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Control {
     client: SseClient,
     last_id: Option<String>,
@@ -87,48 +71,10 @@ impl Control {
     }
 }
 
-/// Chromium's path, if installed.
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
-/// Write `html` to a file and open it in headless Chromium with `?query`; the browser is
-/// killed when the returned guard drops.
-fn open_page(chromium: &str, name: &str, html: &str, query: &str) -> KillOnDrop {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("browser-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let page = dir.join("page.html");
-    std::fs::write(&page, html).unwrap();
-    let profile = dir.join("profile");
-    KillOnDrop(
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-                "--allow-file-access-from-files",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("file://{}?{query}", page.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromium"),
-    )
-}
-
 #[test]
 fn eventsource_resumes_with_last_event_id_and_websocket_receives() {
-    let Some(chromium) = chromium() else {
-        return skip("chromium not installed (apt-get install chromium)");
+    let Some(exe) = chromium::find() else {
+        return;
     };
     let s = Server::start(&[
         "--sse-stream-lifetime",
@@ -145,12 +91,8 @@ fn eventsource_resumes_with_last_event_id_and_websocket_receives() {
         addr: s.addr,
     };
 
-    let _browser = open_page(
-        chromium,
-        "eventsource",
-        PAGE,
-        &format!("port={}", s.addr.port()),
-    );
+    let _browser =
+        chromium::open_page(exe, "eventsource", PAGE, &format!("port={}", s.addr.port()));
     let ready = control.next_event().expect("the page reports ready");
     assert_eq!(ready.data, "ready");
 
@@ -231,8 +173,8 @@ function onOpen() { if (++opened === 2) report('ready'); }
 
 #[test]
 fn a_page_trades_its_token_for_tickets_and_subscribes_with_them() {
-    let Some(chromium) = chromium() else {
-        return skip("chromium not installed (apt-get install chromium)");
+    let Some(exe) = chromium::find() else {
+        return;
     };
     const SECRET: &str = "browser-test-secret-of-32-bytes-or-more";
     let s = Server::start_strict(&[
@@ -266,7 +208,7 @@ fn a_page_trades_its_token_for_tickets_and_subscribes_with_them() {
         addr: s.addr,
     };
     let query = format!("port={}&token={token}", s.addr.port());
-    let _browser = open_page(chromium, "tickets", TICKET_PAGE, &query);
+    let _browser = chromium::open_page(exe, "tickets", TICKET_PAGE, &query);
     let ready = control.next_event().expect("the page reports");
     assert_eq!(ready.data, "ready", "the page opened both with its tickets");
     let id = publish_as(s.addr, Some("browser-test-key"), "news", "hello");

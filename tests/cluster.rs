@@ -2,10 +2,11 @@
 //! here on a free loopback port in a temp dir), real SSE and WebSocket clients. Covers publish
 //! on one node and delivery on another, resume on any node (paged, multi-topic), trimmed
 //! history, and the three faults: a node killed mid-stream, Redis restarted (with its data),
-//! Redis restarted empty (new epoch).
+//! Redis restarted empty (new epoch); behind nginx, SSE clients and a headless Chromium page
+//! whose node is killed.
 //!
-//! Needs Debian's `redis-server` (`.ci/run` installs it); skips without it unless
-//! URINGCAST_REQUIRE_EXTERNAL=1.
+//! Needs Debian's `redis-server` (`.ci/run` installs it), and for two tests `nginx` and
+//! `chromium`; each skips without what it needs unless URINGCAST_REQUIRE_EXTERNAL=1.
 
 mod common;
 
@@ -519,12 +520,16 @@ fn resumes_racing_live_publishes_switch_without_gap_or_duplicate() {
     }
 }
 
-/// The nginx configuration of docs/cluster.md, for three nodes: round-robin, no stickiness.
-fn nginx_conf(dir: &std::path::Path, port: u16, nodes: &[SocketAddr]) -> String {
-    let servers: String = nodes
+/// The `server` lines of docs/cluster.md's upstream: round-robin, no stickiness.
+fn nginx_servers(nodes: &[SocketAddr]) -> String {
+    nodes
         .iter()
         .map(|a| format!("        server {a} max_fails=1 fail_timeout=2s;\n"))
-        .collect();
+        .collect()
+}
+
+/// The nginx configuration of docs/cluster.md with the given `server` lines.
+fn nginx_conf(dir: &std::path::Path, port: u16, servers: &str) -> String {
     let d = dir.display();
     // Test-only lines: the run's own paths, and (as root) workers that may write them.
     let user = if unsafe { libc::geteuid() } == 0 {
@@ -538,63 +543,82 @@ fn nginx_conf(dir: &std::path::Path, port: u16, nodes: &[SocketAddr]) -> String 
          http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
          {}\n    server {{\n        listen 127.0.0.1:{port};\n{}    }}\n}}\n",
-        include_str!("../docs/cluster-nginx-upstream.conf").replace("{servers}", &servers),
+        include_str!("../docs/cluster-nginx-upstream.conf").replace("{servers}", servers),
         include_str!("../docs/cluster-nginx-locations.conf"),
     )
 }
 
+/// nginx in front of the nodes, started in `dir` on a free loopback port; stopped on drop.
+struct Nginx {
+    child: std::process::Child,
+    front: SocketAddr,
+}
+
+impl Nginx {
+    /// `None` (after printing why) when nginx is not installed, unless
+    /// URINGCAST_REQUIRE_EXTERNAL=1, when that is a failure.
+    fn start(dir: &std::path::Path, servers: &str) -> Option<Nginx> {
+        if std::process::Command::new("nginx")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            if std::env::var("URINGCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+                panic!(
+                    "nginx not installed (Debian package nginx), and URINGCAST_REQUIRE_EXTERNAL=1"
+                );
+            }
+            eprintln!("SKIP: nginx not installed (Debian package nginx)");
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let port = common::free_port();
+        std::fs::write(dir.join("nginx.conf"), nginx_conf(dir, port, servers)).unwrap();
+        let nginx = Nginx {
+            child: std::process::Command::new("nginx")
+                .arg("-c")
+                .arg(dir.join("nginx.conf"))
+                .arg("-e")
+                .arg(dir.join("error.log"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn nginx"),
+            front: format!("127.0.0.1:{port}").parse().unwrap(),
+        };
+        let start = Instant::now();
+        while TcpStream::connect(nginx.front).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its worker first (SIGKILL would orphan it).
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn behind_nginx_without_sticky_sessions_a_killed_node_loses_nothing() {
-    if std::process::Command::new("nginx")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        if std::env::var("URINGCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("nginx not installed (Debian package nginx), and URINGCAST_REQUIRE_EXTERNAL=1");
-        }
-        eprintln!("SKIP: nginx not installed (Debian package nginx)");
-        return;
-    }
     let Some(redis) = Redis::start(false) else {
         return;
     };
     let mut nodes: Vec<Server> = (0..3).map(|_| node(&redis, &[])).collect();
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let dir = redis.dir.join("nginx");
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = common::free_port();
-    std::fs::write(dir.join("nginx.conf"), nginx_conf(&dir, port, &addrs)).unwrap();
-    struct Nginx(std::process::Child);
-    impl Drop for Nginx {
-        fn drop(&mut self) {
-            // SIGTERM: the master stops its worker first (SIGKILL would orphan it).
-            // SAFETY: kill(2) on our own child's pid; no memory is involved.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-            let _ = self.0.wait();
-        }
-    }
-    let _nginx = Nginx(
-        std::process::Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn nginx"),
-    );
-    let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(front).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "nginx did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let Some(nginx) = Nginx::start(&redis.dir.join("nginx"), &nginx_servers(&addrs)) else {
+        return;
+    };
+    let front = nginx.front;
     // Six subscribers through the one front address: round-robin puts them on every node.
     let followers: Vec<_> = (0..6)
         .map(|_| {
@@ -722,4 +746,105 @@ fn cluster_mode_refuses_long_polls_and_in_process_tls_clearly() {
         err.contains("tls_cert") && err.contains("cluster_redis_url"),
         "{err}"
     );
+}
+
+/// The browser's page: one `EventSource` through nginx; it reports `ready` on its first open
+/// and, once it has seen `END`, everything it received (data, ids, opens), by publishing to
+/// `control` through nginx.
+const BROWSER_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<title>uringcast cluster browser test</title>
+<script>
+const base = 'http://127.0.0.1:' + new URLSearchParams(location.search).get('port');
+const got = { data: [], ids: [], opens: 0, errors: 0 };
+let ready = false, reported = false;
+function report(body) {
+  fetch(base + '/publish?topic=control', { method: 'POST', body: body, mode: 'no-cors' });
+}
+const es = new EventSource(base + '/sse?topic=news');
+es.onopen = () => { got.opens++; if (!ready) { ready = true; report('ready'); } };
+es.onerror = () => { got.errors++; };
+es.onmessage = (e) => {
+  got.data.push(e.data); got.ids.push(e.lastEventId);
+  if (e.data === 'END' && !reported) { reported = true; report(JSON.stringify(got)); }
+};
+</script>
+"#;
+
+#[test]
+fn a_browser_behind_nginx_resumes_on_another_node_when_its_node_is_killed() {
+    let Some(exe) = common::chromium::find() else {
+        return;
+    };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    // A retry long enough that the messages published right after the kill are all in
+    // Redis before the browser reconnects: they can only reach it through the resume.
+    let opts = ["--sse-retry", "1s"];
+    let mut a = node(&redis, &opts);
+    let b = node(&redis, &opts);
+    // The documented locations, with B as a backup: the page lands on A while A lives
+    // (round-robin would make the first node a coin toss), and on B once A is down.
+    let servers = format!(
+        "        server {} max_fails=1 fail_timeout=10s;\n        server {} backup;\n",
+        a.addr, b.addr
+    );
+    let Some(nginx) = Nginx::start(&redis.dir.join("nginx-browser"), &servers) else {
+        return;
+    };
+    // The test reads the page's reports on B, the node that survives.
+    let mut control = sse(b.addr, "topic=control", None);
+    control.set_timeout(Duration::from_secs(60));
+    let _browser = common::chromium::open_page(
+        exe,
+        "cluster",
+        BROWSER_PAGE,
+        &format!("port={}", nginx.front.port()),
+    );
+    let ready = control.next_event().expect("the page reports ready");
+    assert_eq!(ready.data, "ready");
+    let on_a = common::http(a.addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").2;
+    assert!(
+        String::from_utf8_lossy(&on_a).contains("uringcast_cluster_subscribed_topics 1"),
+        "the page's EventSource is on node A"
+    );
+
+    let mut sent: Vec<(String, String)> = Vec::new();
+    let mut send = |at: SocketAddr, data: String| sent.push((publish(at, "news", &data), data));
+    // Live on A.
+    for i in 0..30 {
+        send(a.addr, format!("a{i}"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    // On B while A is dead and the browser is between connections.
+    for i in 0..30 {
+        send(b.addr, format!("b{i}"));
+    }
+    // Live on B once the browser is back (after its 1 s retry), then the end marker.
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..30 {
+        send(b.addr, format!("c{i}"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    send(b.addr, "END".to_owned());
+
+    let report = control.next_event().expect("the page reports what it saw");
+    let v: serde_json::Value = serde_json::from_str(&report.data).expect("report JSON");
+    let data: Vec<String> = serde_json::from_value(v["data"].clone()).unwrap();
+    let ids: Vec<String> = serde_json::from_value(v["ids"].clone()).unwrap();
+    assert!(
+        v["opens"].as_u64().unwrap() >= 2,
+        "the EventSource reconnected: {v}"
+    );
+    let want: Vec<&String> = sent.iter().map(|(_, d)| d).collect();
+    let want_ids: Vec<&String> = sent.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        data.iter().collect::<Vec<_>>(),
+        want,
+        "every acknowledged message once, in order, across the node's death"
+    );
+    assert_eq!(ids.iter().collect::<Vec<_>>(), want_ids);
 }

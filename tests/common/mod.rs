@@ -2,6 +2,8 @@
 //! port and talk to it with real clients (a line-reading SSE client over TCP, tokio-tungstenite).
 #![allow(dead_code)]
 
+pub mod chromium;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
