@@ -8,6 +8,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARGS_GIVEN="$*"
 PEERS_DIR=$ROOT/bench/peers
 ALL_PEERS=uringcast,fastws,axum,bun,uws-js,node-ws
 
@@ -29,7 +30,8 @@ usage() {
 usage: bench/compare.sh [options]
   --quick              1 repetition, short durations (a smoke run of the whole matrix)
   --peers a,b,c        servers to run (default: $ALL_PEERS); ratios need uringcast
-  --only p1,p2         run only cells whose name starts with one of these (echo, fanout-ws, hold, ...)
+  --only p1,p2         run only cells whose name starts with one of these (echo, fanout-ws, hold, ...);
+                       a name ending in \$ matches exactly ('fanout-sse-1k-p100\$')
   --reps N             repetitions per cell (default 3; 1 with --quick)
   --out FILE           also write the markdown report to FILE
   --work DIR           keep per-run JSON, harness output and server logs here (default: a temp dir)
@@ -196,7 +198,14 @@ CELLS+=("hold-sse-10k|hold --url http://127.0.0.1:@PORT@/sse?topic=a --conns 100
 if [[ -n $ONLY ]]; then
     kept=()
     for c in "${CELLS[@]}"; do
-        for o in ${ONLY//,/ }; do [[ ${c%%|*} == "$o"* ]] && { kept+=("$c"); break; }; done
+        for o in ${ONLY//,/ }; do
+            # "name$" matches one cell exactly (fanout-ws-1k-p100$ without fanout-ws-1k-p1000).
+            if [[ $o == *'$' ]]; then
+                [[ ${c%%|*} == "${o%'$'}" ]] && { kept+=("$c"); break; }
+            else
+                [[ ${c%%|*} == "$o"* ]] && { kept+=("$c"); break; }
+            fi
+        done
     done
     CELLS=("${kept[@]}")
 fi
@@ -219,8 +228,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cpu_ns() { # total on-CPU time of every thread of $1 (ns), 0 when gone
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'
+# Server CPU = utime + stime of the whole process (/proc/PID/stat fields 14 and 15), read before
+# and after the harness run. Unlike a sum over /proc/PID/task/*/schedstat, it keeps the time of
+# threads that exited in between (io_uring io-wq workers, runtime helper threads); its unit is a
+# clock tick (10 ms at USER_HZ 100), small against the seconds of CPU a run takes.
+CLK_TCK=$(getconf CLK_TCK)
+# Arithmetic stays in bash (64-bit) or awk's "%.0f": mawk, Debian's default awk, clamps
+# printf "%d" at 2^31 - 1, i.e. 2.147 s in nanoseconds.
+cpu_ns() { # utime + stime of process $1 (ns), empty when gone
+    local stat f
+    stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 0
+    # Fields after "(comm)", which may hold spaces: f[0] is field 3 (state), utime 14, stime 15.
+    read -r -a f <<<"${stat##*) }"
+    echo $(((f[11] + f[12]) * 1000000000 / CLK_TCK))
+}
+sched_ns() { # cross-check: on-CPU time summed over the threads alive now (ns), empty when gone
+    [[ -d /proc/$1 ]] || return 0
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'
 }
 rss_kb() { awk '/^VmRSS/ {print $2; f = 1} END {if (!f) print 0}' /proc/"$1"/status 2>/dev/null || echo 0; }
 port_busy() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
@@ -246,14 +270,15 @@ run_one() { # cell-name peer rep args-template
     done
     if [[ -z $SPID ]] || ! port_open "$port"; then
         log "$tag: server did not start (see $WORK/$tag.server.log)"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$peer" "$rep" start-failed 0 0 0 0 >>"$RUNS"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$peer" "$rep" start-failed -1 0 0 0 -1 >>"$RUNS"
         stop_server
         return
     fi
-    local rss0 cpu0 peak rss rc=0 cpu1 t0 t1 alive=1
+    local rss0 cpu0 peak rss rc=0 cpu1 sch0 sch1 t0 t1 alive=1
     sleep 0.2
     rss0=$(rss_kb "$SPID")
     cpu0=$(cpu_ns "$SPID")
+    sch0=$(sched_ns "$SPID")
     peak=$rss0
     read -r -a args <<<"${tmpl//@PORT@/$port}"
     # Every run is bounded twice: the harness's own --max-time, and timeout(1) around it.
@@ -279,10 +304,15 @@ run_one() { # cell-name peer rep args-template
     t1=$(date +%s%N)
     kill -0 "$SPID" 2>/dev/null || alive=0
     cpu1=$(cpu_ns "$SPID")
+    sch1=$(sched_ns "$SPID")
     stop_server
     ((alive)) || rc="server-died"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$peer" "$rep" "$rc" $((cpu1 - cpu0)) $((t1 - t0)) "$rss0" "$peak" >>"$RUNS"
-    log "$tag: rc=$rc server_cpu=$(((cpu1 - cpu0) / 1000000))ms peak_rss=${peak}kB"
+    # A server that died took its CPU figure with it: -1 (shown as "–"), never a made-up number.
+    local dcpu=-1 dsch=-1
+    [[ -n $cpu0 && -n $cpu1 ]] && dcpu=$((cpu1 - cpu0))
+    [[ -n $sch0 && -n $sch1 ]] && dsch=$((sch1 - sch0))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$peer" "$rep" "$rc" "$dcpu" $((t1 - t0)) "$rss0" "$peak" "$dsch" >>"$RUNS"
+    log "$tag: rc=$rc server_cpu=$((dcpu / 1000000))ms (live-thread schedstat $((dsch / 1000000))ms) wall=$(((t1 - t0) / 1000000))ms peak_rss=${peak}kB"
 }
 
 log "servers: ${PEER_LIST[*]}; ${#CELLS[@]} cells x $REPS reps; server on cpu $SERVER_CPU, harness on cpu $HARNESS_CPU; work dir $WORK"
@@ -303,7 +333,7 @@ done
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo);"
     echo "server pinned to cpu $SERVER_CPU (one core, one worker/thread where it has the choice), harness to cpu $HARNESS_CPU (\`--workers 1\`);"
     echo "median of $REPS run(s) per cell, servers alternating; mode: $( ((QUICK)) && echo quick || echo full) (echo $ECHO_D, fan-out $FANOUT_D, hold $HOLD_D)."
-    echo "Command: \`bench/compare.sh --peers ${PEERS}$( ((QUICK)) && echo ' --quick')\`; per-run JSON in \`$WORK\`."
+    echo "Command: \`bench/compare.sh $ARGS_GIVEN\` (servers: ${PEERS}); per-run JSON in \`$WORK\`."
     echo
     python3 - "$RUNS" "$WORK" "${PEER_LIST[@]}" <<'PY'
 import json, statistics, sys
@@ -311,12 +341,18 @@ from collections import defaultdict
 
 runs_path, work, peers = sys.argv[1], sys.argv[2], sys.argv[3:]
 runs = defaultdict(list)  # (cell, peer) -> [record]
+diverged = []
 cells = []
 for line in open(runs_path):
-    cell, peer, rep, rc, cpu_ns, wall_ns, rss0, peak = line.rstrip("\n").split("\t")
+    cell, peer, rep, rc, cpu_ns, wall_ns, rss0, peak, sched_ns = line.rstrip("\n").split("\t")
     if cell not in cells:
         cells.append(cell)
-    rec = {"rc": rc, "cpu_ns": int(cpu_ns), "rss0": int(rss0), "peak": int(peak)}
+    cpu_ns, sched_ns = int(cpu_ns), int(sched_ns)
+    rec = {"rc": rc, "cpu_ns": cpu_ns if cpu_ns >= 0 else None, "rss0": int(rss0), "peak": int(peak)}
+    # utime+stime counts threads that exited during the run, the live-thread schedstat sum does
+    # not; both should agree to a clock tick or two otherwise.
+    if cpu_ns > 0 and sched_ns >= 0 and abs(cpu_ns - sched_ns) > max(0.05 * cpu_ns, 30e6):
+        diverged.append(f"{cell}.{peer}.r{rep}: utime+stime {cpu_ns / 1e6:.0f} ms, live-thread schedstat {sched_ns / 1e6:.0f} ms")
     try:
         rec["j"] = json.load(open(f"{work}/{cell}.{peer}.r{rep}.json"))
     except (OSError, ValueError):
@@ -330,7 +366,8 @@ def lat(j, q):
 def echo_metrics():
     return [
         ("round trips/s", True, "", lambda r: r["j"]["echoes_per_s"]),
-        ("server CPU µs per echo", False, "µs", lambda r: r["cpu_ns"] / 1e3 / r["j"]["echoes"] if r["j"]["echoes"] else None),
+        ("round trips per server-CPU-s", True, "", lambda r: r["j"]["echoes"] / (r["cpu_ns"] / 1e9) if r["cpu_ns"] else None),
+        ("server CPU µs per echo", False, "µs", lambda r: r["cpu_ns"] / 1e3 / r["j"]["echoes"] if r["j"]["echoes"] and r["cpu_ns"] is not None else None),
         ("RTT p50 ms", False, "ms", lambda r: lat(r["j"], "p50") / 1e3 if lat(r["j"], "p50") is not None else None),
         ("RTT p99 ms", False, "ms", lambda r: lat(r["j"], "p99") / 1e3 if lat(r["j"], "p99") is not None else None),
     ]
@@ -339,7 +376,8 @@ def fanout_metrics():
     return [
         ("deliveries/s", True, "", lambda r: r["j"]["deliveries_per_s"]),
         ("lost (missing+dup+ooo)", False, "", lambda r: r["j"]["missing"] + r["j"]["duplicates"] + r["j"]["out_of_order"]),
-        ("server CPU µs per delivery", False, "µs", lambda r: r["cpu_ns"] / 1e3 / r["j"]["deliveries"] if r["j"]["deliveries"] else None),
+        ("deliveries per server-CPU-s", True, "", lambda r: r["j"]["deliveries"] / (r["cpu_ns"] / 1e9) if r["cpu_ns"] else None),
+        ("server CPU µs per delivery", False, "µs", lambda r: r["cpu_ns"] / 1e3 / r["j"]["deliveries"] if r["j"]["deliveries"] and r["cpu_ns"] is not None else None),
         ("latency p50 ms", False, "ms", lambda r: lat(r["j"], "p50") / 1e3 if lat(r["j"], "p50") is not None else None),
         ("latency p99 ms", False, "ms", lambda r: lat(r["j"], "p99") / 1e3 if lat(r["j"], "p99") is not None else None),
     ]
@@ -388,8 +426,10 @@ groups = [("echo", "Echo: 1,000 WebSocket connections, 32 B messages", echo_metr
           ("fanout-ws", "Fan-out over WebSocket: 1 topic, HTTP POST publisher, rate ramp (pN = N messages/s)", fanout_metrics),
           ("fanout-sse", "Fan-out over SSE: 1 topic, HTTP POST publisher, rate ramp (pN = N messages/s)", fanout_metrics),
           ("hold", "Hold: 10,000 idle connections", hold_metrics)]
-head = "| cell | metric | " + " | ".join(peers) + " |"
-sep = "| --- | --- | " + " | ".join("---:" for _ in peers) + " |"
+others = [p for p in peers if p != "uringcast"]
+best_col = "uringcast" in peers and bool(others)
+head = "| cell | metric | " + " | ".join(peers) + (" | best peer (uringcast ÷ it) |" if best_col else " |")
+sep = "| --- | --- | " + " | ".join("---:" for _ in peers) + (" | --- |" if best_col else " |")
 for prefix, title, metrics in groups:
     gcells = [c for c in cells if c.startswith(prefix)]
     if not gcells:
@@ -398,28 +438,44 @@ for prefix, title, metrics in groups:
     print(head)
     print(sep)
     for c in gcells:
-        for name, _higher, _unit, f in metrics():
+        for name, higher, _unit, f in metrics():
             base = median_of(runs.get((c, "uringcast"), []), f)
             row = []
+            vals = {}
             for p in peers:
                 recs = runs.get((c, p), [])
                 if not recs:
                     row.append("–")
                     continue
                 v = median_of(recs, f)
+                if v is not None and p != "uringcast":
+                    vals[p] = v
                 cell = fmt(v)
                 if p != "uringcast" and base is not None and v:
                     cell += f" (×{base / v:.2f})"
                 if name == metrics()[0][0]:
                     cell += failed(recs)
                 row.append(cell)
-            print(f"| {c} | {name} | " + " | ".join(row) + " |")
+            best = ""
+            if best_col:
+                best = " – |"
+                if vals and name != "lost (missing+dup+ooo)":
+                    bp = (max if higher else min)(vals, key=vals.get)
+                    best = f" {bp} {fmt(vals[bp])}"
+                    best += f" (×{base / vals[bp]:.2f}) |" if base is not None and vals[bp] else " |"
+            print(f"| {c} | {name} | " + " | ".join(row) + " |" + best)
     print()
 print("(×r) = uringcast / peer: above 1 uringcast is ahead on throughput and held; below 1 it is "
       "ahead on latency, CPU per message, memory and loss. ⚠k/n: k of n runs failed the harness's "
       "own criteria (loss, connections not held, timeout) or the server died; their figures still count "
-      "in the median. Server CPU is the on-CPU time of all its threads during the harness run "
-      "(connect phase included).")
+      "in the median. Server CPU is utime+stime of the server process (all its threads, exited ones "
+      "included, from /proc/PID/stat) over the harness run, connect phase included; the server is "
+      "pinned to one core. Best peer: the best median among the peers for that metric.")
+if diverged:
+    print("\nRuns where utime+stime and the live-thread schedstat sum differ by over 5 % "
+          "(threads that exited during the run, or a server that died):\n")
+    for d in diverged:
+        print(f"- {d}")
 PY
     if [[ -s $SKIPPED ]]; then
         echo
