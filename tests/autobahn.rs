@@ -29,7 +29,7 @@ fn autobahn_echo_conformance() {
 
 /// permessage-deflate, strict: by default 12.1.* (every message size, the default offer), 13.1.*
 /// (`server_no_context_takeover` asked for) and 13.7.* (every parameter at once), about a
-/// minute against a debug build on a 2-core box. All of 12.* and 13.* (216 cases, about 20
+/// minute against a debug build on a 2-core box. All of 12.* and 13.* (216 cases, 8 to 20
 /// minutes): `URINGCAST_AUTOBAHN_DEFLATE_CASES='12.*,13.*'`.
 #[test]
 fn autobahn_permessage_deflate_conformance() {
