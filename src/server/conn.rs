@@ -1,6 +1,7 @@
-//! Per-connection state, kept by the engine in its slab: what the connection is now (an HTTP
-//! request in progress, an SSE stream or a WebSocket session) and why the server is closing
-//! it, once it decided to. Never here: behaviour; each state's module owns that.
+//! Per-connection state, kept by the engine beside its slab (one per connection, handed to
+//! every callback): what the connection is now (an HTTP request in progress, an SSE stream, a
+//! WebSocket session or a held long poll) and why the server is closing it, once it decided
+//! to. Never here: behaviour; each state's module owns that.
 
 use super::auth::Cors;
 use super::limits::IpKey;

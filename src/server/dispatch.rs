@@ -8,8 +8,9 @@
 //! `Out`. The HTTP and WebSocket rules live in `proto`, topics and replay in `hub`.
 //!
 //! Admission: `on_open` asks `limits` about the peer's IP; a refused connection is answered
-//! (429/503) at its first request head, before any route or upgrade, and closed. `/metrics` is
-//! answered to loopback peers (`metrics_loopback`) and to the admin key, others get 403.
+//! (429/503) at its first request head, before any route or upgrade, and closed. `/metrics`,
+//! `/topics` and the status page are answered to loopback peers (`metrics_loopback`) and to
+//! the admin key, others get 403; on the `admin_listen` address, to anyone.
 //!
 //! TLS (`tls_cert`): the engine's bytes are ciphertext. `tls_input` feeds them to the
 //! connection's rustls session a read at a time and runs the same steps on the plaintext,
@@ -49,8 +50,8 @@ const REFUSED_REQUEST_TIMEOUT_MS: u64 = 1_000;
 pub struct Dispatcher {
     shared: Arc<Shared>,
     subs: Subscriptions,
-    /// This dispatcher serves the `admin_listen` address: `/metrics` (to anyone who reaches
-    /// it) and `/healthz` only.
+    /// This dispatcher serves the `admin_listen` address: `/metrics`, `/topics`, the status
+    /// page and its stream (to anyone who reaches it) and `/healthz` only.
     admin: bool,
     /// The TLS sessions of this worker's connections, when `listen` speaks TLS.
     tls: Option<Sessions>,

@@ -9,7 +9,7 @@
 //!
 //! Shared by all workers, not per worker: the kernel's SO_REUSEPORT hash spreads one client's
 //! connections over every worker's listeners by source port, so a per-worker count would let
-//! one IP hold `workers × rings × N` and vary with the hash. The state is split into
+//! one IP hold `workers × N` and vary with the hash. The state is split into
 //! `SHARDS` mutexes by key, so two workers contend only on the same shard, once per accept and
 //! once per close of a counted connection.
 //!

@@ -1,7 +1,8 @@
 //! Server counters and their Prometheus text rendering (`GET /metrics`).
 //!
-//! Counters are process-wide relaxed atomics: each is written by the worker that owns the event
-//! and read only by the metrics route, so no ordering between them is promised or needed.
+//! Counters are process-wide relaxed atomics: each is written by the thread that sees the event
+//! (a worker; the signal thread for certificate reloads) and read by the metrics route and the
+//! `$stats` publisher (`operator`), so no ordering between them is promised or needed.
 //! Names follow Prometheus conventions: `uringcast_` prefix, `_total` on counters, units last.
 
 use std::fmt::Write as _;
@@ -234,8 +235,8 @@ impl Metrics {
         self.closed_total[why as usize].load(Relaxed)
     }
 
-    /// Prometheus text exposition format 0.0.4. `extra` lets the engine append its own counters
-    /// (accepts, accept errors) without this module knowing their shape.
+    /// Prometheus text exposition format 0.0.4. `extra` appends counter families of another
+    /// layer as they are (the engine's own are rendered by [`render_engine`]).
     pub fn render(&self, extra: &[Family<'_>]) -> String {
         let mut out = String::with_capacity(2048);
         let _ = writeln!(

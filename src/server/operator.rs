@@ -1,5 +1,7 @@
 //! The operator's view: `GET /topics` and `GET /topics/{name}` (subscribers counted over all
-//! workers, what the hub holds). Who may ask is decided by the dispatcher (like `/metrics`).
+//! workers, what the hub holds), the status page served at `GET /`, and the thread that
+//! publishes the server's numbers to the `$stats` system topic once a second while someone
+//! watches (`GET /status/events`). Who may ask is decided by the dispatcher (like `/metrics`).
 //! Never here: counting (`presence`), history (`hub`).
 
 use super::out::{Out, JSON};

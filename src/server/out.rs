@@ -1,7 +1,10 @@
-//! `Out`: one connection's way out, during one engine callback. Every byte the server queues
-//! to a connection — responses, error replies, SSE events, WebSocket frames, goodbyes — goes
-//! through [`Out::send`], and every decision to end a connection through [`Out::close`] or
-//! [`Out::abort`], which record why (for `uringcast_closed_total`).
+//! `Out`: one connection's way out, during one of its own engine callbacks. Every byte the
+//! server queues to a connection there — responses, error replies, SSE events, WebSocket
+//! frames, goodbyes — goes through [`Out::send`], and every decision to end it through
+//! [`Out::close`], which records why (for `uringcast_closed_total`). Live fan-out and the
+//! cuts it makes (slow consumers, cluster resyncs) run in `on_msg` for many connections at
+//! once, with no `Out`: `subscribe` queues those bytes through the engine (`Ctx::send`, or
+//! `tls::send`) and records the close reason itself (`Subscriptions::take_close_reason`).
 //!
 //! On a TLS connection `Out` holds its rustls session and every byte is encrypted on the way
 //! (`tls::send`); callers never know which kind of connection they write to.

@@ -54,7 +54,8 @@ pub fn engine_config(config: &Config) -> EngineConfig {
 }
 
 /// Run the server until SIGTERM/SIGINT. Prints `uringcast: listening on ADDR` on stdout once
-/// every ring is ready (tests and scripts wait for that line).
+/// every worker's first ring is ready (tests and scripts wait for that line; further rings
+/// open as the file tables fill).
 ///
 /// Without a publish key, a JWT key or `publish_open`, nobody could publish; so a random
 /// publish key is made for this run, and a curl command that uses it is printed on stderr.
@@ -118,8 +119,8 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         cluster.start(workers, post)?;
         eprintln!("uringcast: cluster mode: publishes, ids and history through Redis");
     }
-    // The admin address gets an engine of its own, one worker and one small ring: a listener
-    // is per ring in the engine, and /metrics needs no more.
+    // The admin address gets an engine of its own, one worker and one small ring: the
+    // operator's routes need no more, and none of it competes with the main workers.
     let admin = match cfg.admin_listen {
         Some(listen) => {
             let admin_cfg = EngineConfig {

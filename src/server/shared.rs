@@ -15,8 +15,10 @@ use crate::engine::{ConnId, EngineHandle};
 use crate::hub::{self, DeflateWindow, Message, Topics};
 use crate::proto::http1::HttpLimits;
 
-/// State shared by all workers. Only `hub` (on publish and subscribe) and the ticket table (on
-/// issuing or using a ticket) are locked.
+/// State shared by all workers. Locked: `hub` (on publish, subscribe and replay pages), the
+/// ticket table (on issuing or using a ticket), the per-IP limits' shards (on the open and
+/// close of a counted connection), each worker's presence shard (on subscribe and
+/// unsubscribe) and the TLS config (read at each TLS open, written on SIGHUP).
 pub struct Shared {
     pub config: Config,
     pub http_limits: HttpLimits,

@@ -1,6 +1,6 @@
 //! `POST /tickets`: trade a token (a JWT or the publish key, in `Authorization: Bearer`) for a
-//! single-use, short-lived ticket, which a browser puts in a URL (`?ticket=` on `/sse` and
-//! `/ws`: `EventSource` and `WebSocket` cannot send headers) instead of a long-lived token
+//! single-use, short-lived ticket, which a browser puts in a URL (`?ticket=` on `/sse`, `/ws`
+//! and `/poll`: `EventSource` and `WebSocket` cannot send headers) instead of a long-lived token
 //! that would stay in logs and history. Body: empty, `{}`, or `{"topics":[...]}` to narrow
 //! the ticket's scope. Answer: `200 {"ticket":"...","expires_in":S}`.
 //!
