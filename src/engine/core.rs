@@ -51,7 +51,6 @@ pub(crate) struct Core<M> {
     pub worker: usize,
     /// Milliseconds since the engine started, cached once per loop turn.
     pub now_ms: u64,
-    /// Messages this worker posted to itself, delivered after the current callback.
     /// This worker posted to its own inbox during a callback (drained after it).
     pub own_posted: bool,
     /// Slots whose `on_close` / `on_connect_failed` is due.

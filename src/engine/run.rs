@@ -32,7 +32,8 @@ impl<M: Send + 'static> Engine<M> {
         Engine::start(cfg, make_handler)?.wait()
     }
 
-    /// Start the workers and return once every ring is set up (or the first set-up error).
+    /// Start the workers and return once each worker's first ring is set up (or the first
+    /// set-up error); a worker opens further rings as their file tables fill.
     /// `make_handler(worker)` runs on each worker's thread.
     pub fn start<H, F>(cfg: EngineConfig, make_handler: F) -> Result<Engine<M>, EngineError>
     where

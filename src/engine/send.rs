@@ -1,11 +1,13 @@
-//! Send path: a per-connection queue of shared `Bytes`, at most one `SendMsg` in flight per
-//! connection, gathering up to `IOV_MAX_SEND` queued buffers per op; partial sends resume where
-//! they stopped. Never copies a payload. The engine's only bound on queued bytes is
-//! `send_queue_bytes_max` (enforced in `Ctx::send`); finer policy is the handler's.
+//! Send path: a per-connection queue of shared `Bytes`, at most one send op in flight per
+//! connection: a plain `Send` when one buffer is queued, else a `SendMsg` gathering up to
+//! `IOV_MAX_SEND` queued buffers; partial sends resume where they stopped. Never copies a
+//! payload. The engine's only bound on queued bytes is `send_queue_bytes_max` (enforced in
+//! `Ctx::send`); finer policy is the handler's.
 //!
-//! Memory the kernel reads during a send: the iovec array and msghdr (in a pooled, boxed
-//! `SendMem` owned by the slot while the op is in flight) and the payload bytes (owned by the
-//! `Bytes` in the slot's queue, which is not popped before the completion).
+//! Memory the kernel reads during a send: for a `SendMsg`, the iovec array and msghdr (in a
+//! pooled, boxed `SendMem` owned by the slot while the op is in flight); for both kinds, the
+//! payload bytes (owned by the `Bytes` in the slot's queue, which is not popped before the
+//! completion). An emptied queue's buffer goes back to a per-worker pool (`take_sendq`).
 
 use std::collections::VecDeque;
 
@@ -101,7 +103,8 @@ impl<M> Core<M> {
         unsafe { self.rings[ring].push(&e) };
     }
 
-    /// Completion of a sendmsg: advance the queue by `res` bytes, continue or finish a close.
+    /// Completion of a send (`Send` or `SendMsg`): advance the queue by `res` bytes, continue
+    /// or finish a close.
     pub fn on_send_cqe(&mut self, slot: u32, res: i32) {
         let s = &mut self.slots[slot as usize];
         s.inflight -= 1;

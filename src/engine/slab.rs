@@ -2,9 +2,10 @@
 //! generation per slab index that survives the slot's reuse.
 //!
 //! A slot holds no buffer while its connection is idle: the send queue and the leftover `Vec`
-//! are empty (no heap), and op memory (`OpMem`) exists only while a send or a connect is in
-//! flight. The handler's `Conn` lives in a parallel `Vec<Option<H::Conn>>` owned by the worker,
-//! so a `Ctx` can borrow this side while the handler holds `&mut Conn`.
+//! are empty (no heap), and op memory (`OpMem`) exists only while a gathering send
+//! (`SendMsg`), a connect or a peer address lookup is in flight. The handler's `Conn` lives in
+//! a parallel `Vec<Option<H::Conn>>` owned by the worker, so a `Ctx` can borrow this side
+//! while the handler holds `&mut Conn`.
 //!
 //! Life of a slot: `Connecting` (client role) or `Accepting` (server role) → `Open` → optionally `Closing` (flushing the
 //! queue) → `Dead` (cancel + close submitted, `on_close` due) → freed once `inflight == 0` and
@@ -31,7 +32,7 @@ pub(crate) enum State {
 pub(crate) mod flag {
     /// A multishot recv is armed (its final CQE has not arrived).
     pub const RECV_ARMED: u16 = 1;
-    /// A sendmsg is in flight.
+    /// A send (`Send` or `SendMsg`) is in flight.
     pub const SEND_INFLIGHT: u16 = 2;
     /// `file` is a live direct descriptor of this slot's ring.
     pub const HAS_FILE: u16 = 4;

@@ -503,12 +503,6 @@ impl<H: Handler> Worker<H> {
         false
     }
 
-    /// The drain deadline passed: end every remaining connection now, without one close per
-    /// socket. Each gets `on_close(Shutdown)`; one synchronous cancel-any per ring
-    /// (`IORING_REGISTER_SYNC_CANCEL`, 6.0) stops every op still in flight, so none can touch
-    /// the send queues, op memory or buffer rings freed when the worker drops; unregistering the
-    /// file table then closes the sockets, synchronously. Tearing down 500,000 connections
-    /// one cancel+close chain at a time took over a minute on the test box, far past the deadline.
     /// Synchronously cancel every op still in flight on every ring (`IORING_REGISTER_SYNC_CANCEL`
     /// any, 6.0): the eventfd read, the ring polls, and whatever a forced exit left. Closing a
     /// ring only starts the kernel's asynchronous exit work, during which an op could still
@@ -533,6 +527,12 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// The drain deadline passed: end every remaining connection now, without one close per
+    /// socket (500,000 cancel+close chains one at a time took over a minute on the test box,
+    /// far past the deadline). Each gets `on_close(Shutdown)`. Up to `FORCED_SYNC_CANCEL_MAX`
+    /// connections: one synchronous cancel-any per ring (`cancel_everything`) stops every op
+    /// still in flight, then unregistering file tables closes the sockets, in this thread, for
+    /// `FORCED_CLOSE_BUDGET_MS`. More: the rings are closed and the worker's memory leaked.
     fn force_exit(&mut self) {
         let live: Vec<u32> = self
             .core
