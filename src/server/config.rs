@@ -297,7 +297,7 @@ config_keys! {
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
     /// Worker threads, one io_uring event loop each; 0 = number of CPU cores.
     workers: usize = 0;
-    /// Connections the server is sized to hold; sets how many rings each worker drives.
+    /// Connections the server is sized to hold; sets how many rings each worker may open (it starts with one).
     connections_max: usize = 100_000;
     /// Registered-file-table entries per ring (at most RLIMIT_NOFILE; 0 = derive from it).
     files_per_ring: usize = 0;
@@ -307,7 +307,7 @@ config_keys! {
     heartbeat_interval: Millis = Millis(30_000);
     /// A WebSocket that does not answer a ping within this time is closed.
     pong_timeout: Millis = Millis(10_000);
-    /// A connection that subscribes to nothing is closed after this time.
+    /// A WebSocket on /ws that subscribes to nothing is closed after this time.
     idle_timeout: Millis = Millis(300_000);
     /// On SIGTERM/SIGINT, open connections get this long to drain before exit.
     drain_timeout: Millis = Millis(5_000);
@@ -375,7 +375,7 @@ config_keys! {
     admin_key: Option<String> = None;
     /// Answer /metrics to loopback peers without the admin key (off: only the key opens it).
     metrics_loopback: bool = true;
-    /// A second address that serves /metrics (to anyone who reaches it) and /healthz only; empty = none.
+    /// A second address that serves /metrics, /topics and the status page (to anyone who reaches it) and /healthz only; empty = none.
     admin_listen: Option<SocketAddr> = None;
     /// PEM file with the TLS certificate chain (leaf first); with tls_key, `listen` serves https:// and wss:// only; SIGHUP reloads both files; empty = plain TCP.
     tls_cert: Option<String> = None;
