@@ -1,4 +1,5 @@
-# tuning/lib.sh: helpers shared by capacity.sh and storm.sh (sourced, not run).
+# tuning/lib.sh: helpers shared by capacity.sh, storm.sh, cluster.sh and cluster-publish.sh
+# (sourced, not run).
 
 # Stop a process this script started: TERM, up to 10 s for it to exit, then KILL; reap it.
 # A missing or already-gone PID is fine.
