@@ -2,11 +2,13 @@
 //! number, and the fix for each bound.
 //!
 //! Split in two so the arithmetic is testable without the machine: [`Facts::read`] reads the box
-//! (`/proc`, `getrlimit`, capabilities) and, unless told not to, starts the engine's rings once
-//! with no listener to learn the real capacity and that io_uring works; [`diagnose`] is a pure
-//! function from facts and config to a [`Diagnosis`]. The doctor never listens on a port, never
-//! changes a limit or a sysctl (that is `tuning/sysctl.sh apply`), and always exits 0 once it
-//! has printed (only a bad flag exits 2).
+//! (`/proc`, `getrlimit`, capabilities) and, unless told not to, starts the engine once with no
+//! listener (each worker's first ring, with a file table of the configured size; the other rings
+//! open only as tables fill, so they are not tried) to learn that io_uring works and the
+//! capacity start-up reports; [`diagnose`] is a pure function from facts and config to a
+//! [`Diagnosis`]. The doctor never listens on a port, never changes a limit or a sysctl (that
+//! is `tuning/sysctl.sh apply`), and always exits 0 once it has printed (only a bad flag exits
+//! 2).
 //!
 //! Memory figures per connection are the ones measured by the capacity experiment
 //! (`tuning/capacity.sh`, see `docs/capacity.md`); re-measure them when the engine changes.
@@ -70,7 +72,8 @@ pub struct Facts {
     /// `None` when the key does not exist (kernels before 6.6).
     pub io_uring_disabled: Option<u64>,
     pub cpus: u64,
-    /// Result of starting the rings for real: `Ok(capacity)` or the engine's error message.
+    /// Result of starting the engine for real (each worker's first ring): `Ok(capacity)` or the
+    /// engine's error message.
     /// `None` when the probe was skipped (`--no-probe`).
     pub probe: Option<Result<u64, String>>,
     /// What a bare `io_uring_setup` (a two-entry ring) answered: `Ok(())` or the errno.
@@ -519,7 +522,7 @@ impl Diagnosis {
 }
 
 impl Facts {
-    /// Read the box. With `probe`, start the engine's rings once (no listener) for `config`.
+    /// Read the box. With `probe`, start the engine once (no listener) for `config`.
     pub fn read(config: &Config, probe: bool) -> Facts {
         let (nofile_soft, nofile_hard) = nofile();
         let tcp_mem: Vec<u64> = numbers(&proc("/proc/sys/net/ipv4/tcp_mem"));
@@ -612,8 +615,9 @@ fn container() -> Option<String> {
         })
 }
 
-/// Start the rings `config` asks for (no listener, no signal handling), read the engine's
-/// capacity, stop. Proves io_uring works and every table of that size registers.
+/// Start the engine `config` asks for (no listener, no signal handling), read its capacity,
+/// stop. Proves io_uring works and that a table of that size registers: each worker opens its
+/// first ring only (the others open as tables fill), so further rings are not tried.
 pub fn probe_rings(config: &Config) -> Result<u64, String> {
     let cfg = EngineConfig {
         listen: None,
