@@ -1,5 +1,6 @@
 //! One io_uring instance of a worker: its SQ/CQ, its sparse registered file table, its provided
-//! buffer ring and (server role) its own SO_REUSEPORT listener with a multishot accept.
+//! buffer ring and (server role) a share of the worker's SO_REUSEPORT listener, with a
+//! multishot accept while it is the worker's accepting ring.
 //!
 //! A worker may drive several rings because a registered file table may not exceed
 //! RLIMIT_NOFILE (20,000 here): it starts with one and opens the next only when the open ones'
