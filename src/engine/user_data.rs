@@ -27,9 +27,11 @@ pub enum OpKind {
     Accept = 0,
     /// Multishot recv on a connection.
     Recv = 1,
-    /// Sendmsg of a connection's queue.
+    /// Send of a connection's queue (`Send` for one buffer, else `SendMsg`).
     Send = 2,
-    /// Cancel of all ops on a connection's fixed fd (hard-linked before its `Close`).
+    /// Cancel on a connection: of its recv and send by their `user_data`, hard-linked before
+    /// its `Close` (a connecting slot's ops by its fixed fd), or of its recv to pause reading
+    /// (`flow.rs`).
     Cancel = 3,
     /// Close of a connection's direct descriptor.
     Close = 4,
