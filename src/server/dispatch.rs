@@ -22,8 +22,9 @@
 //! Timer use: each connection has one engine timer, and its meaning follows the state:
 //! - HTTP: the request deadline (`request_timeout` from the connection's open or the previous
 //!   response), so a half-sent head (slowloris: 408) or a silent or idle keep-alive
-//!   connection (closed without an answer) ends. Bytes arriving do not move it.
-//! - SSE and WebSocket: see `sse` and `ws`.
+//!   connection (closed without an answer) ends. Bytes arriving do not move it. In cluster
+//!   mode a publish still waiting for Redis at that deadline is answered 503.
+//! - SSE, WebSocket and a held long poll: see `sse`, `ws` and `poll`.
 
 use std::sync::Arc;
 
