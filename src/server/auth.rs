@@ -43,7 +43,7 @@ pub enum Accept {
     /// Header or `?token=` (`POST /publish`): never the cookie, which a browser attaches to a
     /// cross-site form post by itself.
     HeaderOrQuery,
-    /// Everything (`/sse`, `/ws`): `?ticket=`, header, `?token=`, cookie.
+    /// Everything (`/sse`, `/ws`, `/poll`): `?ticket=`, header, `?token=`, cookie.
     Any,
 }
 
