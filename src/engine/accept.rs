@@ -6,11 +6,14 @@
 //! address lookup (`peer.rs`) before the handler hears of it.
 //!
 //! Table discipline (accepting into a full table loses the connection): the accept is cancelled
-//! when `used` reaches `accept_limit`, which leaves `backlog + 16` slots spare for what one
-//! multishot run can still accept before the cancel lands, and it is re-armed at the end of the
-//! loop turn in which a close brought `used` back under the limit. Accept errors (EMFILE,
-//! ENFILE, ENOBUFS, ENOMEM, ...) are counted, logged at most once a second per ring, and back off
-//! 10 ms doubling to 1 s via the ring's wheel timer; never a busy loop, never a crash.
+//! when `used` reaches `accept_limit`, which leaves `backlog + 16` slots spare (fewer in a
+//! table under 64 entries: `RingLayout::accept_limit`) for what one multishot run can still
+//! accept before the cancel lands. The accept then moves to the lowest ring with room, or a new
+//! one; a full ring that is still the accepting one (no other ring can be opened) re-arms at
+//! the end of the loop turn in which a close brought `used` back under the limit. Accept
+//! errors (EMFILE, ENFILE, ENOBUFS, ENOMEM, ...) are counted, logged at most once a second per
+//! ring, and back off 10 ms doubling to 1 s via the ring's wheel timer; never a busy loop,
+//! never a crash.
 //!
 //! Stall check (every `STALL_CHECK_MS`, also while idle): a ring whose accept we believe armed,
 //! whose listener has connections queued and which saw no accept completion for two checks in a

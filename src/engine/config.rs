@@ -24,8 +24,9 @@ pub struct EngineConfig {
     pub connections_max: usize,
     /// Registered file table size per ring; 0 = RLIMIT_NOFILE (the kernel's cap for a table).
     pub files_per_ring: u32,
-    /// Listen backlog per listener. The table keeps `backlog + 16` slots spare, because one
-    /// multishot accept run may drain the whole backlog before the engine can cancel it.
+    /// Listen backlog per listener. The table keeps `backlog + 16` slots spare (fewer in a table
+    /// under 64 entries, see `RingLayout::accept_limit`), because one multishot accept run may
+    /// drain the whole backlog before the engine can cancel it.
     pub listen_backlog: u32,
     /// Timer tick in milliseconds (timers fire up to one tick late, never early).
     pub tick_ms: u64,
