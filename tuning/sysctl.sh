@@ -98,6 +98,10 @@ TCP_MEM_HIGH=$((BUFFER_KB * 1024 / PAGE_BYTES))
 TCP_MEM_PRESSURE=$((TCP_MEM_HIGH * 3 / 4))
 TCP_MEM_LOW=$((TCP_MEM_HIGH / 2))
 
+# Socket hash buckets for ENDS x N sockets: the kernel wants a power of two.
+EHASH=1
+while ((EHASH < ENDS * N)); do EHASH=$((EHASH * 2)); done
+
 round_up_1024() { echo $((($1 + 1023) / 1024 * 1024)); }
 NR_OPEN=$(round_up_1024 $((N + 65536)))
 ((NR_OPEN >= 1048576)) || NR_OPEN=1048576
@@ -106,6 +110,7 @@ NR_OPEN=$(round_up_1024 $((N + 65536)))
 # The plan: key | per-element rule | recommended | class | why
 #   rules: ge (at least), le (at most), eq (exactly), any (left alone); one per element.
 #   class: required | optional (skipped when the key is missing) | policy (checked, never written)
+#          | advice (a cost, not a limit: reported, never written, never fails check or apply)
 plan() {
     cat <<EOF
 fs.file-max|ge|$((ENDS * N + 131072))|required|every socket is a struct file, direct descriptors included: $ENDS x N plus 128k for everything else on the box
@@ -124,6 +129,7 @@ net.ipv4.tcp_rmem|le le any|4096 16384 -|required|small initial receive buffer: 
 net.ipv4.tcp_wmem|le le any|4096 16384 -|required|small initial send buffer: unsent fan-out data stays in uringcast's shared buffers (encoded once) instead of being copied per socket into the kernel; max untouched
 net.ipv4.tcp_mem|ge ge ge|$TCP_MEM_LOW $TCP_MEM_PRESSURE $TCP_MEM_HIGH|required|pages of TCP buffer memory for all sockets: RAM $((MEM_TOTAL_KB / 1024)) MiB minus ~$((SOCKETS_KB / 1024)) MiB of socket structs, $((APP_KB / 1024)) MiB app, $((RESERVE_KB / 1024)) MiB reserve, at most half of RAM; low=1/2, pressure=3/4 of that
 net.netfilter.nf_conntrack_max|ge|$((N + 65536))|optional|conntrack is loaded: every connection (one entry per flow) is tracked, and a full table drops new SYNs; or exempt the port with a raw-table NOTRACK rule
+net.ipv4.tcp_ehash_entries|ge|$EHASH|advice|every TCP segment looks its socket up in this hash; past one socket per bucket the chains grow (1M held: a quarter of the server's fan-out CPU at 262144 buckets). Fixed at boot: thash_entries=$EHASH on the kernel command line, or run uringcast in a network namespace (container) created after sysctl -w net.ipv4.tcp_child_ehash_entries=$EHASH
 vm.max_map_count|ge|262144|required|rings, provided-buffer rings and allocator segments are mappings; at 1M connections fragmentation can exceed 65530 and mmap fails with ENOMEM
 kernel.io_uring_disabled|eq|0|policy|uringcast needs io_uring; 1 or 2 make io_uring_setup fail with EPERM. Security policy: change it deliberately, this script will not
 EOF
@@ -243,7 +249,7 @@ do_check() {
     printf '%-36s %-28s %-34s %s\n' KEY CURRENT RECOMMENDED STATUS
     while IFS='|' read -r key rules rec class why; do
         if [[ ! -e "$(key_path "$key")" ]]; then
-            if [[ "$class" == optional ]]; then
+            if [[ "$class" == optional || "$class" == advice ]]; then
                 printf '%-36s %-28s %-34s %s\n' "$key" "-" "$(describe "$rules" "$rec")" "skip (not present: nothing to size)"
             else
                 printf '%-36s %-28s %-34s %s\n' "$key" "-" "$(describe "$rules" "$rec")" "MISSING: kernel lacks it, or host-wide and hidden in this network namespace (set it on the host)"
@@ -252,8 +258,11 @@ do_check() {
             continue
         fi
         cur="$(read_value "$key")"
+        [[ "$class" != advice ]] || cur="${cur#-}" # negative: a namespace sharing the host's hash
         if meets "$rules" "$cur" "$rec"; then
             printf '%-36s %-28s %-34s %s\n' "$key" "$cur" "$(describe "$rules" "$rec")" ok
+        elif [[ "$class" == advice ]]; then
+            printf '%-36s %-28s %-34s %s\n' "$key" "$cur" "$(describe "$rules" "$rec")" "ADVICE: $why"
         else
             printf '%-36s %-28s %-34s %s\n' "$key" "$cur" "$(describe "$rules" "$rec")" "NOT MET: $why"
             printf '%-36s fix: sysctl -w %s="%s"\n' "" "$key" "$(target_value "$rules" "$cur" "$rec")"
@@ -283,7 +292,7 @@ do_apply() {
     echo "state file: $STATE_FILE"
     while IFS='|' read -r key rules rec class why; do
         if [[ ! -e "$(key_path "$key")" ]]; then
-            if [[ "$class" == optional ]]; then
+            if [[ "$class" == optional || "$class" == advice ]]; then
                 echo "$key: skipped, not present (nothing to size)"
             else
                 echo "$key: NOT CHANGED: $(failure_reason "$key" "")"
@@ -292,6 +301,11 @@ do_apply() {
             continue
         fi
         cur="$(read_value "$key")"
+        if [[ "$class" == advice ]]; then
+            cur="${cur#-}"
+            meets "$rules" "$cur" "$rec" || echo "$key: $cur NOT CHANGED (advice only): $why"
+            continue
+        fi
         want="$(target_value "$rules" "$cur" "$rec")"
         if [[ "$want" == "$cur" ]]; then
             echo "$key: $cur (unchanged, meets $(describe "$rules" "$rec"))"

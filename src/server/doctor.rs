@@ -63,6 +63,9 @@ pub struct Facts {
     /// `net.netfilter.nf_conntrack_max` and `nf_conntrack_count`; `None` when conntrack is not
     /// loaded (then it tracks nothing and bounds nothing).
     pub conntrack: Option<(u64, u64)>,
+    /// `net.ipv4.tcp_ehash_entries`: buckets of the hash every TCP segment looks its socket up
+    /// in (negative in a namespace that shares the initial one's). `None` before Linux 6.1.
+    pub ehash_entries: Option<i64>,
     /// `net.ipv4.tcp_mem` in pages: low, pressure, high.
     pub tcp_mem_pages: [u64; 3],
     pub page_bytes: u64,
@@ -434,6 +437,30 @@ pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
         ),
     });
 
+    if let Some(ehash) = facts.ehash_entries {
+        // Not a limit on the count held but on its cost: every segment, loopback included,
+        // looks its socket up in this hash, and past one socket per bucket the chains grow. At
+        // 1M held (2M co-located socket ends) 262,144 buckets put a quarter of the server's
+        // fan-out CPU in `__inet_lookup_established` (docs/capacity.md).
+        let buckets = ehash.unsigned_abs();
+        bounds.push(Bound {
+            name: "net.ipv4.tcp_ehash_entries",
+            value: format!(
+                "{buckets} buckets{}",
+                if ehash < 0 { " (shared with the host's namespace)" } else { "" }
+            ),
+            connections: None,
+            status: if buckets < target { "warn" } else { "ok" },
+            fix: format!(
+                "fixed at boot: fewer buckets than sockets lengthens every socket lookup; boot with \
+                 thash_entries={} or run uringcast in a network namespace (container) created \
+                 after sysctl -w net.ipv4.tcp_child_ehash_entries={}",
+                target.next_power_of_two(),
+                target.next_power_of_two()
+            ),
+        });
+    }
+
     bounds.push(Bound {
         name: "net.core.somaxconn",
         value: format!(
@@ -562,6 +589,9 @@ impl Facts {
                         first(&proc("/proc/sys/net/netfilter/nf_conntrack_count")),
                     )
                 }),
+            ehash_entries: std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
             tcp_mem_pages: [0, 1, 2].map(|i| tcp_mem.get(i).copied().unwrap_or(0)),
             page_bytes: if page > 0 { page as u64 } else { 4096 },
             mem_total_bytes: mem("MemTotal:"),
@@ -705,6 +735,7 @@ mod tests {
             port_range: (32_768, 60_999),
             somaxconn: 4_096,
             conntrack: None,
+            ehash_entries: Some(262_144),
             tcp_mem_pages: [287_898, 383_867, 575_796],
             page_bytes: 4_096,
             mem_total_bytes: 24 << 30,
@@ -787,6 +818,31 @@ mod tests {
             diagnose(&config(1_000_000), &f).bottleneck,
             "nf_conntrack_max"
         );
+    }
+
+    #[test]
+    fn a_socket_hash_smaller_than_the_target_warns_with_both_fixes() {
+        let row = |f: &Facts, n: usize| {
+            diagnose(&config(n), f)
+                .bounds
+                .into_iter()
+                .find(|b| b.name == "net.ipv4.tcp_ehash_entries")
+        };
+        let mut f = vm();
+        let small = row(&f, 1_000_000).expect("a row when the key exists");
+        assert_eq!(small.status, "warn");
+        assert!(small.fix.contains("thash_entries=1048576"), "{}", small.fix);
+        assert!(small.fix.contains("tcp_child_ehash_entries=1048576"));
+        assert_eq!(row(&f, 100_000).unwrap().status, "ok");
+        // A namespace sharing the host's hash reports it negated; the size is what counts.
+        f.ehash_entries = Some(-2_097_152);
+        let shared = row(&f, 1_000_000).unwrap();
+        assert_eq!(shared.status, "ok");
+        assert!(shared.value.contains("shared"));
+        f.ehash_entries = None;
+        assert!(row(&f, 1_000_000).is_none(), "no row on kernels without the key");
+        // A cost, never the bottleneck.
+        assert_ne!(diagnose(&config(1_000_000), &vm()).bottleneck, "net.ipv4.tcp_ehash_entries");
     }
 
     #[test]
