@@ -46,6 +46,9 @@ function check() {
 </script>
 "#;
 
+/// What the test publishes to its own control stream to learn an event id.
+const PRIME: &str = "prime";
+
 struct Control {
     client: SseClient,
     last_id: Option<String>,
@@ -53,19 +56,58 @@ struct Control {
 }
 
 impl Control {
+    /// Subscribe to `control` and hold an event id before the page starts. The server ends
+    /// this stream every `sse-stream-lifetime` too, and a reconnect without `Last-Event-ID`
+    /// misses whatever was published while it was away: the page's one "ready" could fall in
+    /// that gap and the test would wait for nothing. With an id, every reconnect resumes.
+    fn open(addr: std::net::SocketAddr, key: Option<&str>) -> Control {
+        let mut c = Control {
+            client: SseClient::connect(addr, "/sse?topic=control", ""),
+            last_id: None,
+            addr,
+        };
+        for _ in 0..30 {
+            publish_as(addr, key, "control", PRIME);
+            c.client.set_timeout(Duration::from_secs(1));
+            match c.client.next_event() {
+                Some(ev) if ev.id.is_some() => {
+                    c.last_id = ev.id;
+                    c.client.set_timeout(Duration::from_secs(10));
+                    return c;
+                }
+                _ => c.reconnect(),
+            }
+        }
+        panic!("the control stream never received an event");
+    }
+
+    fn reconnect(&mut self) {
+        let resume = self
+            .last_id
+            .as_ref()
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
+        self.client = SseClient::connect(self.addr, "/sse?topic=control", &resume);
+    }
+
+    /// The next event the page sent (a late duplicate of the priming message is skipped).
     fn next_event(&mut self) -> Option<common::SseEvent> {
+        loop {
+            let ev = self.next_any()?;
+            if ev.data != PRIME {
+                return Some(ev);
+            }
+        }
+    }
+
+    fn next_any(&mut self) -> Option<common::SseEvent> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(ev) = self.client.next_event() {
                 self.last_id = ev.id.clone().or(self.last_id.take());
                 return Some(ev);
             }
-            let resume = self
-                .last_id
-                .as_ref()
-                .map(|id| format!("Last-Event-ID: {id}\r\n"))
-                .unwrap_or_default();
-            self.client = SseClient::connect(self.addr, "/sse?topic=control", &resume);
+            self.reconnect();
         }
         None
     }
@@ -85,11 +127,7 @@ fn eventsource_resumes_with_last_event_id_and_websocket_receives() {
         "10ms",
     ]);
     // The test's own stream is ended by the same lifetime, so it resumes as a browser would.
-    let mut control = Control {
-        client: SseClient::connect(s.addr, "/sse?topic=control", ""),
-        last_id: None,
-        addr: s.addr,
-    };
+    let mut control = Control::open(s.addr, None);
 
     let _browser =
         chromium::open_page(exe, "eventsource", PAGE, &format!("port={}", s.addr.port()));
@@ -202,11 +240,7 @@ fn a_page_trades_its_token_for_tickets_and_subscribes_with_them() {
         SseClient::connect(s.addr, "/sse?topic=news", "").status,
         401
     );
-    let mut control = Control {
-        client: SseClient::connect(s.addr, "/sse?topic=control", ""),
-        last_id: None,
-        addr: s.addr,
-    };
+    let mut control = Control::open(s.addr, Some("browser-test-key"));
     let query = format!("port={}&token={token}", s.addr.port());
     let _browser = chromium::open_page(exe, "tickets", TICKET_PAGE, &query);
     let ready = control.next_event().expect("the page reports");

@@ -840,9 +840,15 @@ mod tests {
         assert_eq!(shared.status, "ok");
         assert!(shared.value.contains("shared"));
         f.ehash_entries = None;
-        assert!(row(&f, 1_000_000).is_none(), "no row on kernels without the key");
+        assert!(
+            row(&f, 1_000_000).is_none(),
+            "no row on kernels without the key"
+        );
         // A cost, never the bottleneck.
-        assert_ne!(diagnose(&config(1_000_000), &vm()).bottleneck, "net.ipv4.tcp_ehash_entries");
+        assert_ne!(
+            diagnose(&config(1_000_000), &vm()).bottleneck,
+            "net.ipv4.tcp_ehash_entries"
+        );
     }
 
     #[test]
