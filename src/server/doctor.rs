@@ -15,7 +15,6 @@ use serde::Serialize;
 use std::fmt::Write as _;
 
 use super::config::Config;
-use super::serve::engine_config;
 use crate::engine::{CloseReason, ConnId, Ctx, Engine, EngineConfig, Handler, Origin};
 
 /// Server userspace bytes per idle held connection (slab slots, timer node, subscription),
@@ -284,7 +283,7 @@ pub fn kernel_bytes_per_connection() -> u64 {
 
 /// Judge `facts` for the server `config` would start. Pure: no I/O.
 pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
-    let ecfg = engine_config(config);
+    let ecfg = config.engine_config();
     let layout = ring_layout(&ecfg, facts.nofile_soft, facts.cpus);
     let server_per_conn = server_bytes_per_connection(config);
     let per_conn = server_per_conn + kernel_bytes_per_connection();
@@ -618,7 +617,7 @@ pub fn probe_rings(config: &Config) -> Result<u64, String> {
     let cfg = EngineConfig {
         listen: None,
         handle_signals: false,
-        ..engine_config(config)
+        ..config.engine_config()
     };
     let engine: Engine<()> = Engine::start(cfg, |_| Idle).map_err(|e| e.to_string())?;
     let capacity = engine.connections_capacity() as u64;
@@ -723,7 +722,7 @@ mod tests {
 
     #[test]
     fn layout_follows_the_engine_rule_for_a_million() {
-        let l = ring_layout(&engine_config(&config(1_000_000)), 20_000, 2);
+        let l = ring_layout(&config(1_000_000).engine_config(), 20_000, 2);
         assert_eq!(l.workers, 2);
         assert_eq!(l.files_per_ring, 20_000);
         assert_eq!(l.accept_limit, 20_000 - 1_024 - 16);

@@ -22,7 +22,7 @@ pub enum CloseKind {
     Shutdown,
     IoError,
     Done,
-    /// The engine's hard bound on queued bytes was reached (see `serve::engine_config`).
+    /// The engine's hard bound on queued bytes was reached (see `Config::engine_config`).
     QueueOverflow,
     /// The token a stream's subscriptions needed expired (SSE ends, WebSocket 1008).
     TokenExpired,
