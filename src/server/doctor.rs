@@ -15,7 +15,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 
 use super::config::Config;
-use crate::engine::{CloseReason, ConnId, Ctx, Engine, EngineConfig, Handler, Origin};
+use crate::engine::{Engine, EngineConfig, Idle};
 
 /// Server userspace bytes per idle held connection (slab slots, timer node, subscription),
 /// measured as server RSS growth / connections held by `tuning/capacity.sh` on Linux 6.18:
@@ -624,24 +624,6 @@ pub fn probe_rings(config: &Config) -> Result<u64, String> {
     engine.handle().shutdown();
     engine.wait().map_err(|e| e.to_string())?;
     Ok(capacity)
-}
-
-/// The probe's handler: it never has a connection (no listener, no connect).
-struct Idle;
-
-impl Handler for Idle {
-    type Conn = ();
-    type Msg = ();
-    fn on_open(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: Origin) {}
-    fn on_data(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut (), data: &mut [u8]) -> usize {
-        data.len()
-    }
-    fn on_timer(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut ()) {}
-    fn on_close(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: (), _: CloseReason) {}
-    fn on_msg(&mut self, _: &mut Ctx<'_, Self>, _: ()) {}
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, _: &mut ()) {
-        ctx.abort(id);
-    }
 }
 
 fn nofile() -> (u64, u64) {
