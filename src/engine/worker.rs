@@ -613,16 +613,20 @@ mod tests {
         worker_on(None)
     }
 
-    fn worker_on(listener: Option<std::os::fd::OwnedFd>) -> Option<Worker<Idle>> {
-        let cfg = EngineConfig {
+    /// One worker with one small ring: the engine every test here runs.
+    fn small() -> EngineConfig {
+        EngineConfig {
             workers: 1,
             rings_per_worker: 1,
             files_per_ring: 64,
             sq_entries: 16,
             buf_ring_entries: 4,
             ..EngineConfig::default()
-        };
-        let layout = Arc::new(layout(&cfg).unwrap());
+        }
+    }
+
+    fn worker_on(listener: Option<std::os::fd::OwnedFd>) -> Option<Worker<Idle>> {
+        let layout = Arc::new(layout(&small()).unwrap());
         let shared = Arc::new(Shared {
             inboxes: vec![Inbox::new().unwrap()],
             stats: EngineStats::default(),
@@ -699,13 +703,7 @@ mod tests {
 
     #[test]
     fn stalled_accept_is_detected_and_restarted() {
-        let cfg = EngineConfig {
-            workers: 1,
-            rings_per_worker: 1,
-            files_per_ring: 64,
-            ..EngineConfig::default()
-        };
-        let l = layout(&cfg).unwrap();
+        let l = layout(&small()).unwrap();
         let addr = "127.0.0.1:0".parse().unwrap();
         let (fds, bound) = crate::engine::accept::bind_listeners(addr, 1, &l).unwrap();
         let Some(mut w) = worker_on(fds.into_iter().next()) else {
