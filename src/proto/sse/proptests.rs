@@ -9,13 +9,31 @@ use super::*;
 /// An owned event to encode, or a comment line.
 #[derive(Debug, Clone)]
 enum Item {
-    Ev {
-        id: Option<OwnedId>,
-        event: Option<String>,
-        retry_ms: Option<u64>,
-        data: String,
-    },
+    Ev(OwnedEvent),
     Comment(String),
+}
+
+/// What an [`OutEvent`] borrows, owned.
+#[derive(Debug, Clone)]
+struct OwnedEvent {
+    id: Option<OwnedId>,
+    event: Option<String>,
+    retry_ms: Option<u64>,
+    data: String,
+}
+
+impl OwnedEvent {
+    fn as_out(&self) -> OutEvent<'_> {
+        OutEvent {
+            id: self.id.as_ref().map(|i| match i {
+                OwnedId::Num(n) => Id::Num(*n),
+                OwnedId::Str(s) => Id::Str(s),
+            }),
+            event: self.event.as_deref(),
+            retry_ms: self.retry_ms,
+            data: &self.data,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,11 +73,13 @@ fn item() -> impl Strategy<Value = Item> {
         prop::option::of(any::<u64>()),
         payload(),
     )
-        .prop_map(|(id, event, retry_ms, data)| Item::Ev {
-            id,
-            event,
-            retry_ms,
-            data,
+        .prop_map(|(id, event, retry_ms, data)| {
+            Item::Ev(OwnedEvent {
+                id,
+                event,
+                retry_ms,
+                data,
+            })
         });
     prop_oneof![4 => ev, 1 => single_line().prop_map(Item::Comment)]
 }
@@ -68,23 +88,8 @@ fn encode_all(items: &[Item]) -> Vec<u8> {
     let mut out = Vec::new();
     for it in items {
         match it {
-            Item::Ev {
-                id,
-                event,
-                retry_ms,
-                data,
-            } => {
-                let id = id.as_ref().map(|i| match i {
-                    OwnedId::Num(n) => Id::Num(*n),
-                    OwnedId::Str(s) => Id::Str(s),
-                });
-                let ev = OutEvent {
-                    id,
-                    event: event.as_deref(),
-                    retry_ms: *retry_ms,
-                    data,
-                };
-                encode(&mut out, &ev).unwrap();
+            Item::Ev(ev) => {
+                encode(&mut out, &ev.as_out()).unwrap();
             }
             Item::Comment(text) => write_comment(&mut out, text).unwrap(),
         }
@@ -100,25 +105,20 @@ fn model(items: &[Item]) -> (Vec<Event>, Option<u64>) {
     let mut retry = None;
     for it in items {
         match it {
-            Item::Ev {
-                id,
-                event,
-                retry_ms,
-                data,
-            } => {
-                match id {
+            Item::Ev(ev) => {
+                match &ev.id {
                     Some(OwnedId::Num(n)) => last_id = n.to_string(),
                     Some(OwnedId::Str(s)) => last_id.clone_from(s),
                     None => {}
                 }
-                retry = retry_ms.or(retry);
-                let event_type = match event.as_deref() {
+                retry = ev.retry_ms.or(retry);
+                let event_type = match ev.event.as_deref() {
                     None | Some("") => "message".to_string(),
                     Some(e) => e.to_string(),
                 };
                 out.push(Event::Message(Message {
                     event_type,
-                    data: data.replace("\r\n", "\n").replace('\r', "\n"),
+                    data: ev.data.replace("\r\n", "\n").replace('\r', "\n"),
                     last_event_id: last_id.clone(),
                 }));
             }
