@@ -5,7 +5,6 @@
 use std::process::Command;
 use uringcast::server::config::Config;
 use uringcast::server::doctor::{diagnose, probe_rings, ring_layout, Facts};
-use uringcast::server::serve::engine_config;
 
 fn doctor(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_uringcast"))
@@ -55,7 +54,7 @@ fn layout_matches_the_engine_started_for_real() {
             }
             Err(e) => panic!("engine did not start for {workers}/{connections_max}: {e}"),
         };
-        let mine = ring_layout(&engine_config(&config), nofile_soft(), cpus());
+        let mine = ring_layout(&config.engine_config(), nofile_soft(), cpus());
         assert_eq!(
             mine.capacity(),
             engine,

@@ -102,16 +102,7 @@ pub fn svg(r: &Report) -> String {
     axes(&mut o, top, t_end, &x);
     for e in 0..=(hi as i32) {
         let v = 10f64.powi(e);
-        let y = y_lat(v);
-        let _ = writeln!(
-            o,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#e3e6ee\"/>\
-             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{} us</text>",
-            W - RIGHT,
-            LEFT - 6.0,
-            y + 4.0,
-            fmt_num(v)
-        );
+        gridline(&mut o, y_lat(v), &format!("{} us", fmt_num(v)));
     }
     for (i, (name, color, f)) in SERIES.iter().enumerate() {
         polyline(
@@ -131,16 +122,7 @@ pub fn svg(r: &Report) -> String {
     axes(&mut o, top, t_end, &x);
     for i in 0..=4 {
         let v = rate_max * f64::from(i) / 4.0;
-        let y = y_rate(v);
-        let _ = writeln!(
-            o,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#e3e6ee\"/>\
-             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}/s</text>",
-            W - RIGHT,
-            LEFT - 6.0,
-            y + 4.0,
-            fmt_num(v)
-        );
+        gridline(&mut o, y_rate(v), &format!("{}/s", fmt_num(v)));
     }
     polyline(
         &mut o,
@@ -195,6 +177,18 @@ fn axes(o: &mut String, top: f64, t_end: f64, x: &dyn Fn(f64) -> f64) {
         );
         t += step;
     }
+}
+
+/// A value's grid line across a panel, labelled left of the frame.
+fn gridline(o: &mut String, y: f64, label: &str) {
+    let _ = writeln!(
+        o,
+        "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#e3e6ee\"/>\
+         <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
+        W - RIGHT,
+        LEFT - 6.0,
+        y + 4.0
+    );
 }
 
 fn polyline(o: &mut String, color: &str, points: impl Iterator<Item = (f64, f64)>) {

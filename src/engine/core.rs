@@ -235,12 +235,10 @@ impl<M> Core<M> {
     /// mass timeout may end 500,000 connections in one turn, and pushing all their chains at
     /// once kept a worker inside one turn for over a minute, deaf to its drain deadline.
     pub fn teardown(&mut self, slot: u32, why: CloseReason) {
-        let key = self.slot_key(slot);
-        let s = &mut self.slots[slot as usize];
-        if s.state == State::Dead {
+        if !self.mark_dead(slot, why) {
             return;
         }
-        s.state = State::Dead;
+        let s = &mut self.slots[slot as usize];
         s.leftover = Vec::new();
         if !s.has(flag::SEND_INFLIGHT) {
             // Nothing in the kernel reads the queue: release the buffers now.
@@ -252,8 +250,6 @@ impl<M> Core<M> {
             s.set(flag::CLOSE_QUEUED);
             self.to_close.push_back(slot);
         }
-        self.wheel.remove(key);
-        self.closed.push((slot, why));
     }
 
     /// Push the hard-linked chain `AsyncCancel(recv)` [+ `AsyncCancel(send)`] -> `Close` of a
@@ -312,14 +308,21 @@ impl<M> Core<M> {
 
     /// Mark a connection dead with no SQE (forced exit: the ring teardown closes it).
     pub fn abandon(&mut self, slot: u32, why: CloseReason) {
+        self.mark_dead(slot, why);
+    }
+
+    /// What every end of a connection does: mark it dead, drop its timer, queue its
+    /// `on_close`. False if it was dead already.
+    fn mark_dead(&mut self, slot: u32, why: CloseReason) -> bool {
         let key = self.slot_key(slot);
         let s = &mut self.slots[slot as usize];
         if s.state == State::Dead {
-            return;
+            return false;
         }
         s.state = State::Dead;
         self.wheel.remove(key);
         self.closed.push((slot, why));
+        true
     }
 
     /// Free a dead slot once the kernel is done with it and the handler was told.

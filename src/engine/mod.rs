@@ -141,3 +141,23 @@ pub trait Handler: Sized + 'static {
     /// `libc::ETIMEDOUT` after `connect_timeout_ms`). No `Conn` existed; `id` is stale now.
     fn on_connect_failed(&mut self, _ctx: &mut Ctx<'_, Self>, _id: ConnId, _errno: i32) {}
 }
+
+/// A handler that serves nothing: it drops whatever arrives and aborts its connections on
+/// shutdown. For starting rings without serving (`uringcast doctor` probes that rings of a
+/// given size register) and for the engine's own tests.
+pub struct Idle;
+
+impl Handler for Idle {
+    type Conn = ();
+    type Msg = ();
+    fn on_open(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: Origin) {}
+    fn on_data(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut (), data: &mut [u8]) -> usize {
+        data.len()
+    }
+    fn on_timer(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut ()) {}
+    fn on_close(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: (), _: CloseReason) {}
+    fn on_msg(&mut self, _: &mut Ctx<'_, Self>, _: ()) {}
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, _: &mut ()) {
+        ctx.abort(id);
+    }
+}

@@ -607,36 +607,26 @@ mod tests {
     use super::*;
     use crate::engine::config::layout;
     use crate::engine::inbox::Inbox;
-    use crate::engine::{ConnId, EngineConfig};
+    use crate::engine::{EngineConfig, Idle};
 
-    struct Null;
-    impl Handler for Null {
-        type Conn = ();
-        type Msg = ();
-        fn on_open(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: Origin) {}
-        fn on_data(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut (), d: &mut [u8]) -> usize {
-            d.len()
-        }
-        fn on_timer(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut ()) {}
-        fn on_close(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: (), _: CloseReason) {}
-        fn on_msg(&mut self, _: &mut Ctx<'_, Self>, _: ()) {}
-        fn on_shutdown(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut ()) {}
-    }
-
-    fn worker() -> Option<Worker<Null>> {
+    fn worker() -> Option<Worker<Idle>> {
         worker_on(None)
     }
 
-    fn worker_on(listener: Option<std::os::fd::OwnedFd>) -> Option<Worker<Null>> {
-        let cfg = EngineConfig {
+    /// One worker with one small ring: the engine every test here runs.
+    fn small() -> EngineConfig {
+        EngineConfig {
             workers: 1,
             rings_per_worker: 1,
             files_per_ring: 64,
             sq_entries: 16,
             buf_ring_entries: 4,
             ..EngineConfig::default()
-        };
-        let layout = Arc::new(layout(&cfg).unwrap());
+        }
+    }
+
+    fn worker_on(listener: Option<std::os::fd::OwnedFd>) -> Option<Worker<Idle>> {
+        let layout = Arc::new(layout(&small()).unwrap());
         let shared = Arc::new(Shared {
             inboxes: vec![Inbox::new().unwrap()],
             stats: EngineStats::default(),
@@ -644,7 +634,7 @@ mod tests {
             clock: std::time::Instant::now(),
             has_bind: false,
         });
-        match Worker::new(0, layout, shared, listener, Null) {
+        match Worker::new(0, layout, shared, listener, Idle) {
             Ok(w) => Some(w),
             Err(e) => {
                 eprintln!("SKIPPED: {e}");
@@ -654,7 +644,7 @@ mod tests {
     }
 
     /// Push a no-op whose completion carries `ud`, submit, and reap it through `dispatch`.
-    fn inject(w: &mut Worker<Null>, ud: UserData) {
+    fn inject(w: &mut Worker<Idle>, ud: UserData) {
         let e = opcode::Nop::new().build().user_data(ud.pack());
         // SAFETY: a no-op references no memory.
         unsafe { w.core.rings[0].push(&e) };
@@ -702,7 +692,7 @@ mod tests {
     }
 
     /// One loop turn without the wait: reap, end of turn, submit.
-    fn turn(w: &mut Worker<Null>) {
+    fn turn(w: &mut Worker<Idle>) {
         w.core.update_clock();
         w.reap(0);
         w.deliver_due();
@@ -713,13 +703,7 @@ mod tests {
 
     #[test]
     fn stalled_accept_is_detected_and_restarted() {
-        let cfg = EngineConfig {
-            workers: 1,
-            rings_per_worker: 1,
-            files_per_ring: 64,
-            ..EngineConfig::default()
-        };
-        let l = layout(&cfg).unwrap();
+        let l = layout(&small()).unwrap();
         let addr = "127.0.0.1:0".parse().unwrap();
         let (fds, bound) = crate::engine::accept::bind_listeners(addr, 1, &l).unwrap();
         let Some(mut w) = worker_on(fds.into_iter().next()) else {

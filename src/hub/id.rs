@@ -26,14 +26,14 @@ pub struct EventId {
 impl EventId {
     /// Appends the wire form (`E-N`, decimal ASCII) to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
-        crate::proto::sse::push_u64(out, self.epoch);
+        crate::proto::write_u64(out, self.epoch);
         out.push(b'-');
-        crate::proto::sse::push_u64(out, self.seq);
+        crate::proto::write_u64(out, self.seq);
     }
 
     /// Length of the wire form in bytes.
     pub fn len(&self) -> usize {
-        crate::proto::sse::digits(self.epoch) + 1 + crate::proto::sse::digits(self.seq)
+        crate::proto::digits(self.epoch) + 1 + crate::proto::digits(self.seq)
     }
 
     /// Never true: an id has at least three bytes. Present because `len` is.

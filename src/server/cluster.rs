@@ -577,7 +577,7 @@ impl CommandThread {
                 false => {
                     let why = "cluster: Redis is unreachable; nothing was stored, try again";
                     for job in batch.drain(..) {
-                        self.fail(job, why);
+                        self.finish(job, Err(why));
                     }
                 }
             }
@@ -652,12 +652,12 @@ impl CommandThread {
         match result {
             Ok(values) if values.len() == batch.len() => {
                 for (job, value) in batch.drain(..).zip(values) {
-                    self.answer(job, value);
+                    self.finish(job, Ok(value));
                 }
             }
             Ok(_) => {
                 for job in batch.drain(..) {
-                    self.fail(job, "cluster: Redis answered a batch short");
+                    self.finish(job, Err("cluster: Redis answered a batch short"));
                 }
             }
             Err(e) => {
@@ -675,13 +675,15 @@ impl CommandThread {
                     "cluster: Redis failed during the request ({e}); it may or may not be stored"
                 );
                 for job in batch.drain(..) {
-                    self.fail(job, &why);
+                    self.finish(job, Err(&why));
                 }
             }
         }
     }
 
-    fn fail(&self, job: Job, why: &str) {
+    /// Tell the worker that asked how its job ended: `Ok` with Redis's answer to it, or
+    /// `Err` with why there is none.
+    fn finish(&self, job: Job, reply: Result<Value, &str>) {
         match job {
             Job::Publish {
                 worker,
@@ -690,49 +692,21 @@ impl CommandThread {
                 topic,
                 ..
             } => {
-                self.cluster.stats.publish_errors.fetch_add(1, Relaxed);
-                (self.post)(
-                    worker,
-                    ClusterEvent::Published {
-                        conn,
-                        ws,
-                        topic,
-                        result: Err(Unavailable(why.to_owned())),
-                    },
-                );
-            }
-            Job::Page(req) => (self.post)(
-                req.worker,
-                ClusterEvent::Page {
-                    conn: req.conn,
-                    result: Err(Unavailable(why.to_owned())),
-                },
-            ),
-        }
-    }
-
-    fn answer(&self, job: Job, value: Value) {
-        match job {
-            Job::Publish {
-                worker,
-                conn,
-                ws,
-                topic,
-                ..
-            } => {
-                let result = parse_publish_reply(&value);
-                match result {
-                    Some(id) => {
+                let result = match reply {
+                    Ok(value) => parse_publish_reply(&value).ok_or_else(|| {
+                        Unavailable(format!("cluster: unexpected answer from Redis: {value:?}"))
+                    }),
+                    Err(why) => Err(Unavailable(why.to_owned())),
+                };
+                match &result {
+                    Ok(id) => {
                         self.cluster.stats.published.fetch_add(1, Relaxed);
                         self.cluster.note_epoch(id.epoch);
                     }
-                    None => {
+                    Err(_) => {
                         self.cluster.stats.publish_errors.fetch_add(1, Relaxed);
                     }
                 }
-                let result = result.ok_or_else(|| {
-                    Unavailable(format!("cluster: unexpected answer from Redis: {value:?}"))
-                });
                 (self.post)(
                     worker,
                     ClusterEvent::Published {
@@ -744,9 +718,14 @@ impl CommandThread {
                 );
             }
             Job::Page(req) => {
-                self.cluster.stats.pages.fetch_add(1, Relaxed);
-                let result = build_page(&req, &value, self.cluster.data_bytes_max)
-                    .map_err(|e| Unavailable(format!("cluster: {e}")));
+                let result = match reply {
+                    Ok(value) => {
+                        self.cluster.stats.pages.fetch_add(1, Relaxed);
+                        build_page(&req, &value, self.cluster.data_bytes_max)
+                            .map_err(|e| Unavailable(format!("cluster: {e}")))
+                    }
+                    Err(why) => Err(Unavailable(why.to_owned())),
+                };
                 if let Ok(p) = &result {
                     self.cluster.note_epoch(p.epoch);
                 }

@@ -11,6 +11,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::engine::EngineConfig;
+
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -554,6 +556,46 @@ impl Config {
     /// and what a connection pins while paused (queue plus held input) stays far below it.
     pub fn read_pause_bytes(&self) -> usize {
         self.queue_bytes_max.0 / 8
+    }
+
+    /// The engine's share of the config: sizes, timeouts and the listen address.
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut e = EngineConfig {
+            listen: Some(self.listen),
+            workers: self.workers,
+            connections_max: self.connections_max,
+            files_per_ring: self.files_per_ring as u32,
+            tick_ms: self.tick.0,
+            drain_timeout_ms: self.drain_timeout.0,
+            ..EngineConfig::default()
+        };
+        // Unconsumed input is at most a request head, a WebSocket frame header, or a partial
+        // control frame. While reading is paused (the dispatcher also stops taking requests and
+        // frames then), the engine holds up to 1 MiB more: what the peer had in flight.
+        e.leftover_bytes_max = e.leftover_bytes_max.max(self.head_bytes_max.0 + 1024);
+        // One memory bound per connection, whatever is queued (responses, replay pages, live
+        // deliveries, pongs, goodbyes):
+        // - above an eighth of `queue_bytes_max` the engine stops reading the connection, so a
+        //   client that sends requests without reading answers fills its own socket buffers,
+        //   not our memory; the same level is where a streaming replay takes its next page;
+        // - live fan-out cuts a subscriber whose queue would pass `queue_bytes_max`
+        //   (`hub::admit`, which lets one message of any size into an empty queue);
+        // - the engine aborts a connection whose queue would pass the hard bound: the queue
+        //   bound plus the largest answer a single input can cause: an encoded message (data
+        //   may grow 7x as SSE `data:` lines of one byte) or an echoed WebSocket message, plus
+        //   room for a goodbye frame.
+        e.read_pause_bytes = self.read_pause_bytes();
+        let largest = self
+            .publish_bytes_max
+            .0
+            .saturating_mul(7)
+            .max(self.ws_message_bytes_max.0 + crate::proto::ws::HEAD_BYTES_MAX);
+        e.send_queue_bytes_max = self
+            .queue_bytes_max
+            .0
+            .saturating_add(largest)
+            .saturating_add(64 << 10);
+        e
     }
 
     /// Most memory the replay history can take: every topic full.

@@ -65,7 +65,7 @@ impl Dispatcher {
     pub fn new(shared: Arc<Shared>) -> Dispatcher {
         let subs = Subscriptions::new(shared.config.topics_per_conn_max, shared.presence.shard());
         let tls = shared.tls.as_ref().map(|_| Sessions::default());
-        let tls_pending_max = super::serve::engine_config(&shared.config).leftover_bytes_max;
+        let tls_pending_max = shared.config.engine_config().leftover_bytes_max;
         Dispatcher {
             shared,
             subs,

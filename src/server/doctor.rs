@@ -17,8 +17,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 
 use super::config::Config;
-use super::serve::engine_config;
-use crate::engine::{CloseReason, ConnId, Ctx, Engine, EngineConfig, Handler, Origin};
+use crate::engine::{Engine, EngineConfig, Idle};
 
 /// Server userspace bytes per idle held connection (slab slots, timer node, subscription),
 /// measured as server RSS growth / connections held by `tuning/capacity.sh` on Linux 6.18:
@@ -290,7 +289,7 @@ pub fn kernel_bytes_per_connection() -> u64 {
 
 /// Judge `facts` for the server `config` would start. Pure: no I/O.
 pub fn diagnose(config: &Config, facts: &Facts) -> Diagnosis {
-    let ecfg = engine_config(config);
+    let ecfg = config.engine_config();
     let layout = ring_layout(&ecfg, facts.nofile_soft, facts.cpus);
     let server_per_conn = server_bytes_per_connection(config);
     let per_conn = server_per_conn + kernel_bytes_per_connection();
@@ -652,31 +651,13 @@ pub fn probe_rings(config: &Config) -> Result<u64, String> {
     let cfg = EngineConfig {
         listen: None,
         handle_signals: false,
-        ..engine_config(config)
+        ..config.engine_config()
     };
     let engine: Engine<()> = Engine::start(cfg, |_| Idle).map_err(|e| e.to_string())?;
     let capacity = engine.connections_capacity() as u64;
     engine.handle().shutdown();
     engine.wait().map_err(|e| e.to_string())?;
     Ok(capacity)
-}
-
-/// The probe's handler: it never has a connection (no listener, no connect).
-struct Idle;
-
-impl Handler for Idle {
-    type Conn = ();
-    type Msg = ();
-    fn on_open(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: Origin) {}
-    fn on_data(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut (), data: &mut [u8]) -> usize {
-        data.len()
-    }
-    fn on_timer(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut ()) {}
-    fn on_close(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: (), _: CloseReason) {}
-    fn on_msg(&mut self, _: &mut Ctx<'_, Self>, _: ()) {}
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, _: &mut ()) {
-        ctx.abort(id);
-    }
 }
 
 fn nofile() -> (u64, u64) {
@@ -758,7 +739,7 @@ mod tests {
 
     #[test]
     fn layout_follows_the_engine_rule_for_a_million() {
-        let l = ring_layout(&engine_config(&config(1_000_000)), 20_000, 2);
+        let l = ring_layout(&config(1_000_000).engine_config(), 20_000, 2);
         assert_eq!(l.workers, 2);
         assert_eq!(l.files_per_ring, 20_000);
         assert_eq!(l.accept_limit, 20_000 - 1_024 - 16);

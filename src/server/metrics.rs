@@ -23,7 +23,7 @@ pub enum CloseKind {
     Shutdown,
     IoError,
     Done,
-    /// The engine's hard bound on queued bytes was reached (see `serve::engine_config`).
+    /// The engine's hard bound on queued bytes was reached (see `Config::engine_config`).
     QueueOverflow,
     /// The token a stream's subscriptions needed expired (SSE ends, WebSocket 1008).
     TokenExpired,
@@ -84,109 +84,63 @@ pub enum ConnKind {
 /// A counter family from another layer: (name, help, [(labels, value)]).
 pub type Family<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
 
-/// The server's plain counters. Each has one name and one help text, in [`Counter::ALL`]'s
-/// table; code counts with [`Metrics::inc`] / [`Metrics::add`], never by field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Counter {
-    Published,
-    Delivered,
-    Replayed,
-    Resets,
-    Dropped,
-    HttpErrors,
-    Heartbeats,
-    RefusedPerIpConnections,
-    RefusedPerIpRate,
-    MetricsForbidden,
-    TlsHandshakes,
-    TlsErrors,
-    TlsReloads,
-    TlsReloadErrors,
-    DeflateEncoded,
+/// Declares [`Counter`] from one table: each counter's variant, Prometheus name and help
+/// text (its doc comment) stand together, so the enum, [`Counter::ALL`] and `/metrics`
+/// cannot disagree.
+macro_rules! counters {
+    ($( #[doc = $help:literal] $variant:ident => $name:literal; )+) => {
+        /// The server's plain counters. Code counts with [`Metrics::inc`] / [`Metrics::add`],
+        /// never by field.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter {
+            $( #[doc = $help] $variant, )+
+        }
+
+        impl Counter {
+            pub const ALL: [Counter; [$( Counter::$variant ),+].len()] = [$( Counter::$variant ),+];
+
+            /// (Prometheus name, help text).
+            pub fn describe(self) -> (&'static str, &'static str) {
+                match self {
+                    $( Counter::$variant => ($name, $help.trim_ascii_start()), )+
+                }
+            }
+        }
+    };
 }
 
-impl Counter {
-    pub const ALL: [Counter; 15] = [
-        Counter::Published,
-        Counter::Delivered,
-        Counter::Replayed,
-        Counter::Resets,
-        Counter::Dropped,
-        Counter::HttpErrors,
-        Counter::Heartbeats,
-        Counter::RefusedPerIpConnections,
-        Counter::RefusedPerIpRate,
-        Counter::MetricsForbidden,
-        Counter::TlsHandshakes,
-        Counter::TlsErrors,
-        Counter::TlsReloads,
-        Counter::TlsReloadErrors,
-        Counter::DeflateEncoded,
-    ];
-
-    /// (Prometheus name, help text).
-    pub fn describe(self) -> (&'static str, &'static str) {
-        match self {
-            Counter::Published => ("uringcast_published_total", "Messages published."),
-            Counter::Delivered => (
-                "uringcast_delivered_total",
-                "Messages queued to subscribers.",
-            ),
-            Counter::Replayed => (
-                "uringcast_replayed_total",
-                "Messages replayed after Last-Event-ID.",
-            ),
-            Counter::Resets => (
-                "uringcast_resets_total",
-                "Reset notices sent because history no longer reached back.",
-            ),
-            Counter::Dropped => (
-                "uringcast_dropped_total",
-                "Deliveries dropped because a slow consumer was closed.",
-            ),
-            Counter::HttpErrors => (
-                "uringcast_http_errors_total",
-                "Requests answered with a 4xx or 5xx status.",
-            ),
-            Counter::Heartbeats => (
-                "uringcast_heartbeats_total",
-                "SSE heartbeat comments and WebSocket pings sent.",
-            ),
-            Counter::RefusedPerIpConnections => (
-                "uringcast_refused_connections_per_ip_total",
-                "Connections refused (503) because their IP held connections_per_ip_max.",
-            ),
-            Counter::RefusedPerIpRate => (
-                "uringcast_refused_handshakes_per_ip_total",
-                "Connections refused (429) because their IP passed handshakes_per_ip_per_sec.",
-            ),
-            Counter::MetricsForbidden => (
-                "uringcast_metrics_forbidden_total",
-                "Requests for /metrics, /topics or the status page refused (403): not loopback, no admin key.",
-            ),
-            Counter::TlsHandshakes => (
-                "uringcast_tls_handshakes_total",
-                "TLS handshakes completed.",
-            ),
-            Counter::TlsErrors => (
-                "uringcast_tls_errors_total",
-                "TLS connections closed on a TLS error (bad handshake, bad record, no common ALPN).",
-            ),
-            Counter::TlsReloads => (
-                "uringcast_tls_reloads_total",
-                "Certificate reloads on SIGHUP that took effect.",
-            ),
-            Counter::TlsReloadErrors => (
-                "uringcast_tls_reload_errors_total",
-                "Certificate reloads on SIGHUP that failed (the previous certificate stays).",
-            ),
-            Counter::DeflateEncoded => (
-                "uringcast_ws_deflate_encoded_total",
-                "Messages compressed for permessage-deflate subscribers (once per message and window class).",
-            ),
-        }
-    }
+counters! {
+    /// Messages published.
+    Published => "uringcast_published_total";
+    /// Messages queued to subscribers.
+    Delivered => "uringcast_delivered_total";
+    /// Messages replayed after Last-Event-ID.
+    Replayed => "uringcast_replayed_total";
+    /// Reset notices sent because history no longer reached back.
+    Resets => "uringcast_resets_total";
+    /// Deliveries dropped because a slow consumer was closed.
+    Dropped => "uringcast_dropped_total";
+    /// Requests answered with a 4xx or 5xx status.
+    HttpErrors => "uringcast_http_errors_total";
+    /// SSE heartbeat comments and WebSocket pings sent.
+    Heartbeats => "uringcast_heartbeats_total";
+    /// Connections refused (503) because their IP held connections_per_ip_max.
+    RefusedPerIpConnections => "uringcast_refused_connections_per_ip_total";
+    /// Connections refused (429) because their IP passed handshakes_per_ip_per_sec.
+    RefusedPerIpRate => "uringcast_refused_handshakes_per_ip_total";
+    /// Requests for /metrics, /topics or the status page refused (403): not loopback, no admin key.
+    MetricsForbidden => "uringcast_metrics_forbidden_total";
+    /// TLS handshakes completed.
+    TlsHandshakes => "uringcast_tls_handshakes_total";
+    /// TLS connections closed on a TLS error (bad handshake, bad record, no common ALPN).
+    TlsErrors => "uringcast_tls_errors_total";
+    /// Certificate reloads on SIGHUP that took effect.
+    TlsReloads => "uringcast_tls_reloads_total";
+    /// Certificate reloads on SIGHUP that failed (the previous certificate stays).
+    TlsReloadErrors => "uringcast_tls_reload_errors_total";
+    /// Messages compressed for permessage-deflate subscribers (once per message and window class).
+    DeflateEncoded => "uringcast_ws_deflate_encoded_total";
 }
 
 #[derive(Default)]
@@ -239,11 +193,12 @@ impl Metrics {
     /// layer as they are (the engine's own are rendered by [`render_engine`]).
     pub fn render(&self, extra: &[Family<'_>]) -> String {
         let mut out = String::with_capacity(2048);
-        let _ = writeln!(
-            out,
-            "# HELP uringcast_connections Open connections by kind."
+        family(
+            &mut out,
+            "uringcast_connections",
+            "Open connections by kind.",
+            "gauge",
         );
-        let _ = writeln!(out, "# TYPE uringcast_connections gauge");
         for (kind, label) in [
             (ConnKind::Http, "http"),
             (ConnKind::Sse, "sse"),
@@ -255,15 +210,15 @@ impl Metrics {
         }
         for c in Counter::ALL {
             let (name, help) = c.describe();
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
+            family(&mut out, name, help, "counter");
             let _ = writeln!(out, "{name} {}", self.get(c));
         }
-        let _ = writeln!(
-            out,
-            "# HELP uringcast_closed_total Connections closed, by reason."
+        family(
+            &mut out,
+            "uringcast_closed_total",
+            "Connections closed, by reason.",
+            "counter",
         );
-        let _ = writeln!(out, "# TYPE uringcast_closed_total counter");
         for kind in CloseKind::ALL {
             let v = self.closed_total[kind as usize].load(Relaxed);
             let _ = writeln!(
@@ -273,8 +228,7 @@ impl Metrics {
             );
         }
         for (name, help, series) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
+            family(&mut out, name, help, "counter");
             for (labels, v) in *series {
                 if labels.is_empty() {
                     let _ = writeln!(out, "{name} {v}");
@@ -287,82 +241,63 @@ impl Metrics {
     }
 }
 
-/// The engine's plain counters: (name, help, which counter). One line each.
+/// A family's `# HELP` and `# TYPE` lines; its samples follow.
+fn family(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The engine's plain counters, declared like [`Counter`]: a field of [`EngineStats`], its
+/// Prometheus name, and its help text as the doc comment.
+macro_rules! engine_counters {
+    ($( #[doc = $help:literal] $field:ident => $name:literal; )+) => {
+        [$( ($name, $help.trim_ascii_start(), |s| &s.$field) ),+]
+    };
+}
+
+/// (name, help, which counter).
 type EngineCounter = (&'static str, &'static str, fn(&EngineStats) -> &AtomicU64);
-const ENGINE_COUNTERS: [EngineCounter; 12] = [
-    ("uringcast_accepted_total", "Connections accepted.", |s| {
-        &s.accepted_total
-    }),
-    (
-        "uringcast_peer_unknown_total",
-        "Accepted connections opened without a peer address (lookup failed or unsupported).",
-        |s| &s.peer_unknown_total,
-    ),
-    (
-        "uringcast_stale_completions_total",
-        "Completions for reused slots (ignored).",
-        |s| &s.stale_completions_total,
-    ),
-    (
-        "uringcast_recv_nobufs_total",
-        "Receives re-armed after the buffer ring ran empty.",
-        |s| &s.recv_nobufs_total,
-    ),
-    (
-        "uringcast_read_paused_total",
-        "Times reading a connection paused for its queue.",
-        |s| &s.read_paused_total,
-    ),
-    (
-        "uringcast_read_held_bytes_total",
-        "Bytes received while reading was paused, held.",
-        |s| &s.read_held_bytes_total,
-    ),
-    (
-        "uringcast_recv_buffers_added_total",
-        "Provided receive buffers handed to the kernel.",
-        |s| &s.recv_buffers_added_total,
-    ),
-    (
-        "uringcast_accept_stalls_total",
-        "Stalled accepts found and restarted.",
-        |s| &s.accept_stalls_total,
-    ),
-    (
-        "uringcast_accept_paused_total",
-        "Accepts paused for a nearly full file table.",
-        |s| &s.accept_paused_total,
-    ),
-    (
-        "uringcast_cq_overflow_total",
-        "Reaps that found a completion queue overflowed (completions parked in the kernel).",
-        |s| &s.cq_overflow_total,
-    ),
-    ("uringcast_received_bytes_total", "Bytes received.", |s| {
-        &s.bytes_received_total
-    }),
-    ("uringcast_sent_bytes_total", "Bytes sent.", |s| {
-        &s.bytes_sent_total
-    }),
-];
+const ENGINE_COUNTERS: [EngineCounter; 12] = engine_counters! {
+    /// Connections accepted.
+    accepted_total => "uringcast_accepted_total";
+    /// Accepted connections opened without a peer address (lookup failed or unsupported).
+    peer_unknown_total => "uringcast_peer_unknown_total";
+    /// Completions for reused slots (ignored).
+    stale_completions_total => "uringcast_stale_completions_total";
+    /// Receives re-armed after the buffer ring ran empty.
+    recv_nobufs_total => "uringcast_recv_nobufs_total";
+    /// Times reading a connection paused for its queue.
+    read_paused_total => "uringcast_read_paused_total";
+    /// Bytes received while reading was paused, held.
+    read_held_bytes_total => "uringcast_read_held_bytes_total";
+    /// Provided receive buffers handed to the kernel.
+    recv_buffers_added_total => "uringcast_recv_buffers_added_total";
+    /// Stalled accepts found and restarted.
+    accept_stalls_total => "uringcast_accept_stalls_total";
+    /// Accepts paused for a nearly full file table.
+    accept_paused_total => "uringcast_accept_paused_total";
+    /// Reaps that found a completion queue overflowed (completions parked in the kernel).
+    cq_overflow_total => "uringcast_cq_overflow_total";
+    /// Bytes received.
+    bytes_received_total => "uringcast_received_bytes_total";
+    /// Bytes sent.
+    bytes_sent_total => "uringcast_sent_bytes_total";
+};
 
 /// The engine's counters in Prometheus text: accepts, accept errors by kind, read pauses,
 /// buffers, stale completions, bytes moved.
 pub fn render_engine(stats: &EngineStats) -> String {
     use crate::engine::AcceptErrorKind;
     let mut out = String::with_capacity(1024);
-    let counters = ENGINE_COUNTERS.map(|(name, help, c)| (name, help, EngineStats::get(c(stats))));
-    for (name, help, v) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+    for (name, help, c) in ENGINE_COUNTERS {
+        family(&mut out, name, help, "counter");
+        let _ = writeln!(out, "{name} {}", EngineStats::get(c(stats)));
     }
-    let _ = writeln!(
-        out,
-        "# HELP uringcast_accept_errors_total Accept failures, by kind."
+    family(
+        &mut out,
+        "uringcast_accept_errors_total",
+        "Accept failures, by kind.",
+        "counter",
     );
-    let _ = writeln!(out, "# TYPE uringcast_accept_errors_total counter");
     for kind in AcceptErrorKind::ALL {
         let v = stats.accept_errors(kind);
         let _ = writeln!(
@@ -396,10 +331,27 @@ mod tests {
         );
         assert!(text.contains("uringcast_closed_total{reason=\"request_timeout\"} 1\n"));
         assert!(text.contains("uringcast_accepted_total 3\n"));
+        assert!(text.contains(
+            "# HELP uringcast_published_total Messages published.\n\
+             # TYPE uringcast_published_total counter\n\
+             uringcast_published_total 0\n"
+        ));
         // Every sample line belongs to a family announced with TYPE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let family = line.split(['{', ' ']).next().unwrap();
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
         }
+    }
+
+    #[test]
+    fn render_engine_announces_each_family() {
+        let text = render_engine(&EngineStats::default());
+        assert!(text.starts_with(
+            "# HELP uringcast_accepted_total Connections accepted.\n\
+             # TYPE uringcast_accepted_total counter\n\
+             uringcast_accepted_total 0\n"
+        ));
+        assert!(text.contains("# TYPE uringcast_accept_errors_total counter\n"));
+        assert_eq!(text.matches("# HELP ").count(), ENGINE_COUNTERS.len() + 1);
     }
 }

@@ -5,7 +5,7 @@
 //! poll.
 //!
 //! Same rules as an SSE stream: the same credentials and topic rights (`sse::authorize`), the
-//! same resume points (`hub::parse_resume`, so an id of another lifetime or beyond the history
+//! same resume points (`sse::resume_point`, so an id of another lifetime or beyond the history
 //! gets `reset`), pages of at most `read_pause_bytes` like replay. A held poll is a connection
 //! in `State::Poll`, subscribed like a stream but sent nothing: the messages that reach it are
 //! collected by `subscribe::Subscriptions::deliver` and the answer is written from the
@@ -20,10 +20,10 @@ use super::auth::{Clock, Cors};
 use super::metrics::Counter;
 use super::out::Out;
 use super::shared::{Form, Sub};
-use super::sse::authorize;
+use super::sse::{authorize, resume_point};
 use super::subscribe::{PollStart, Ready, Subscriptions};
 use crate::engine::Handler;
-use crate::hub::{self, parse_resume, ConnTopics, EventId, HubError, Message, ReplayPage};
+use crate::hub::{self, ConnTopics, EventId, HubError, Message, ReplayPage};
 use crate::proto::http1::{self, RequestHead};
 
 /// A held poll.
@@ -89,14 +89,7 @@ pub(super) fn start<H: Handler>(
             return None;
         }
     }
-    let requested = since.as_deref().map_or("", str::trim);
-    let resume = match parse_resume(requested, shared.epoch()) {
-        Ok(r) => r,
-        Err(e) => {
-            out.refuse(400, &format!("bad since: {e}\n"));
-            return None;
-        }
-    };
+    let (resume, requested) = resume_point(out, since.as_deref(), "since")?;
     let clock = Clock::read(out.now_ms());
     let token_end_ms = match authorize(out, head, &topics, clock) {
         Ok(end) => end,

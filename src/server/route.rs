@@ -110,31 +110,9 @@ mod tests {
             ("GET", "/sse", Route::Sse),
             ("GET", "/ws", Route::Ws),
             ("GET", "/poll", Route::Poll),
-            (
-                "OPTIONS",
-                "/poll",
-                Route::Preflight {
-                    methods: "GET, OPTIONS",
-                },
-            ),
             ("GET", "/echo", Route::Echo),
             ("POST", "/publish", Route::Publish),
             ("POST", "/tickets", Route::Tickets),
-            (
-                "OPTIONS",
-                "/publish",
-                Route::Preflight {
-                    methods: "POST, OPTIONS",
-                },
-            ),
-            (
-                "OPTIONS",
-                "/sse",
-                Route::Preflight {
-                    methods: "GET, OPTIONS",
-                },
-            ),
-            ("OPTIONS", "/ws", Route::MethodNotAllowed { allow: "GET" }),
             ("GET", "/healthz", Route::Healthz),
             ("GET", "/metrics", Route::Metrics),
             ("GET", "/topics", Route::Topics),
@@ -142,25 +120,29 @@ mod tests {
             ("GET", "/topics/", Route::Topic),
             ("GET", "/", Route::Status),
             ("GET", "/status/events", Route::StatusEvents),
-            ("POST", "/topics", Route::MethodNotAllowed { allow: "GET" }),
-            (
-                "GET",
-                "/publish",
-                Route::MethodNotAllowed {
-                    allow: "POST, OPTIONS",
-                },
-            ),
-            (
-                "POST",
-                "/sse",
-                Route::MethodNotAllowed {
-                    allow: "GET, OPTIONS",
-                },
-            ),
-            ("POST", "/echo", Route::MethodNotAllowed { allow: "GET" }),
             ("GET", "/nope", Route::NotFound),
             ("GET", "/sse/", Route::NotFound),
         ] {
+            assert_eq!(Route::of(method, path, echo), want, "{method} {path}");
+        }
+        // OPTIONS on a route browsers call across origins: a preflight allowing these methods.
+        for (path, methods) in [
+            ("/poll", "GET, OPTIONS"),
+            ("/publish", "POST, OPTIONS"),
+            ("/sse", "GET, OPTIONS"),
+        ] {
+            let want = Route::Preflight { methods };
+            assert_eq!(Route::of("OPTIONS", path, echo), want, "{path}");
+        }
+        // A known path with the wrong method: 405 with this `Allow`.
+        for (method, path, allow) in [
+            ("OPTIONS", "/ws", "GET"),
+            ("POST", "/topics", "GET"),
+            ("GET", "/publish", "POST, OPTIONS"),
+            ("POST", "/sse", "GET, OPTIONS"),
+            ("POST", "/echo", "GET"),
+        ] {
+            let want = Route::MethodNotAllowed { allow };
             assert_eq!(Route::of(method, path, echo), want, "{method} {path}");
         }
         assert_eq!(Route::of("GET", "/echo", None), Route::NotFound);

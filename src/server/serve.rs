@@ -1,5 +1,5 @@
-//! `uringcast serve`: turn a validated [`Config`] into an engine configuration, start the
-//! workers, say where it listens and what it can hold, and wait for shutdown.
+//! `uringcast serve`: start the engine's workers with a validated [`Config`]'s engine share
+//! ([`Config::engine_config`]), say where it listens and what it can hold, and wait for shutdown.
 
 use std::sync::Arc;
 
@@ -14,44 +14,6 @@ use crate::engine::{Engine, EngineConfig, HangupHook};
 
 /// How often `$stats` is published while the status page (or anyone) watches it.
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The engine's share of the config: sizes, timeouts and the listen address.
-pub fn engine_config(config: &Config) -> EngineConfig {
-    let mut e = EngineConfig {
-        listen: Some(config.listen),
-        workers: config.workers,
-        connections_max: config.connections_max,
-        files_per_ring: config.files_per_ring as u32,
-        tick_ms: config.tick.0,
-        drain_timeout_ms: config.drain_timeout.0,
-        ..EngineConfig::default()
-    };
-    // Unconsumed input is at most a request head, a WebSocket frame header, or a partial
-    // control frame. While reading is paused (the dispatcher also stops taking requests and
-    // frames then), the engine holds up to 1 MiB more: what the peer had in flight.
-    let pause = config.read_pause_bytes();
-    e.leftover_bytes_max = e.leftover_bytes_max.max(config.head_bytes_max.0 + 1024);
-    // One memory bound per connection, whatever is queued (responses, replay pages, live
-    // deliveries, pongs, goodbyes):
-    // - above an eighth of `queue_bytes_max` the engine stops reading the connection, so a
-    //   client that sends requests without reading answers fills its own socket buffers, not
-    //   our memory; the same level is where a streaming replay takes its next page;
-    // - live fan-out cuts a subscriber whose queue would pass `queue_bytes_max` (`hub::admit`,
-    //   which lets one message of any size into an empty queue);
-    // - the engine aborts a connection whose queue would pass the hard bound: the queue bound
-    //   plus the largest answer a single input can cause: an encoded message (data may grow 7x
-    //   as SSE `data:` lines of one byte) or an echoed WebSocket message, plus room for a
-    //   goodbye frame.
-    let queue = config.queue_bytes_max.0;
-    e.read_pause_bytes = pause;
-    let largest = config
-        .publish_bytes_max
-        .0
-        .saturating_mul(7)
-        .max(config.ws_message_bytes_max.0 + crate::proto::ws::HEAD_BYTES_MAX);
-    e.send_queue_bytes_max = queue.saturating_add(largest).saturating_add(64 << 10);
-    e
-}
 
 /// Run the server until SIGTERM/SIGINT. Prints `uringcast: listening on ADDR` on stdout once
 /// every worker's first ring is ready (tests and scripts wait for that line; further rings
@@ -90,7 +52,7 @@ pub fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         cfg.topics_max,
         cfg.history_worst_case_bytes() >> 20
     );
-    let mut engine_cfg = engine_config(cfg);
+    let mut engine_cfg = cfg.engine_config();
     if shared.tls.is_some() {
         let for_reload = Arc::clone(&shared);
         engine_cfg.on_hangup = Some(HangupHook(Arc::new(move || reload_tls(&for_reload))));

@@ -18,7 +18,7 @@ use super::out::Out;
 use super::shared::{Form, Sub};
 use super::subscribe::{send_page, Replaying, Subscriptions};
 use crate::engine::Handler;
-use crate::hub::{parse_resume, ConnTopics, HubError};
+use crate::hub::{parse_resume, ConnTopics, HubError, Resume};
 use crate::proto::http1::{self, RequestHead};
 
 /// Payload of every SSE heartbeat: a comment line, ignored by clients, that keeps proxies and
@@ -33,6 +33,24 @@ pub(super) struct SseStream {
     end_ms: u64,
     /// `now_ms` at which the token the stream's topics needed expires; `u64::MAX` = never.
     token_end_ms: u64,
+}
+
+/// The resume point a client sent (`Last-Event-ID` for a stream, `since` for a poll), read
+/// against this run's epoch, with the trimmed text for a reset notice. A malformed one is
+/// answered 400 naming `field`: `None` then.
+pub(super) fn resume_point<'t, H: Handler>(
+    out: &mut Out<'_, '_, H>,
+    text: Option<&'t str>,
+    field: &str,
+) -> Option<(Option<Resume>, &'t str)> {
+    let requested = text.map_or("", str::trim);
+    match parse_resume(requested, out.shared.epoch()) {
+        Ok(resume) => Some((resume, requested)),
+        Err(e) => {
+            out.refuse(400, &format!("bad {field}: {e}\n"));
+            None
+        }
+    }
 }
 
 /// Answer `GET /sse`: subscribe, queue the head, the replay, and arm the heartbeat. `None`
@@ -87,14 +105,7 @@ pub(super) fn start<H: Handler>(
             }
         },
     };
-    let requested = resume.as_deref().map_or("", str::trim);
-    let resume = match parse_resume(requested, shared.epoch()) {
-        Ok(r) => r,
-        Err(e) => {
-            out.refuse(400, &format!("bad Last-Event-ID: {e}\n"));
-            return None;
-        }
-    };
+    let (resume, requested) = resume_point(out, resume.as_deref(), "Last-Event-ID")?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut conn_topics = ConnTopics::new();
     let sub = Sub {

@@ -285,22 +285,15 @@ mod tests {
 
     #[test]
     fn bad_status_lines_rfc9112_4() {
-        assert_eq!(
-            parse(b"HTTP/1.1 2x0 OK\r\n\r\n").unwrap_err(),
-            HttpError::InvalidStatusLine
-        );
-        assert_eq!(
-            parse(b"HTTP/1.1 099 X\r\n\r\n").unwrap_err(),
-            HttpError::InvalidStatusLine
-        );
-        assert_eq!(
-            parse(b"HTTP/2.0 200 OK\r\n\r\n").unwrap_err(),
-            HttpError::VersionNotSupported
-        );
-        assert_eq!(
-            parse(b"ICY 200 OK\r\n\r\n").unwrap_err(),
-            HttpError::InvalidStatusLine
-        );
+        for (line, want) in [
+            ("HTTP/1.1 2x0 OK", HttpError::InvalidStatusLine),
+            ("HTTP/1.1 099 X", HttpError::InvalidStatusLine),
+            ("HTTP/2.0 200 OK", HttpError::VersionNotSupported),
+            ("ICY 200 OK", HttpError::InvalidStatusLine),
+        ] {
+            let head = format!("{line}\r\n\r\n");
+            assert_eq!(parse(head.as_bytes()).unwrap_err(), want, "{line}");
+        }
         assert_eq!(
             parse(b"HTTP/1.1 200 OK\r\nA : b\r\n\r\n").unwrap_err(),
             HttpError::WhitespaceBeforeColon

@@ -49,7 +49,7 @@ pub use query::{percent_decode, query_pairs, QueryPairs};
 pub use request::{RequestDecoder, RequestHead, CONTINUE_RESPONSE};
 pub use response::{
     reason_phrase, write_error_response, write_response, write_response_head,
-    write_sse_response_head, write_u64, Framing,
+    write_sse_response_head, Framing,
 };
 
 /// Hard ceiling for [`HttpLimits::headers_max`]: the head parser keeps one stack slot per

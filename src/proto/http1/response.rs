@@ -10,6 +10,7 @@
 //! ```
 
 use super::HttpError;
+use crate::proto::write_u64;
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,21 +61,6 @@ pub fn reason_phrase(status: u16) -> &'static str {
         505 => "HTTP Version Not Supported",
         _ => "",
     }
-}
-
-/// Append the decimal digits of `n` (no allocation; at most 20 bytes).
-pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 /// Append `name: value\r\n`. CR and LF in a value would let it forge fields (response
@@ -199,26 +185,6 @@ mod tests {
 
     fn s(v: &[u8]) -> &str {
         std::str::from_utf8(v).unwrap()
-    }
-
-    #[test]
-    fn u64_formatting_matches_std() {
-        for n in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            12345,
-            u64::from(u32::MAX),
-            u64::MAX - 1,
-            u64::MAX,
-        ] {
-            let mut out = b"x".to_vec();
-            write_u64(&mut out, n);
-            assert_eq!(s(&out[1..]), n.to_string());
-        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! Nothing here allocates except the growth of the caller's `Vec`.
 
 use super::SseError;
+use crate::proto::{digits, write_u64};
 
 /// The value of an `id:` field: the hub uses numbers, other callers may use any string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,31 +53,6 @@ fn check(ev: &OutEvent<'_>) -> Result<(), SseError> {
         }
     }
     Ok(())
-}
-
-/// Decimal digits in `v` (1 for 0).
-pub(crate) fn digits(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 10 {
-        v /= 10;
-        n += 1;
-    }
-    n
-}
-
-/// Writes `v` in decimal without a temporary `String`.
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20]; // u64::MAX has 20 digits
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[at..]);
 }
 
 /// Splits a payload at CRLF, CR or LF, as a client will (§9.2.5). Always yields at least one
@@ -182,7 +158,7 @@ pub fn write_id(out: &mut Vec<u8>, id: &str) -> Result<(), SseError> {
 /// `id: <decimal>\n`.
 pub fn write_id_u64(out: &mut Vec<u8>, id: u64) {
     out.extend_from_slice(b"id: ");
-    push_u64(out, id);
+    write_u64(out, id);
     out.push(b'\n');
 }
 
@@ -205,7 +181,7 @@ pub fn write_data(out: &mut Vec<u8>, data: &str) {
 /// `retry: <ms>\n`: the client's reconnection delay in milliseconds.
 pub fn write_retry(out: &mut Vec<u8>, ms: u64) {
     out.extend_from_slice(b"retry: ");
-    push_u64(out, ms);
+    write_u64(out, ms);
     out.push(b'\n');
 }
 
@@ -283,9 +259,6 @@ mod tests {
         write_id_u64(&mut out, u64::MAX);
         write_retry(&mut out, 7);
         assert_eq!(out, b"id: 0\nid: 18446744073709551615\nretry: 7\n");
-        for v in [0, 9, 10, 99, 100, u64::MAX] {
-            assert_eq!(digits(v), v.to_string().len());
-        }
     }
 
     #[test]

@@ -30,9 +30,6 @@ pub use encode::{
 };
 pub use parse::{Event, Message, Parser, ParserLimits};
 
-// Shared with the hub so SSE `id:` and WebSocket JSON `"id"` render numbers from one place.
-pub(crate) use encode::{digits, push_u64};
-
 use std::fmt;
 
 /// Everything the SSE codec can refuse.

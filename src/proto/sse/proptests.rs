@@ -9,13 +9,31 @@ use super::*;
 /// An owned event to encode, or a comment line.
 #[derive(Debug, Clone)]
 enum Item {
-    Ev {
-        id: Option<OwnedId>,
-        event: Option<String>,
-        retry_ms: Option<u64>,
-        data: String,
-    },
+    Ev(OwnedEvent),
     Comment(String),
+}
+
+/// What an [`OutEvent`] borrows, owned.
+#[derive(Debug, Clone)]
+struct OwnedEvent {
+    id: Option<OwnedId>,
+    event: Option<String>,
+    retry_ms: Option<u64>,
+    data: String,
+}
+
+impl OwnedEvent {
+    fn as_out(&self) -> OutEvent<'_> {
+        OutEvent {
+            id: self.id.as_ref().map(|i| match i {
+                OwnedId::Num(n) => Id::Num(*n),
+                OwnedId::Str(s) => Id::Str(s),
+            }),
+            event: self.event.as_deref(),
+            retry_ms: self.retry_ms,
+            data: &self.data,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -26,15 +44,11 @@ enum OwnedId {
 
 /// Text with every kind of line break, spaces, colons, NUL and multi-byte characters.
 fn payload() -> impl Strategy<Value = String> {
+    const PIECES: &[&str] = &["\n", "\r\n", "\r", " ", ":", "\0", "é€😀"];
+    // Each piece as likely as a run of letters.
     let piece = prop_oneof![
-        Just("\n".to_string()),
-        Just("\r\n".to_string()),
-        Just("\r".to_string()),
-        Just(" ".to_string()),
-        Just(":".to_string()),
-        Just("\0".to_string()),
-        Just("é€😀".to_string()),
-        "[a-z]{1,5}",
+        PIECES.len() as u32 => prop::sample::select(PIECES).prop_map(str::to_owned),
+        1 => "[a-z]{1,5}",
     ];
     prop::collection::vec(piece, 0..8).prop_map(|v| v.concat())
 }
@@ -55,11 +69,13 @@ fn item() -> impl Strategy<Value = Item> {
         prop::option::of(any::<u64>()),
         payload(),
     )
-        .prop_map(|(id, event, retry_ms, data)| Item::Ev {
-            id,
-            event,
-            retry_ms,
-            data,
+        .prop_map(|(id, event, retry_ms, data)| {
+            Item::Ev(OwnedEvent {
+                id,
+                event,
+                retry_ms,
+                data,
+            })
         });
     prop_oneof![4 => ev, 1 => single_line().prop_map(Item::Comment)]
 }
@@ -68,23 +84,8 @@ fn encode_all(items: &[Item]) -> Vec<u8> {
     let mut out = Vec::new();
     for it in items {
         match it {
-            Item::Ev {
-                id,
-                event,
-                retry_ms,
-                data,
-            } => {
-                let id = id.as_ref().map(|i| match i {
-                    OwnedId::Num(n) => Id::Num(*n),
-                    OwnedId::Str(s) => Id::Str(s),
-                });
-                let ev = OutEvent {
-                    id,
-                    event: event.as_deref(),
-                    retry_ms: *retry_ms,
-                    data,
-                };
-                encode(&mut out, &ev).unwrap();
+            Item::Ev(ev) => {
+                encode(&mut out, &ev.as_out()).unwrap();
             }
             Item::Comment(text) => write_comment(&mut out, text).unwrap(),
         }
@@ -100,25 +101,20 @@ fn model(items: &[Item]) -> (Vec<Event>, Option<u64>) {
     let mut retry = None;
     for it in items {
         match it {
-            Item::Ev {
-                id,
-                event,
-                retry_ms,
-                data,
-            } => {
-                match id {
+            Item::Ev(ev) => {
+                match &ev.id {
                     Some(OwnedId::Num(n)) => last_id = n.to_string(),
                     Some(OwnedId::Str(s)) => last_id.clone_from(s),
                     None => {}
                 }
-                retry = retry_ms.or(retry);
-                let event_type = match event.as_deref() {
+                retry = ev.retry_ms.or(retry);
+                let event_type = match ev.event.as_deref() {
                     None | Some("") => "message".to_string(),
                     Some(e) => e.to_string(),
                 };
                 out.push(Event::Message(Message {
                     event_type,
-                    data: data.replace("\r\n", "\n").replace('\r', "\n"),
+                    data: ev.data.replace("\r\n", "\n").replace('\r', "\n"),
                     last_event_id: last_id.clone(),
                 }));
             }
