@@ -3,9 +3,9 @@
 //! bytes.
 //!
 //! Files, each one concern, each row importing only rows below it (docs/architecture.md has
-//! the same table; `dispatch` calling `serve::engine_config` is a known exception to remove):
+//! the same table):
 //! ```text
-//! doctor, cli                 entry points (doctor asks serve for its engine config)
+//! doctor, cli                 entry points (doctor asks the config for its engine config)
 //! serve                       starts the engine with a Dispatcher per worker, $stats, cluster
 //! dispatch                    engine Handler: the read loop, routing, state changes
 //! conn                        per-connection state (Http | Sse | Ws | Poll) and close reason
