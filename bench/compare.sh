@@ -172,8 +172,14 @@ done
 # name|harness arguments (@PORT@ = the server's port). Fan-out cells climb a rate ramp: the
 # offered deliveries/s is msg-rate x subscribers (1 topic, so every subscriber gets every message).
 CELLS=()
-for m in 1 16; do
-    CELLS+=("echo-1k-m$m|echo --url ws://127.0.0.1:@PORT@/echo --conns 1000 --inflight $m --size 32 --duration $ECHO_D")
+# Echo: 1 and 16 messages in flight x 32 B and 1 KiB payloads. The 32 B cells keep their old
+# names (echo-1k-m1, echo-1k-m16) so earlier reports stay comparable; 1 KiB cells end in -1KiB.
+for size in 32 1024; do
+    for m in 1 16; do
+        suffix=""
+        ((size == 1024)) && suffix=-1KiB
+        CELLS+=("echo-1k-m$m$suffix|echo --url ws://127.0.0.1:@PORT@/echo --conns 1000 --inflight $m --size $size --duration $ECHO_D")
+    done
 done
 fanout_cells() { # kind conns label rates...
     local kind=$1 n=$2 label=$3 sub
@@ -422,7 +428,7 @@ def failed(recs):
     bad = [r["rc"] for r in recs if r["rc"] != "0"]
     return f" ⚠{len(bad)}/{len(recs)}" if bad else ""
 
-groups = [("echo", "Echo: 1,000 WebSocket connections, 32 B messages", echo_metrics),
+groups = [("echo", "Echo: 1,000 WebSocket connections, 32 B messages (cells ending in -1KiB: 1 KiB)", echo_metrics),
           ("fanout-ws", "Fan-out over WebSocket: 1 topic, HTTP POST publisher, rate ramp (pN = N messages/s)", fanout_metrics),
           ("fanout-sse", "Fan-out over SSE: 1 topic, HTTP POST publisher, rate ramp (pN = N messages/s)", fanout_metrics),
           ("hold", "Hold: 10,000 idle connections", hold_metrics)]
