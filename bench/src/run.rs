@@ -208,11 +208,16 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         close_flush_timeout_ms: 2_000,
         leftover_bytes_max: (echo_size + 64).max(64 << 10),
         // Deliveries arrive on many connections at once: give the kernel enough provided
-        // buffers that a burst does not run the ring dry (ENOBUFS re-arms are paced).
-        buf_ring_entries: match kind {
-            Kind::Fanout | Kind::Echo => 4096,
-            Kind::Hold | Kind::Connect => 1024,
-        },
+        // buffers that a burst does not run the ring dry (ENOBUFS re-arms are paced). The
+        // count follows the buffer size so each ring starts with the same bytes whatever
+        // `--recv-buf` says (16 MiB for fan-out and echo, 4 MiB for idle connections).
+        buf_ring_entries: buf_ring_entries(
+            match kind {
+                Kind::Fanout | Kind::Echo => 16 << 20,
+                Kind::Hold | Kind::Connect => 4 << 20,
+            },
+            c.recv_buf,
+        ),
         buf_bytes: c.recv_buf,
         handle_signals: false,
         ..EngineConfig::default()
@@ -538,6 +543,13 @@ fn connect_chunk(conns: u64, workers: usize) -> u64 {
     conns.div_ceil(workers.max(1) as u64).clamp(1, 256)
 }
 
+/// Provided buffers per ring so that they hold about `bytes`: a power of two in [64, 4096].
+fn buf_ring_entries(bytes: u32, buf_bytes: u32) -> u16 {
+    (bytes / buf_bytes.max(1))
+        .next_power_of_two()
+        .clamp(64, 4096) as u16
+}
+
 /// Ask every worker for its `Mark`; `None` when one does not answer within 5 s.
 fn mark(handle: &EngineHandle<Cmd>, workers: usize) -> Option<Vec<Mark>> {
     let (tx, rx) = mpsc::channel();
@@ -711,5 +723,17 @@ mod tests {
         }
         assert_eq!(connect_chunk(1_000_000, 2), 256);
         assert_eq!(connect_chunk(0, 0), 1);
+    }
+
+    /// The defaults before `--recv-buf` existed (4 KiB buffers) keep their counts.
+    #[test]
+    fn buffer_counts_follow_the_buffer_size() {
+        use super::buf_ring_entries;
+        assert_eq!(buf_ring_entries(16 << 20, 4096), 4096);
+        assert_eq!(buf_ring_entries(4 << 20, 4096), 1024);
+        assert_eq!(buf_ring_entries(16 << 20, 16384), 1024);
+        assert_eq!(buf_ring_entries(4 << 20, 16384), 256);
+        assert_eq!(buf_ring_entries(4 << 20, 1 << 20), 64);
+        assert_eq!(buf_ring_entries(16 << 20, 10_000), 2048);
     }
 }
