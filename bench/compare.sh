@@ -24,6 +24,7 @@ ONLY=""
 BENCH=""
 UC_BIN=""
 PORT_BASE=""
+CALIBRATE=1
 
 usage() {
     cat <<EOF
@@ -41,6 +42,7 @@ usage: bench/compare.sh [options]
   --bench BIN          uringcast-bench binary (default: target/release/uringcast-bench, built here)
   --uringcast BIN      uringcast binary (default: target/release/uringcast, built here)
   --port-base N        first server port (default: just outside net.ipv4.ip_local_port_range)
+  --no-calibrate       skip the harness's own ceiling (uringcast-bench calibrate, SSE and WS)
 EOF
 }
 
@@ -58,6 +60,7 @@ while (($#)); do
     --bench) BENCH=$2; shift ;;
     --uringcast) UC_BIN=$2; shift ;;
     --port-base) PORT_BASE=$2; shift ;;
+    --no-calibrate) CALIBRATE=0 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -66,10 +69,10 @@ done
 
 if ((QUICK)); then
     REPS=${REPS:-1}
-    ECHO_D=2s FANOUT_D=2s HOLD_D=3s DRAIN=2s
+    ECHO_D=2s FANOUT_D=2s HOLD_D=3s DRAIN=2s CAL_D=2s
 else
     REPS=${REPS:-3}
-    ECHO_D=10s FANOUT_D=10s HOLD_D=20s DRAIN=3s
+    ECHO_D=10s FANOUT_D=10s HOLD_D=20s DRAIN=3s CAL_D=5s
 fi
 BENCH=${BENCH:-$ROOT/target/release/uringcast-bench}
 UC_BIN=${UC_BIN:-$ROOT/target/release/uringcast}
@@ -172,8 +175,14 @@ done
 # name|harness arguments (@PORT@ = the server's port). Fan-out cells climb a rate ramp: the
 # offered deliveries/s is msg-rate x subscribers (1 topic, so every subscriber gets every message).
 CELLS=()
-for m in 1 16; do
-    CELLS+=("echo-1k-m$m|echo --url ws://127.0.0.1:@PORT@/echo --conns 1000 --inflight $m --size 32 --duration $ECHO_D")
+# Echo: 1 and 16 messages in flight x 32 B and 1 KiB payloads. The 32 B cells keep their old
+# names (echo-1k-m1, echo-1k-m16) so earlier reports stay comparable; 1 KiB cells end in -1KiB.
+for size in 32 1024; do
+    for m in 1 16; do
+        suffix=""
+        ((size == 1024)) && suffix=-1KiB
+        CELLS+=("echo-1k-m$m$suffix|echo --url ws://127.0.0.1:@PORT@/echo --conns 1000 --inflight $m --size $size --duration $ECHO_D")
+    done
 done
 fanout_cells() { # kind conns label rates...
     local kind=$1 n=$2 label=$3 sub
@@ -315,6 +324,21 @@ run_one() { # cell-name peer rep args-template
     log "$tag: rc=$rc server_cpu=$((dcpu / 1000000))ms (live-thread schedstat $((dsch / 1000000))ms) wall=$(((t1 - t0) / 1000000))ms peak_rss=${peak}kB"
 }
 
+# ---- calibration: the harness's own ceiling ------------------------------------------------
+# The same harness (1 worker, on the harness core) against its built-in trivial source (on the
+# server core), which sends as fast as the harness reads: the most deliveries/s this harness
+# can count, the line every fan-out cell is read against.
+rm -f "$WORK"/calibrate-*.json
+if ((CALIBRATE)); then
+    for proto in sse ws; do
+        log "calibration ($proto): 1,000 connections against the harness's built-in source, $CAL_D"
+        timeout -k 5 $((${CAL_D%s} + 60)) "$BENCH" calibrate --proto "$proto" --conns 1000 --duration "$CAL_D" \
+            --workers 1 --harness-cpu "$HARNESS_CPU" --source-cpu "$SERVER_CPU" --quiet \
+            --json "$WORK/calibrate-$proto.json" >"$WORK/calibrate-$proto.txt" 2>&1 ||
+            log "calibration ($proto) failed, see $WORK/calibrate-$proto.txt"
+    done
+fi
+
 log "servers: ${PEER_LIST[*]}; ${#CELLS[@]} cells x $REPS reps; server on cpu $SERVER_CPU, harness on cpu $HARNESS_CPU; work dir $WORK"
 n=${#PEER_LIST[@]}
 for c in "${CELLS[@]}"; do
@@ -422,7 +446,20 @@ def failed(recs):
     bad = [r["rc"] for r in recs if r["rc"] != "0"]
     return f" ⚠{len(bad)}/{len(recs)}" if bad else ""
 
-groups = [("echo", "Echo: 1,000 WebSocket connections, 32 B messages", echo_metrics),
+cal = []
+for proto in ("sse", "ws"):
+    try:
+        c = json.load(open(f"{work}/calibrate-{proto}.json"))["calibration"]
+        cal.append(f"{proto.upper()} {fmt(c['deliveries_per_s'])} deliveries/s, "
+                   f"{fmt(c['deliveries_per_harness_cpu_s'])} per harness CPU-s")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+if cal:
+    print("Harness ceiling (`uringcast-bench calibrate --conns 1000 --workers 1`: the harness on its "
+          "core against its built-in trivial source on the server core, one message per send): "
+          + "; ".join(cal) + ". A fan-out cell near it measured the harness, not the server.\n")
+
+groups = [("echo", "Echo: 1,000 WebSocket connections, 32 B messages (cells ending in -1KiB: 1 KiB)", echo_metrics),
           ("fanout-ws", "Fan-out over WebSocket: 1 topic, HTTP POST publisher, rate ramp (pN = N messages/s)", fanout_metrics),
           ("fanout-sse", "Fan-out over SSE: 1 topic, HTTP POST publisher, rate ramp (pN = N messages/s)", fanout_metrics),
           ("hold", "Hold: 10,000 idle connections", hold_metrics)]

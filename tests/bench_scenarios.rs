@@ -25,9 +25,14 @@ struct Run {
 
 /// Run the harness with `--json -` (JSON on stdout, table on stderr); kill it after 90 s.
 fn bench(args: &[&str]) -> Run {
+    bench_workers(args, 1)
+}
+
+fn bench_workers(args: &[&str], workers: usize) -> Run {
     let mut child = Command::new(bench_bin())
         .args(args)
-        .args(["--json", "-", "--max-time", "60s", "--workers", "1"])
+        .args(["--json", "-", "--max-time", "60s", "--workers"])
+        .arg(workers.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -371,4 +376,54 @@ fn json_to_a_file_writes_the_timeline_svg_beside_it() {
         4,
         "p50, p99, max and the rate"
     );
+}
+
+/// `calibrate` against its built-in source, SSE and WebSocket: every message counted once, in
+/// order, none lost; the ceiling is reported; with 2 workers and 10 connections both workers
+/// receive (connections spread over every worker, not only the first).
+#[test]
+fn calibrate_reports_the_harness_ceiling_with_every_worker_receiving() {
+    for proto in ["sse", "ws"] {
+        let r = bench_workers(
+            &[
+                "calibrate",
+                "--proto",
+                proto,
+                "--conns",
+                "10",
+                "--duration",
+                "1s",
+                "--batch",
+                "4",
+            ],
+            2,
+        );
+        assert_eq!(r.code, 0, "{}", r.table);
+        let j = &r.json;
+        assert_eq!(n(j, "connections_held"), 10);
+        assert!(n(j, "deliveries") > 0, "{}", r.table);
+        assert_eq!(
+            n(j, "missing") + n(j, "duplicates") + n(j, "out_of_order"),
+            0
+        );
+        assert!(j["errors"].as_object().unwrap().is_empty(), "{}", r.table);
+        let c = &j["calibration"];
+        assert_eq!(c["proto"], proto);
+        assert!(c["deliveries_per_harness_cpu_s"].as_f64().unwrap() > 0.0);
+        let workers = c["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), 2, "{c}");
+        for w in workers {
+            assert!(
+                w["messages"].as_u64().unwrap() > 0,
+                "a worker received nothing: {c}"
+            );
+        }
+        let in_window: u64 = workers
+            .iter()
+            .map(|w| w["messages"].as_u64().unwrap())
+            .sum();
+        assert_eq!(in_window, c["deliveries"].as_u64().unwrap());
+        assert!(in_window <= n(j, "deliveries"));
+        assert!(r.table.contains("ceiling"), "{}", r.table);
+    }
 }

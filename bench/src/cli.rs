@@ -34,14 +34,19 @@ pub enum Scenario {
     Echo(EchoArgs),
     /// Connection storm: open N connections as fast as allowed, count handshakes/s and failures.
     Connect(ConnectArgs),
+    /// The harness's own ceiling: N subscribers against a trivial built-in push server (same
+    /// process, same engine) that sends as fast as the harness reads; deliveries per harness
+    /// CPU-second. No --url.
+    Calibrate(CalibrateArgs),
 }
 
 /// Flags every scenario shares.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// Target URL (repeat to spread connections over several targets). http:// = SSE,
-    /// ws:// = WebSocket; `{topic}` is replaced by the topic name.
-    #[arg(long, required = true, value_name = "URL")]
+    /// ws:// = WebSocket; `{topic}` is replaced by the topic name. Required, except by
+    /// `calibrate`, which runs its own server.
+    #[arg(long, value_name = "URL")]
     pub url: Vec<String>,
     /// Connections to open.
     #[arg(long, value_name = "N")]
@@ -70,6 +75,13 @@ pub struct Common {
     /// Engine worker threads (one io_uring event loop each); 0 = number of CPU cores.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub workers: usize,
+    /// Pin harness worker w to the w-th of these CPUs (round-robin), e.g. `1` or `0,1`.
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub harness_cpu: Option<CpuList>,
+    /// Size of each provided receive buffer: the most one receive completion hands the
+    /// harness (more messages parsed per completion when the harness falls behind).
+    #[arg(long, value_name = "BYTES", default_value_t = 16384)]
+    pub recv_buf: u32,
     /// Extra request header sent on every handshake (`Name: value`; repeatable).
     #[arg(long = "header", value_name = "H")]
     pub headers: Vec<String>,
@@ -200,6 +212,38 @@ pub struct ConnectArgs {
     pub hold: Duration,
 }
 
+/// What the calibration source speaks.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalProto {
+    Sse,
+    Ws,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// sse: `text/event-stream` events; ws: WebSocket text frames.
+    #[arg(long, value_enum, default_value = "sse")]
+    pub proto: CalProto,
+    /// How long to measure once all connections are open.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5s")]
+    pub duration: Duration,
+    /// Messages per send of the source: 1 = every message its own send (a server that does
+    /// not coalesce), more = the harness reads that many per segment at least.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub batch: u32,
+    /// Pad each envelope to at least this many bytes.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub size: usize,
+    /// Source worker threads.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub source_workers: usize,
+    /// Pin source worker w to the w-th of these CPUs (round-robin).
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub source_cpu: Option<CpuList>,
+}
+
 impl Scenario {
     pub fn common(&self) -> &Common {
         match self {
@@ -207,6 +251,7 @@ impl Scenario {
             Scenario::Fanout(a) => &a.common,
             Scenario::Echo(a) => &a.common,
             Scenario::Connect(a) => &a.common,
+            Scenario::Calibrate(a) => &a.common,
         }
     }
 
@@ -216,6 +261,7 @@ impl Scenario {
             Scenario::Fanout(_) => "fanout",
             Scenario::Echo(_) => "echo",
             Scenario::Connect(_) => "connect",
+            Scenario::Calibrate(_) => "calibrate",
         }
     }
 
@@ -239,6 +285,7 @@ impl Scenario {
             Scenario::Fanout(a) => a.duration + a.drain,
             Scenario::Echo(a) => a.duration,
             Scenario::Connect(a) => a.hold,
+            Scenario::Calibrate(a) => a.duration,
         };
         self.ramp() + body + Duration::from_secs(30)
     }
@@ -246,6 +293,34 @@ impl Scenario {
     /// Parse the target URLs and check flags against each other. Errors name the flag.
     pub fn validate(&self) -> Result<Vec<Target>, String> {
         let c = self.common();
+        if c.recv_buf < 1024 || c.recv_buf > 1 << 20 {
+            return Err("--recv-buf must be in [1024, 1048576] bytes".into());
+        }
+        if let Scenario::Calibrate(a) = self {
+            if !c.url.is_empty() || c.dst.is_some() || c.src.is_some() || c.tls {
+                return Err(
+                    "calibrate runs its own server on 127.0.0.1: no --url, --src, \
+                    --dst or --tls"
+                        .into(),
+                );
+            }
+            if c.conns == 0 {
+                return Err("--conns must be at least 1".into());
+            }
+            if a.batch == 0 || a.batch > 4096 {
+                return Err("--batch must be in [1, 4096]".into());
+            }
+            if a.source_workers == 0 || a.source_workers > 64 {
+                return Err("--source-workers must be in [1, 64]".into());
+            }
+            if a.size > 64 << 10 {
+                return Err("--size must be at most 64 KiB".into());
+            }
+            return Ok(Vec::new());
+        }
+        if c.url.is_empty() {
+            return Err("--url is required".into());
+        }
         let mut targets = c
             .url
             .iter()
@@ -363,6 +438,24 @@ pub fn parse_src(text: &str) -> Result<SrcList, String> {
         return Err("no address given".into());
     }
     Ok(SrcList(out))
+}
+
+/// CPU numbers for thread pinning (`--harness-cpu`, `--source-cpu`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CpuList(pub Vec<usize>);
+
+/// `1`, `0,1`: CPU numbers for thread pinning.
+pub fn parse_cpus(text: &str) -> Result<CpuList, String> {
+    let cpus = text
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format!("{text:?}: expected CPU numbers like 1 or 0,1"))?;
+    // cpu_set_t holds 1024 CPUs.
+    if cpus.is_empty() || cpus.iter().any(|&c| c >= 1024) {
+        return Err(format!("{text:?}: CPU numbers must be below 1024"));
+    }
+    Ok(CpuList(cpus))
 }
 
 fn bad_src(part: &str) -> String {
@@ -544,5 +637,33 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.scenario.validate().unwrap_err().contains("--conns"));
+    }
+
+    #[test]
+    fn calibrate_runs_its_own_server_and_others_need_a_url() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["uringcast-bench", "calibrate", "--conns", "100"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().scenario
+        };
+        let ok = parse(&["--proto", "ws", "--batch", "8", "--harness-cpu", "0,1"]);
+        assert_eq!(ok.validate().unwrap().len(), 0);
+        assert_eq!(ok.common().harness_cpu, Some(CpuList(vec![0, 1])));
+        assert_eq!(ok.max_time(), Duration::from_secs(35));
+        let err = parse(&["--url", "http://127.0.0.1:1/sse"]).validate();
+        assert!(err.unwrap_err().contains("no --url"));
+        assert!(parse(&["--batch", "0"])
+            .validate()
+            .unwrap_err()
+            .contains("--batch"));
+        assert!(parse(&["--recv-buf", "10"])
+            .validate()
+            .unwrap_err()
+            .contains("--recv-buf"));
+        assert!(
+            Cli::try_parse_from(["b", "calibrate", "--conns", "1", "--source-cpu", "x"]).is_err()
+        );
+        let hold = Cli::try_parse_from(["b", "hold", "--conns", "1", "--duration", "1s"]).unwrap();
+        assert!(hold.scenario.validate().unwrap_err().contains("--url"));
     }
 }

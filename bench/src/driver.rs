@@ -105,11 +105,25 @@ pub enum Cmd {
     StopEcho,
     /// Reconnect storm: drop every ready subscriber now and reconnect it at once, resuming.
     Storm,
+    /// Report this worker's thread CPU time and messages so far (the orchestrator marks the
+    /// start and end of a measured phase with it).
+    Mark(mpsc::Sender<Mark>),
     /// Fold figures (missing against `last_published[topic]`) and send them back.
     Finish {
         last_published: Arc<Vec<u64>>,
         reply: mpsc::Sender<Stats>,
     },
+}
+
+/// One worker's answer to `Cmd::Mark`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mark {
+    pub worker: usize,
+    /// CPU seconds this worker's thread has used (user + system, its ring's completions
+    /// included).
+    pub cpu_s: f64,
+    /// Deliveries plus echoes counted so far.
+    pub messages: u64,
 }
 
 enum Role {
@@ -171,9 +185,10 @@ pub struct LoadDriver {
     /// Subscriptions of connections that closed early, kept for the final sequence figures.
     closed_subs: Vec<Subscription>,
     finished: bool,
-    messages_seen: u64,
-    deliveries_seen: u64,
-    errors_seen: u64,
+    /// This worker's index: its slot in `Live`.
+    worker: usize,
+    /// (messages, deliveries, errors) last stored in `Live`.
+    published: (u64, u64, u64),
     storm: StormState,
     /// `--follow`: subscribers whose connection ended, waiting to resume on the next target
     /// (global index, machine, hops so far).
@@ -181,7 +196,7 @@ pub struct LoadDriver {
 }
 
 impl LoadDriver {
-    pub fn new(cfg: Arc<RunCfg>) -> LoadDriver {
+    pub fn new(cfg: Arc<RunCfg>, worker: usize) -> LoadDriver {
         LoadDriver {
             cfg,
             io: Io::default(),
@@ -191,9 +206,8 @@ impl LoadDriver {
             connecting: 0,
             closed_subs: Vec::new(),
             finished: false,
-            messages_seen: 0,
-            deliveries_seen: 0,
-            errors_seen: 0,
+            worker,
+            published: (0, 0, 0),
             storm: StormState::default(),
             follow: VecDeque::new(),
         }
@@ -316,24 +330,7 @@ impl LoadDriver {
             let out = std::mem::take(&mut self.io.out);
             ctx.send(id, Bytes::from(out));
         }
-        let s = &self.io.stats;
-        let msgs = s.deliveries + s.echoes;
-        if msgs != self.messages_seen {
-            Live::add(&self.cfg.live.messages, msgs - self.messages_seen);
-            self.messages_seen = msgs;
-        }
-        if s.deliveries != self.deliveries_seen {
-            Live::add(
-                &self.cfg.live.deliveries,
-                s.deliveries - self.deliveries_seen,
-            );
-            self.deliveries_seen = s.deliveries;
-        }
-        let errs = s.errors.total();
-        if errs != self.errors_seen {
-            Live::add(&self.cfg.live.errors, errs - self.errors_seen);
-            self.errors_seen = errs;
-        }
+        self.flush_counters();
     }
 
     /// The handshake of `key` completed.
@@ -517,11 +514,14 @@ impl LoadDriver {
         key: usize,
         data: &mut [u8],
     ) -> usize {
-        let cfg = Arc::clone(&self.cfg);
-
+        // Field borrows, not an `Arc` clone: a clone per receive is a read-modify-write on a
+        // count every worker shares.
         let Some(c) = self.conns.get_mut(key) else {
             return data.len();
         };
+        let cfg = &*self.cfg;
+        // One clock read per receive completion: every delivery parsed from this buffer arrived
+        // at once, so they share the time stamp.
         self.io.now_ns = now_ns();
         let was_ready = c.ready;
         let o: Outcome = match &mut c.role {
@@ -529,6 +529,7 @@ impl LoadDriver {
             Role::Ws(w) | Role::PubWs { m: w, .. } => w.on_data(&cfg.env, &mut self.io, data),
             Role::PubHttp { m, .. } => m.on_data(&cfg.env, &mut self.io, data),
         };
+        let (scenario, heartbeat_max_ms) = (cfg.kind, cfg.heartbeat_max_ms);
         let is_pub = matches!(c.role, Role::PubHttp { .. } | Role::PubWs { .. });
         if let Some(kind) = o.fatal {
             self.io.stats.errors.add(kind);
@@ -537,8 +538,8 @@ impl LoadDriver {
             ctx.close(id);
             return data.len();
         }
-        if was_ready && cfg.kind == Kind::Hold {
-            if let Some(ms) = cfg.heartbeat_max_ms {
+        if was_ready && scenario == Kind::Hold {
+            if let Some(ms) = heartbeat_max_ms {
                 ctx.set_timer(id, ctx.now_ms() + ms);
             }
         }
@@ -856,6 +857,13 @@ impl Handler for LoadDriver {
             }
             Cmd::StopEcho => self.io.echo_running = false,
             Cmd::Storm => self.storm_drop(ctx),
+            Cmd::Mark(reply) => {
+                let _ = reply.send(Mark {
+                    worker: self.worker,
+                    cpu_s: crate::stats::thread_cpu_seconds(),
+                    messages: self.io.stats.deliveries + self.io.stats.echoes,
+                });
+            }
             Cmd::Finish {
                 last_published,
                 reply,
@@ -999,11 +1007,14 @@ impl LoadDriver {
         }
     }
 
+    /// Store this worker's totals in its `Live` slot when they moved: plain stores to a line
+    /// no other worker writes, once per receive completion, not per delivery.
     fn flush_counters(&mut self) {
-        let errs = self.io.stats.errors.total();
-        if errs != self.errors_seen {
-            Live::add(&self.cfg.live.errors, errs - self.errors_seen);
-            self.errors_seen = errs;
+        let s = &self.io.stats;
+        let now = (s.deliveries + s.echoes, s.deliveries, s.errors.total());
+        if now != self.published {
+            self.published = now;
+            self.cfg.live.store_worker(self.worker, now.0, now.1, now.2);
         }
     }
 }

@@ -15,7 +15,14 @@ pub const HEADER_BYTES: usize = 32;
 /// Write a payload of exactly `size` bytes (`size >= HEADER_BYTES`) into `out`.
 pub fn encode(ts_ns: u64, seq: u64, size: usize, out: &mut Vec<u8>) {
     debug_assert!(size >= HEADER_BYTES, "size {size} below header");
-    out.extend_from_slice(format!("{ts_ns:016x}{seq:016x}").as_bytes());
+    // Digits written in place: no `format!` allocation per echo sent.
+    for v in [ts_ns, seq] {
+        out.extend(
+            (0..16)
+                .rev()
+                .map(|i| b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf]),
+        );
+    }
     out.resize(out.len() + size.saturating_sub(HEADER_BYTES), b'x');
 }
 
@@ -54,6 +61,9 @@ mod tests {
         let mut v = Vec::new();
         encode(u64::MAX, u64::MAX, 32, &mut v);
         assert_eq!(decode(&v, 32), Some((u64::MAX, u64::MAX)));
+        let mut w = Vec::new();
+        encode(0x0123_4567_89ab_cdef, 0xa, 32, &mut w);
+        assert_eq!(&w[..], b"0123456789abcdef000000000000000a");
         v[0] = b'g';
         assert_eq!(decode(&v, 32), None);
     }

@@ -1,7 +1,8 @@
 //! `uringcast-bench`: load generator for SSE and WebSocket servers (see bench/README.md).
 //!
 //! Built on uringcast's own `proto` (client role) and io_uring `engine`, so one process holds
-//! 100k+ connections. Scenarios: `hold`, `fanout`, `echo`, `connect`. Every run is bounded in
+//! 100k+ connections. Scenarios: `hold`, `fanout`, `echo`, `connect`, and `calibrate` (the
+//! harness's own ceiling against a built-in trivial server). Every run is bounded in
 //! time, prints one report (text, and JSON with `--json`), and exits non-zero when the
 //! scenario's success criteria fail: 0 = success, 1 = criteria failed, 2 = could not run.
 
@@ -15,6 +16,7 @@ mod plot;
 mod report;
 mod run;
 mod seq;
+mod source;
 mod stats;
 mod storm;
 mod target;

@@ -54,6 +54,16 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Harness CPU time / wall time x 100; 100 = one core busy.
     pub harness_cpu_percent: f64,
+    /// CPU seconds of the harness's worker threads (user + system, their rings' completions
+    /// included) over the measured phase: echo, publish + drain, or the calibration window.
+    /// 0 when the scenario has no such phase.
+    pub harness_worker_cpu_s: f64,
+    /// Deliveries plus echoes in the measured phase per harness worker CPU-second. Read it
+    /// against `calibration.deliveries_per_harness_cpu_s` of a `calibrate` run: near that
+    /// ceiling, the harness, not the server, set the pace.
+    pub messages_per_harness_cpu_s: f64,
+    /// `calibrate`: the harness's own ceiling against the built-in source; `null` otherwise.
+    pub calibration: Option<Calibration>,
     pub success: bool,
     /// Success criteria that failed, in words.
     pub failures: Vec<String>,
@@ -64,6 +74,36 @@ pub struct Report {
     /// Deliveries (or echoes) per second and their latency percentiles, per interval of the
     /// harness clock (one second, wider for long runs; see `timeline`).
     pub timeline: Vec<crate::timeline::TimelinePoint>,
+}
+
+/// What a `calibrate` run measured over its window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    /// `sse` or `ws`.
+    pub proto: String,
+    /// Messages per send of the source.
+    pub batch: u32,
+    /// Envelope padding (`--size`).
+    pub size: usize,
+    pub harness_workers: usize,
+    pub source_workers: usize,
+    /// Length of the measured window, seconds.
+    pub window_s: f64,
+    /// Deliveries in the window, all harness workers.
+    pub deliveries: u64,
+    pub deliveries_per_s: f64,
+    /// The ceiling: deliveries per harness worker CPU-second.
+    pub deliveries_per_harness_cpu_s: f64,
+    /// Each harness worker's share of the window.
+    pub workers: Vec<WorkerShare>,
+}
+
+/// One harness worker over a measured phase.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WorkerShare {
+    pub cpu_s: f64,
+    /// Deliveries plus echoes.
+    pub messages: u64,
 }
 
 impl Report {
@@ -99,6 +139,9 @@ impl Report {
             connect_latency_us: stats.connect_latency.summary_us(),
             errors: stats.errors.by_name(),
             harness_cpu_percent: 0.0,
+            harness_worker_cpu_s: 0.0,
+            messages_per_harness_cpu_s: 0.0,
+            calibration: None,
             success: false,
             failures: Vec::new(),
             warnings: Vec::new(),
@@ -141,18 +184,26 @@ impl Report {
         );
         row("connect rate", format!("{:.0} /s", self.connect_rate));
         row("connect latency", pct(&self.connect_latency_us));
-        if self.published > 0 || self.deliveries > 0 || self.scenario == "fanout" {
+        if self.published > 0
+            || self.deliveries > 0
+            || matches!(self.scenario.as_str(), "fanout" | "calibrate")
+        {
             row(
                 "published",
                 format!("{} ({} failed)", self.published, self.publish_failed),
             );
-            row(
-                "deliveries",
+            let deliveries = if self.scenario == "calibrate" {
+                format!(
+                    "{}, {:.0} /s in the measured window",
+                    self.deliveries, self.deliveries_per_s
+                )
+            } else {
                 format!(
                     "{} of {} expected, {:.0} /s",
                     self.deliveries, self.deliveries_expected, self.deliveries_per_s
-                ),
-            );
+                )
+            };
+            row("deliveries", deliveries);
             row(
                 "loss",
                 format!(
@@ -195,6 +246,44 @@ impl Report {
         };
         row("errors", errors);
         row("harness cpu", format!("{:.0} %", self.harness_cpu_percent));
+        if self.harness_worker_cpu_s > 0.0 {
+            row(
+                "harness workers",
+                format!(
+                    "{:.2} CPU-s in the measured phase, {:.0} messages per harness CPU-s",
+                    self.harness_worker_cpu_s, self.messages_per_harness_cpu_s
+                ),
+            );
+        }
+        if let Some(c) = &self.calibration {
+            let shares: Vec<String> = c
+                .workers
+                .iter()
+                .map(|w| {
+                    // Near 100 % busy, the harness set the pace; well below, the source did.
+                    let busy = if c.window_s > 0.0 {
+                        w.cpu_s / c.window_s * 100.0
+                    } else {
+                        0.0
+                    };
+                    format!("{} in {:.2} CPU-s, {busy:.0} % busy", w.messages, w.cpu_s)
+                })
+                .collect();
+            row(
+                "calibration",
+                format!(
+                    "{} source ({} worker(s), {} message(s) per send): {:.0} deliveries/s, \
+                     ceiling {:.0} deliveries per harness CPU-s ({} harness worker(s): {})",
+                    c.proto,
+                    c.source_workers,
+                    c.batch,
+                    c.deliveries_per_s,
+                    c.deliveries_per_harness_cpu_s,
+                    c.harness_workers,
+                    shares.join(", ")
+                ),
+            );
+        }
         for w in &self.warnings {
             row("warning", w.clone());
         }
@@ -262,14 +351,14 @@ impl Progress {
                         }
                         std::thread::sleep(Duration::from_millis(100));
                     }
-                    let msgs = Live::get(&live.messages);
+                    let msgs = live.messages();
                     let line = format!(
                         "\r[{:>5.0}s] open {}/{}  msgs {}/s  errors {}   ",
                         start.elapsed().as_secs_f64(),
                         Live::get(&live.open),
                         target,
                         msgs - last_msgs,
-                        Live::get(&live.errors)
+                        live.errors()
                     );
                     last_msgs = msgs;
                     let _ = std::io::stderr().write_all(line.as_bytes());
@@ -320,6 +409,9 @@ mod tests {
             "connect_latency_us",
             "errors",
             "harness_cpu_percent",
+            "harness_worker_cpu_s",
+            "messages_per_harness_cpu_s",
+            "calibration",
             "timeline",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");

@@ -5,19 +5,20 @@
 //! It runs on the main thread and never touches a connection: it posts `Cmd`s to workers and
 //! polls the shared `Live` counters. Figures come back once, at `Finish`.
 
-use crate::cli::{FanoutArgs, Scenario};
+use crate::cli::{CalProto, FanoutArgs, Scenario};
 use crate::client::{split_headers, Env};
-use crate::driver::{Cmd, Kind, LoadDriver, PublishCfg, RunCfg};
+use crate::driver::{Cmd, Kind, LoadDriver, Mark, PublishCfg, RunCfg};
 use crate::envelope::{Template, DEFAULT_TEMPLATE};
 use crate::plan::{Plan, SysLimits};
-use crate::report::{Progress, Report};
+use crate::report::{Calibration, Progress, Report, WorkerShare};
+use crate::source::{SourceCfg, WINDOW_PER_CONN};
 use crate::stats::{cpu_seconds, now_ns, Live, Stats};
 use crate::storm::StormReport;
 use crate::target::{topic_name, Target};
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-use uringcast::engine::{Engine, EngineConfig};
+use uringcast::engine::{Engine, EngineConfig, EngineHandle};
 use uringcast::proto::http1::HttpLimits;
 
 /// Handshakes in flight per worker. Enough to keep a server's accept path busy; far below a
@@ -40,6 +41,8 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         Scenario::Fanout(_) => Kind::Fanout,
         Scenario::Echo(_) => Kind::Echo,
         Scenario::Connect(_) => Kind::Connect,
+        // Subscribers as in a fan-out; the built-in source publishes.
+        Scenario::Calibrate(_) => Kind::Fanout,
     };
     let topics = match scenario {
         Scenario::Hold(a) => a.topics,
@@ -51,6 +54,33 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
             "--topics {topics} needs `{{topic}}` in every --url, e.g. /sse?topic={{topic}}"
         )));
     }
+    let live = Arc::new(Live::default());
+    // Calibration: start the trivial source first; its address is the one target.
+    let mut source = None;
+    let targets = match scenario {
+        Scenario::Calibrate(a) => {
+            let cfg = Arc::new(SourceCfg {
+                template: default_template(),
+                topic: topic_name(&c.topic_name, 0),
+                batch: a.batch,
+                size: a.size,
+                window: (conns * WINDOW_PER_CONN).max(4096),
+                live: Arc::clone(&live),
+                sent: AtomicU64::new(0),
+                cpus: a.source_cpu.clone().map(|l| l.0).unwrap_or_default(),
+            });
+            let s =
+                crate::source::start(cfg, a.source_workers, conns as usize).map_err(SetupError)?;
+            let url = match a.proto {
+                CalProto::Sse => format!("http://{}/sse?topic={{topic}}", s.addr),
+                CalProto::Ws => format!("ws://{}/ws?topic={{topic}}", s.addr),
+            };
+            let t = Target::parse(&url).map_err(|e| SetupError(format!("{url}: {e}")))?;
+            source = Some(s);
+            vec![t]
+        }
+        _ => targets,
+    };
     let sys = SysLimits::read();
     let plan = Plan::new(targets.len(), c.src.as_ref().map(|s| s.0.as_slice()));
     let publishers = match scenario {
@@ -131,7 +161,6 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         }
         false => None,
     };
-    let live = Arc::new(Live::default());
     let cfg = Arc::new(RunCfg {
         kind,
         env,
@@ -179,11 +208,17 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         close_flush_timeout_ms: 2_000,
         leftover_bytes_max: (echo_size + 64).max(64 << 10),
         // Deliveries arrive on many connections at once: give the kernel enough provided
-        // buffers that a burst does not run the ring dry (ENOBUFS re-arms are paced).
-        buf_ring_entries: match kind {
-            Kind::Fanout | Kind::Echo => 4096,
-            Kind::Hold | Kind::Connect => 1024,
-        },
+        // buffers that a burst does not run the ring dry (ENOBUFS re-arms are paced). The
+        // count follows the buffer size so each ring starts with the same bytes whatever
+        // `--recv-buf` says (16 MiB for fan-out and echo, 4 MiB for idle connections).
+        buf_ring_entries: buf_ring_entries(
+            match kind {
+                Kind::Fanout | Kind::Echo => 16 << 20,
+                Kind::Hold | Kind::Connect => 4 << 20,
+            },
+            c.recv_buf,
+        ),
+        buf_bytes: c.recv_buf,
         handle_signals: false,
         ..EngineConfig::default()
     };
@@ -192,8 +227,14 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
         .map_or(0, |d| d.as_secs());
     let _ = now_ns(); // fix the harness clock's origin before any connection exists
     let cfg_w = Arc::clone(&cfg);
-    let engine = Engine::start(engine_cfg, move |_w| LoadDriver::new(Arc::clone(&cfg_w)))
-        .map_err(|e| SetupError(format!("engine: {e}")))?;
+    let pin = c.harness_cpu.clone().map(|l| l.0).unwrap_or_default();
+    let engine = Engine::start(engine_cfg, move |w| {
+        if !pin.is_empty() {
+            crate::source::pin_thread(pin[w % pin.len()]);
+        }
+        LoadDriver::new(Arc::clone(&cfg_w), w)
+    })
+    .map_err(|e| SetupError(format!("engine: {e}")))?;
     let handle = engine.handle();
     let workers = handle.workers();
 
@@ -204,7 +245,10 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
     let mut failures: Vec<String> = Vec::new();
     let past = |t: Instant| Instant::now() >= t;
 
-    // Ramp: post connect batches at `--rate`; workers pace handshakes in flight.
+    // Ramp: post connect batches at `--rate`; workers pace handshakes in flight. Batches go
+    // round-robin and are small enough that every worker gets its share of the connections,
+    // so each worker's thread reads its part of the deliveries.
+    let chunk = connect_chunk(conns, workers);
     let mut posted = 0u64;
     let mut w = 0;
     while posted < conns && !past(deadline) {
@@ -215,7 +259,7 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
             due.min(conns)
         };
         while posted < allowed {
-            let n = (allowed - posted).min(256);
+            let n = (allowed - posted).min(chunk);
             handle.post(w, Cmd::Connect(posted..posted + n));
             posted += n;
             w = (w + 1) % workers;
@@ -237,7 +281,29 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
     let mut deliveries_expected = 0u64;
     // Storm: (harness clock at the drop, seconds after publishing started).
     let mut storm_drop: Option<(u64, f64)> = None;
+    // The measured phase (echo, publish + drain, calibration window): the workers' marks at
+    // its start and end, and its wall time.
+    let mut phase: Option<(Vec<Mark>, Vec<Mark>, f64)> = None;
+    let mut phase_start: Option<(Vec<Mark>, Instant)> = None;
+    let mut mark_phase = |end: bool, failures: &mut Vec<String>| match mark(&handle, workers) {
+        None => failures.push("a worker did not answer a mark within 5 s".into()),
+        Some(m) if !end => phase_start = Some((m, Instant::now())),
+        Some(m) => {
+            if let Some((m0, t0)) = phase_start.take() {
+                phase = Some((m0, m, t0.elapsed().as_secs_f64()));
+            }
+        }
+    };
     match scenario {
+        Scenario::Calibrate(a) => {
+            mark_phase(false, &mut failures);
+            let end = (Instant::now() + a.duration).min(deadline);
+            while !past(end) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            mark_phase(true, &mut failures);
+            body_s = phase.as_ref().map_or(0.0, |p| p.2);
+        }
         Scenario::Hold(a) => {
             let end = (Instant::now() + a.duration).min(deadline);
             while !past(end) && Live::get(&live.open) > 0 {
@@ -261,11 +327,13 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
             for w in 0..workers {
                 handle.post(w, Cmd::StartEcho);
             }
+            mark_phase(false, &mut failures);
             let t = Instant::now();
             let end = (t + a.duration).min(deadline);
             while !past(end) {
                 std::thread::sleep(Duration::from_millis(10));
             }
+            mark_phase(true, &mut failures);
             for w in 0..workers {
                 handle.post(w, Cmd::StopEcho);
             }
@@ -296,6 +364,7 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
             for w in 0..workers {
                 handle.post(w, Cmd::StartPublish { t0_ns: t0 });
             }
+            mark_phase(false, &mut failures);
             let t = Instant::now();
             while Live::get(&live.pub_done) < pubs && !past(deadline) {
                 if let (Some(at), None) = (a.storm_at, storm_drop) {
@@ -321,12 +390,13 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
                 .map(|(&l, &n)| sent_in(l) * n)
                 .sum();
             let drain_end = (Instant::now() + a.drain).min(deadline);
-            while Live::get(&live.deliveries) < deliveries_expected && !past(drain_end) {
+            while live.deliveries() < deliveries_expected && !past(drain_end) {
                 std::thread::sleep(POLL);
             }
             // Deliveries per second over publish + drain: a server that falls behind spreads
             // the same deliveries over a longer time.
             body_s = t.elapsed().as_secs_f64();
+            mark_phase(true, &mut failures);
             if last_published.iter().any(|&l| l < p.per_topic) {
                 failures.push(format!(
                     "published {} of {} messages per topic before the run ended",
@@ -380,6 +450,16 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
     if let Ok(Err(e)) = done_rx.recv_timeout(Duration::from_secs(5)) {
         warnings.push(format!("engine shutdown: {e}"));
     }
+    if let Some(src) = source {
+        src.engine.handle().shutdown();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(src.engine.wait());
+        });
+        if let Ok(Err(e)) = done_rx.recv_timeout(Duration::from_secs(5)) {
+            warnings.push(format!("calibration source shutdown: {e}"));
+        }
+    }
 
     let mut r = Report::new(scenario.name(), params(scenario), &stats);
     r.started_unix_s = started_unix_s;
@@ -395,6 +475,39 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
     if body_s > 0.0 {
         r.deliveries_per_s = stats.deliveries as f64 / body_s;
         r.echoes_per_s = stats.echoes as f64 / body_s;
+    }
+    if let Some((m0, m1, wall_s)) = &phase {
+        let shares: Vec<WorkerShare> = m0
+            .iter()
+            .zip(m1)
+            .map(|(a, b)| WorkerShare {
+                cpu_s: (b.cpu_s - a.cpu_s).max(0.0),
+                messages: b.messages.saturating_sub(a.messages),
+            })
+            .collect();
+        let cpu: f64 = shares.iter().map(|s| s.cpu_s).sum();
+        let msgs: u64 = shares.iter().map(|s| s.messages).sum();
+        r.harness_worker_cpu_s = cpu;
+        if cpu > 0.0 {
+            r.messages_per_harness_cpu_s = msgs as f64 / cpu;
+        }
+        if let Scenario::Calibrate(a) = scenario {
+            if *wall_s > 0.0 {
+                r.deliveries_per_s = msgs as f64 / wall_s;
+            }
+            r.calibration = Some(Calibration {
+                proto: format!("{:?}", a.proto).to_lowercase(),
+                batch: a.batch,
+                size: a.size,
+                harness_workers: workers,
+                source_workers: a.source_workers,
+                window_s: *wall_s,
+                deliveries: msgs,
+                deliveries_per_s: r.deliveries_per_s,
+                deliveries_per_harness_cpu_s: r.messages_per_harness_cpu_s,
+                workers: shares,
+            });
+        }
     }
     r.harness_cpu_percent = if elapsed_s > 0.0 {
         (cpu_s / elapsed_s * 1000.0).round() / 10.0
@@ -421,6 +534,38 @@ pub fn run(scenario: &Scenario, targets: Vec<Target>) -> Result<Report, SetupErr
     judge(scenario, &mut r, &stats);
     r.finish();
     Ok(r)
+}
+
+/// Connections per `Cmd::Connect` batch: at most 256 (a worker starts handshaking while the
+/// ramp goes on), and at most an even share per worker, so a run of fewer than
+/// 256 x workers connections still spreads over every worker.
+fn connect_chunk(conns: u64, workers: usize) -> u64 {
+    conns.div_ceil(workers.max(1) as u64).clamp(1, 256)
+}
+
+/// Provided buffers per ring so that they hold about `bytes`: a power of two in [64, 4096].
+fn buf_ring_entries(bytes: u32, buf_bytes: u32) -> u16 {
+    (bytes / buf_bytes.max(1))
+        .next_power_of_two()
+        .clamp(64, 4096) as u16
+}
+
+/// Ask every worker for its `Mark`; `None` when one does not answer within 5 s.
+fn mark(handle: &EngineHandle<Cmd>, workers: usize) -> Option<Vec<Mark>> {
+    let (tx, rx) = mpsc::channel();
+    for w in 0..workers {
+        handle.post(w, Cmd::Mark(tx.clone()));
+    }
+    drop(tx);
+    let by = Instant::now() + Duration::from_secs(5);
+    let mut marks = vec![Mark::default(); workers];
+    for _ in 0..workers {
+        let m = rx
+            .recv_timeout(by.saturating_duration_since(Instant::now()))
+            .ok()?;
+        marks[m.worker % workers] = m;
+    }
+    Some(marks)
 }
 
 fn default_template() -> Template {
@@ -467,6 +612,14 @@ fn judge(scenario: &Scenario, r: &mut Report, s: &Stats) {
                 ));
             }
         }
+        Scenario::Calibrate(_) => {
+            if s.deliveries == 0 {
+                r.fail("no delivery arrived from the calibration source".into());
+            }
+            if s.errors.total() > 0 || s.missing + s.duplicates + s.out_of_order > 0 {
+                r.fail("the harness miscounted the calibration source's stream".into());
+            }
+        }
         Scenario::Echo(_) => {
             if s.echoes == 0 {
                 r.fail("no echo came back".into());
@@ -489,6 +642,8 @@ fn params(scenario: &Scenario) -> serde_json::Value {
         "rate": c.rate,
         "src": c.src.as_ref().map(|s| s.0.len()),
         "workers": c.workers,
+        "harness_cpu": c.harness_cpu,
+        "recv_buf": c.recv_buf,
         "connect_timeout_s": c.connect_timeout.as_secs_f64(),
         "max_time_s": scenario.max_time().as_secs_f64(),
         "topic_name": c.topic_name,
@@ -518,9 +673,67 @@ fn params(scenario: &Scenario) -> serde_json::Value {
             "binary": a.binary,
         }),
         Scenario::Connect(a) => serde_json::json!({ "hold_s": a.hold.as_secs_f64() }),
+        Scenario::Calibrate(a) => serde_json::json!({
+            "proto": format!("{:?}", a.proto).to_lowercase(),
+            "duration_s": a.duration.as_secs_f64(),
+            "batch": a.batch,
+            "size": a.size,
+            "source_workers": a.source_workers,
+            "source_cpu": a.source_cpu,
+        }),
     };
     if let (Some(p), serde_json::Value::Object(e)) = (p.as_object_mut(), extra) {
         p.extend(e);
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_chunk;
+
+    /// Round-robin batches of `connect_chunk` give every worker its share (within a batch).
+    #[test]
+    fn connections_spread_over_every_worker() {
+        for (conns, workers) in [
+            (100u64, 2usize),
+            (1000, 2),
+            (1000, 4),
+            (7, 3),
+            (1, 8),
+            (10_000, 2),
+        ] {
+            let chunk = connect_chunk(conns, workers);
+            let mut per = vec![0u64; workers];
+            let (mut posted, mut w) = (0, 0);
+            while posted < conns {
+                let n = (conns - posted).min(chunk);
+                per[w] += n;
+                posted += n;
+                w = (w + 1) % workers;
+            }
+            let (lo, hi) = (per.iter().min().unwrap(), per.iter().max().unwrap());
+            assert!(hi - lo <= chunk, "{conns} over {workers}: {per:?}");
+            if conns >= workers as u64 {
+                assert!(
+                    *lo > 0,
+                    "{conns} over {workers}: a worker got none: {per:?}"
+                );
+            }
+        }
+        assert_eq!(connect_chunk(1_000_000, 2), 256);
+        assert_eq!(connect_chunk(0, 0), 1);
+    }
+
+    /// The defaults before `--recv-buf` existed (4 KiB buffers) keep their counts.
+    #[test]
+    fn buffer_counts_follow_the_buffer_size() {
+        use super::buf_ring_entries;
+        assert_eq!(buf_ring_entries(16 << 20, 4096), 4096);
+        assert_eq!(buf_ring_entries(4 << 20, 4096), 1024);
+        assert_eq!(buf_ring_entries(16 << 20, 16384), 1024);
+        assert_eq!(buf_ring_entries(4 << 20, 16384), 256);
+        assert_eq!(buf_ring_entries(4 << 20, 1 << 20), 64);
+        assert_eq!(buf_ring_entries(16 << 20, 10_000), 2048);
+    }
 }

@@ -257,10 +257,24 @@ impl Stats {
     }
 }
 
+/// Worker slots in `Live`; a worker with a higher index shares slot `index % LIVE_WORKER_SLOTS`
+/// (its stores then race with another worker's: the figures only drive the progress line and
+/// phase waits, and engines run far fewer workers than this).
+const LIVE_WORKER_SLOTS: usize = 64;
+
+/// One worker's totals, alone on its cache line (128 B: adjacent-line prefetch pairs lines).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct WorkerTotals {
+    messages: AtomicU64,
+    deliveries: AtomicU64,
+    errors: AtomicU64,
+}
+
 /// Counters shared by all workers while the run goes on: the progress line reads them and the
 /// orchestrator waits on them to move between phases (relaxed: each is a monotonic count or a
 /// gauge that is re-read, never used to order other memory).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Live {
     /// Connections whose handshake completed and that are still open.
     pub open: AtomicU64,
@@ -268,10 +282,10 @@ pub struct Live {
     pub opened_total: AtomicU64,
     /// Connections that failed before their handshake completed.
     pub failed_total: AtomicU64,
-    /// Deliveries plus echoes.
-    pub messages: AtomicU64,
-    pub deliveries: AtomicU64,
-    pub errors: AtomicU64,
+    /// Per-worker running totals of messages (deliveries plus echoes), deliveries and errors:
+    /// each worker stores its own on its own cache line (no read-modify-write shared between
+    /// workers on the receive path); readers sum them.
+    workers: Box<[WorkerTotals]>,
     /// Publisher connections ready to publish.
     pub pub_ready: AtomicU64,
     /// Publisher connections finished with their schedule (or gone).
@@ -282,7 +296,46 @@ pub struct Live {
     pub resumed: AtomicU64,
 }
 
+impl Default for Live {
+    fn default() -> Live {
+        Live {
+            open: AtomicU64::new(0),
+            opened_total: AtomicU64::new(0),
+            failed_total: AtomicU64::new(0),
+            workers: (0..LIVE_WORKER_SLOTS)
+                .map(|_| WorkerTotals::default())
+                .collect(),
+            pub_ready: AtomicU64::new(0),
+            pub_done: AtomicU64::new(0),
+            reconnected: AtomicU64::new(0),
+            reconnect_failed: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Live {
+    /// Worker `worker`'s totals so far (each only ever grows).
+    pub fn store_worker(&self, worker: usize, messages: u64, deliveries: u64, errors: u64) {
+        let w = &self.workers[worker % LIVE_WORKER_SLOTS];
+        w.messages.store(messages, Ordering::Relaxed);
+        w.deliveries.store(deliveries, Ordering::Relaxed);
+        w.errors.store(errors, Ordering::Relaxed);
+    }
+
+    /// Deliveries plus echoes, all workers.
+    pub fn messages(&self) -> u64 {
+        self.workers.iter().map(|w| Live::get(&w.messages)).sum()
+    }
+
+    pub fn deliveries(&self) -> u64 {
+        self.workers.iter().map(|w| Live::get(&w.deliveries)).sum()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.workers.iter().map(|w| Live::get(&w.errors)).sum()
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -307,6 +360,22 @@ pub fn cpu_seconds() -> f64 {
     let usage = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
         if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return 0.0;
+        }
+        u
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU seconds (user + system) the calling thread has used so far, from getrusage(2)
+/// (RUSAGE_THREAD). io_uring completions of the thread's ring run as task work in the thread,
+/// so a worker's receive path is counted here, kernel side included.
+pub fn thread_cpu_seconds() -> f64 {
+    // SAFETY: as in `cpu_seconds`.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_THREAD, &mut u) != 0 {
             return 0.0;
         }
         u

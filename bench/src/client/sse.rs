@@ -9,7 +9,9 @@
 //! The body is read as the server frames it: until close (uringcast) straight from the
 //! engine's buffer with no copy, or chunked / with a length (other servers) through
 //! `proto::http1::BodyDecoder` into a small buffer that exists only while it holds a partial
-//! line. Never touches a socket or a clock.
+//! line. Every whole event in a read is parsed in that call, and each is handed back to the
+//! parser (`Parser::recycle`), so a delivery allocates nothing. Never touches a socket or a
+//! clock.
 
 use super::{header_refs, Env, Io, Outcome, Subscription};
 use crate::stats::ErrorKind;
@@ -138,7 +140,10 @@ impl SseSub {
                                 p += step.consumed;
                                 match step.event {
                                     None => break,
-                                    Some(ev) => Self::event(&mut self.sub, env, io, ev),
+                                    Some(ev) => {
+                                        Self::event(&mut self.sub, env, io, &ev);
+                                        parser.recycle(ev);
+                                    }
                                 }
                             }
                         }
@@ -172,7 +177,8 @@ impl SseSub {
                                 match step.event {
                                     None => break,
                                     Some(ev) => {
-                                        Self::event(&mut self.sub, env, io, ev);
+                                        Self::event(&mut self.sub, env, io, &ev);
+                                        parser.recycle(ev);
                                     }
                                 }
                             }
@@ -192,7 +198,7 @@ impl SseSub {
         }
     }
 
-    fn event(sub: &mut Subscription, env: &Env, io: &mut Io, ev: Event) {
+    fn event(sub: &mut Subscription, env: &Env, io: &mut Io, ev: &Event) {
         match ev {
             Event::Comment(_) => io.stats.heartbeats += 1,
             Event::Message(m) if m.event_type == "reset" => {

@@ -61,6 +61,9 @@ impl Default for ParserLimits {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Largest buffer [`Parser::recycle`] keeps for reuse.
+const SPARE_BYTES_MAX: usize = 4096;
+
 /// An SSE stream parser for one connection. See the module doc for the calling contract.
 #[derive(Debug, Clone)]
 pub struct Parser {
@@ -83,6 +86,11 @@ pub struct Parser {
     last_event_id: String,
     retry_ms: Option<u64>,
     failed: Option<SseError>,
+    /// Buffers of events handed back with [`Parser::recycle`], reused by the next dispatch so
+    /// a caller that recycles every event allocates nothing per event once they have grown.
+    spare_data: String,
+    spare_type: String,
+    spare_id: String,
 }
 
 impl Parser {
@@ -98,6 +106,34 @@ impl Parser {
             last_event_id: String::new(),
             retry_ms: None,
             failed: None,
+            spare_data: String::new(),
+            spare_type: String::new(),
+            spare_id: String::new(),
+        }
+    }
+
+    /// Hand a finished event back: its buffers are kept (one of each) for the next events,
+    /// like `ws::MessageAssembler::recycle`. Optional; without it each event owns new buffers.
+    pub fn recycle(&mut self, event: Event) {
+        // A burst's large buffer is not kept: an idle stream holds small spares at most.
+        let keep = |s: &String| s.capacity() <= SPARE_BYTES_MAX;
+        match event {
+            Event::Message(m) => {
+                for (spare, s) in [
+                    (&mut self.spare_data, m.data),
+                    (&mut self.spare_type, m.event_type),
+                    (&mut self.spare_id, m.last_event_id),
+                ] {
+                    if keep(&s) {
+                        *spare = s;
+                    }
+                }
+            }
+            Event::Comment(c) => {
+                if keep(&c) && self.spare_data.capacity() < c.capacity() {
+                    self.spare_data = c;
+                }
+            }
         }
     }
 
@@ -265,16 +301,25 @@ impl Parser {
         if self.data.ends_with('\n') {
             self.data.pop();
         }
-        // Steps 5-7: type defaults to "message"; both buffers are emptied.
-        let event_type = if self.event_type.is_empty() {
-            String::from("message")
+        // Steps 5-7: type defaults to "message"; both buffers are emptied. The emptied buffers
+        // are the recycled ones, when the caller hands events back.
+        let mut event_type = std::mem::take(&mut self.spare_type);
+        event_type.clear();
+        if self.event_type.is_empty() {
+            event_type.push_str("message");
         } else {
-            std::mem::take(&mut self.event_type)
-        };
+            std::mem::swap(&mut event_type, &mut self.event_type);
+        }
+        let mut last_event_id = std::mem::take(&mut self.spare_id);
+        last_event_id.clear();
+        last_event_id.push_str(&self.last_event_id);
+        let mut data = std::mem::take(&mut self.spare_data);
+        data.clear();
+        std::mem::swap(&mut data, &mut self.data);
         Some(Message {
             event_type,
-            data: std::mem::take(&mut self.data),
-            last_event_id: self.last_event_id.clone(),
+            data,
+            last_event_id,
         })
     }
 }
@@ -317,6 +362,38 @@ mod tests {
             data: data.into(),
             last_event_id: id.into(),
         })
+    }
+
+    /// Recycling changes no event, and a stream of events then runs on two data buffers that
+    /// trade places (no allocation per event).
+    #[test]
+    fn recycled_events_reuse_their_buffers() {
+        let mut input = String::from("retry: 5\n\n: hb\n\n");
+        for i in 0..50 {
+            input.push_str(&format!("id: E-{i}\ndata: payload number {i}\n\n"));
+        }
+        input.push_str("event: named\ndata: x\n\n");
+        let plain = parse(&input);
+        let mut p = Parser::new(ParserLimits::default());
+        let mut rest = input.as_bytes();
+        let (mut got, mut ptrs) = (Vec::new(), std::collections::HashSet::new());
+        loop {
+            let step = p.feed(rest).unwrap();
+            rest = &rest[step.consumed..];
+            let Some(ev) = step.event else { break };
+            if let Event::Message(m) = &ev {
+                ptrs.insert(m.data.as_ptr());
+            }
+            got.push(ev.clone());
+            p.recycle(ev);
+        }
+        assert_eq!(got, plain);
+        assert_eq!(got.len(), 52);
+        assert!(
+            ptrs.len() <= 3,
+            "{} data buffers for 51 messages",
+            ptrs.len()
+        );
     }
 
     #[test]
