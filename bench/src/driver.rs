@@ -141,6 +141,18 @@ enum Role {
     },
 }
 
+impl Role {
+    /// A subscriber about to reconnect keeps what it received (and resumes from it); a
+    /// publisher is unchanged.
+    fn resumed(self) -> Role {
+        match self {
+            Role::Sse(s) => Role::Sse(SseSub::resume(s)),
+            Role::Ws(w) => Role::Ws(WsClient::resume(w)),
+            other => other,
+        }
+    }
+}
+
 struct Client {
     id: ConnId,
     /// Global index (subscribers) or publisher number.
@@ -941,11 +953,7 @@ impl LoadDriver {
             let Some((i, role, hops)) = self.follow.pop_front() else {
                 break;
             };
-            let role = match role {
-                Role::Sse(s) => Role::Sse(SseSub::resume(s)),
-                Role::Ws(w) => Role::Ws(WsClient::resume(w)),
-                other => other,
-            };
+            let role = role.resumed();
             // The next target after the one this subscriber was assigned, one more per hop.
             let (t, src) = self.cfg.plan.assign(i);
             let t = (t + hops as usize) % self.cfg.targets.len();
@@ -957,11 +965,7 @@ impl LoadDriver {
             let Some((i, role)) = self.storm.queue.pop_front() else {
                 return;
             };
-            let role = match role {
-                Role::Sse(s) => Role::Sse(SseSub::resume(s)),
-                Role::Ws(w) => Role::Ws(WsClient::resume(w)),
-                other => other,
-            };
+            let role = role.resumed();
             let (t, src) = self.cfg.plan.assign(i);
             self.io.stats.storm.reconnects_started += 1;
             match self.start(ctx, t, src, i, role) {

@@ -356,26 +356,21 @@ impl Live {
 
 /// CPU seconds (user + system) this process has used so far, from getrusage(2).
 pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct we own; no other memory is touched.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
-            return 0.0;
-        }
-        u
-    };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    rusage_cpu_seconds(libc::RUSAGE_SELF)
 }
 
 /// CPU seconds (user + system) the calling thread has used so far, from getrusage(2)
 /// (RUSAGE_THREAD). io_uring completions of the thread's ring run as task work in the thread,
 /// so a worker's receive path is counted here, kernel side included.
 pub fn thread_cpu_seconds() -> f64 {
-    // SAFETY: as in `cpu_seconds`.
+    rusage_cpu_seconds(libc::RUSAGE_THREAD)
+}
+
+fn rusage_cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own; no other memory is touched.
     let usage = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_THREAD, &mut u) != 0 {
+        if libc::getrusage(who, &mut u) != 0 {
             return 0.0;
         }
         u
