@@ -15,7 +15,7 @@ use slab::Slab;
 use super::config::Layout;
 use super::inbox::Shared;
 use super::ring::{Ring, BGID};
-use super::slab::{flag, OpMem, SendMem, Slot, State};
+use super::slab::{flag, OpMem, Slot, State};
 use super::stats::EngineStats;
 use super::user_data::{OpKind, UserData};
 use super::wheel::Wheel;
@@ -71,13 +71,15 @@ pub(crate) struct Core<M> {
     pub drains: Vec<ConnId>,
     /// Connections whose reading resumed with bytes held in `leftover` (`flow.rs`).
     pub resumed: Vec<ConnId>,
-    /// Spare send op memory (iovec + msghdr blocks), reused to avoid an allocation per send.
-    /// Boxed on purpose: a block's address must not move while the kernel reads it.
+    /// Spare op memory (most recently iovec + msghdr blocks), reused to avoid an allocation
+    /// per gathered send and per peer lookup. Boxed on purpose: a block's address must not move
+    /// while the kernel reads it.
     #[allow(clippy::vec_box)]
-    pub send_pool: Vec<Box<SendMem>>,
+    pub send_pool: Vec<Box<OpMem>>,
     /// Spare empty send queues (see `send.rs`), so a delivery to an idle connection does not
     /// allocate its queue.
-    pub sendq_pool: Vec<VecDeque<bytes::Bytes>>,
+    #[allow(clippy::vec_box, clippy::box_collection)]
+    pub sendq_pool: Vec<Box<VecDeque<bytes::Bytes>>>,
     pub shutting_down: bool,
     /// When the next accept stall check is due (`now_ms` time).
     pub stall_check_due_ms: u64,
@@ -242,10 +244,10 @@ impl<M> Core<M> {
             return;
         }
         s.state = State::Dead;
-        s.leftover = Vec::new();
+        s.leftover = Default::default();
         if !s.has(flag::SEND_INFLIGHT) {
             // Nothing in the kernel reads the queue: release the buffers now.
-            s.sendq = Default::default();
+            s.sendq = None;
             s.queued = 0;
             s.send_off = 0;
         }
@@ -289,7 +291,7 @@ impl<M> Core<M> {
                 .flags(link)
                 .user_data(cancel_ud)
         };
-        if matches!(s.mem, Some(OpMem::Connect(_))) {
+        if matches!(s.mem.as_deref(), Some(OpMem::Connect(_))) {
             let by_fd = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all());
             chain[n] = Some(by_fd.build().flags(link).user_data(cancel_ud));
             n += 1;
@@ -336,8 +338,8 @@ impl<M> Core<M> {
             return;
         }
         let s = self.slots.remove(slot as usize);
-        if let Some(OpMem::Send(mem)) = s.mem {
-            self.recycle_send_mem(mem);
+        if let Some(mem) = s.mem {
+            self.recycle_op_mem(mem);
         }
         let g = &mut self.gens[slot as usize];
         *g = g.wrapping_add(1);
