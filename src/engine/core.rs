@@ -90,6 +90,20 @@ pub(crate) struct Core<M> {
     pub wake_buf: Box<u64>,
 }
 
+/// Most connections kept in `reserved_slots`: beyond it the per-slot arrays grow by doubling.
+const RESERVED_SLOTS_MAX: usize = 1 << 22;
+
+/// Slots a worker's per-slot arrays (slab, generations, timer nodes, the handler's `conns`)
+/// reserve at start: every connection its rings can hold. Address space only: a page is
+/// touched when a slot on it is first used. Grown by doubling instead, each array left its
+/// previous buffer behind as a hole in the allocator's heap and was half empty after a
+/// doubling: measured between 100,000 and 200,000 idle connections, the slope was 100-200
+/// bytes per connection above the arrays' entry sizes (docs/capacity.md "Memory per idle
+/// connection").
+pub(crate) fn reserved_slots(layout: &Layout) -> usize {
+    (layout.rings_per_worker * layout.accept_limit as usize).min(RESERVED_SLOTS_MAX)
+}
+
 impl<M> Core<M> {
     pub fn new(
         worker: usize,
@@ -98,7 +112,7 @@ impl<M> Core<M> {
         layout: Arc<Layout>,
         shared: Arc<Shared<M>>,
     ) -> Self {
-        let per_worker = layout.rings_per_worker * layout.accept_limit as usize;
+        let per_worker = reserved_slots(&layout);
         let starved = (0..rings.len()).map(|_| Default::default()).collect();
         let bufs: u64 = rings.iter().map(|r| u64::from(r.bufs.added())).sum();
         EngineStats::add(&shared.stats.recv_buffers_added_total, bufs);
@@ -108,9 +122,9 @@ impl<M> Core<M> {
             listener,
             accepting: 0,
             open_ring_retry_ms: 0,
-            slots: Slab::with_capacity(per_worker.min(1 << 16)),
-            gens: Vec::new(),
-            wheel: Wheel::with_capacity(per_worker.min(1 << 16)),
+            slots: Slab::with_capacity(per_worker),
+            gens: Vec::with_capacity(per_worker),
+            wheel: Wheel::with_capacity(per_worker + layout.rings_per_worker),
             shared,
             layout,
             worker,

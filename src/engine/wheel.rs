@@ -88,13 +88,15 @@ pub struct Wheel {
 }
 
 impl Wheel {
-    /// A wheel at tick 0 with node storage for keys `0..keys`, grown if a bigger key arrives.
+    /// A wheel at tick 0 with node storage reserved for keys `0..keys` (address space: a
+    /// node is written, and its page touched, when a key at or past it first arrives), grown
+    /// if a bigger key arrives.
     pub fn with_capacity(keys: usize) -> Wheel {
         Wheel {
             elapsed: 0,
             levels: std::array::from_fn(Level::new),
             pending: NIL,
-            nodes: vec![Node::DISARMED; keys],
+            nodes: Vec::with_capacity(keys),
             len: 0,
             #[cfg(test)]
             visited: 0,
@@ -114,9 +116,9 @@ impl Wheel {
             .min(self.elapsed.saturating_add(MAX_DELAY_TICKS));
         let index = key as usize;
         if index >= self.nodes.len() {
-            // Doubling keeps growth amortised O(1) when keys arrive in increasing order.
-            let new_len = (index + 1).max(self.nodes.len() * 2);
-            self.nodes.resize(new_len, Node::DISARMED);
+            // Only up to the key: the nodes past it stay untouched reserve. `Vec` doubles its
+            // capacity when the reserve runs out, which keeps growth amortised O(1).
+            self.nodes.resize(index + 1, Node::DISARMED);
         }
         let node = self.nodes[index];
         match node.level() {
