@@ -6,12 +6,15 @@
 #                         [--hold 25s] [--heartbeat-interval 10s] [--src 127.0.0.2-127.0.0.17]
 #                         [--server BIN] [--bench BIN] [--time-limit 180s]
 #
-# For each step N: a fresh `uringcast serve` sized for N; `uringcast-bench hold` opens N idle
+# For each step N: a fresh `uringcast serve` sized for the largest step (the same flags every
+# step, so fixed costs are the same and cancel in the slope); `uringcast-bench hold` opens N idle
 # subscribers on one topic (`--proto mixed`: every other one SSE / WebSocket) at --rate/s from
 # the --src addresses; once the server counts N streams it waits --hold (every connection then
 # has had its heartbeats: SSE comments, WebSocket pings answered with pongs), reads the server's
-# VmRSS, RssAnon and RssShmem (/proc/PID/status) and stops both by PID. Prints one line per step
-# and the slope (RSS(N2) - RSS(N1)) / (N2 - N1) between consecutive steps.
+# VmRSS, RssAnon and RssShmem (/proc/PID/status), the provided buffers its rings have grown to
+# (`uringcast_recv_buffers_added_total`: 4 KiB of RSS each once used) and `recv_nobufs`, and
+# stops both by PID. Prints one line per step and the slope (RSS(N2) - RSS(N1)) / (N2 - N1)
+# between consecutive steps.
 # Always stops by itself: each step is bounded by --time-limit; an EXIT trap kills what it
 # started. Exit status: 0 all steps held N; 1 a step did not; 2 usage.
 set -euo pipefail
@@ -30,7 +33,7 @@ BENCH="$ROOT/target/release/uringcast-bench"
 LIMIT_S=180
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 secs() { case "$1" in *s) echo "${1%s}" ;; *m) echo $((${1%m} * 60)) ;; *) echo "$1" ;; esac; }
@@ -62,6 +65,11 @@ cleanup() {
 trap cleanup EXIT
 
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Provided buffers handed to the kernel (all rings, growth included): each is buf_bytes of
+# RSS once used, so growth under load shows in the slope.
+metric() {
+    { curl -s --max-time 5 "http://$ADDR/metrics" || true; } | awk -v m="$1" '$1 == m {print $2 + 0; f = 1} END {if (!f) print 0}'
+}
 streams() {
     { curl -s --max-time 5 "http://$ADDR/metrics" || true; } |
         awk '/^uringcast_connections\{kind="(sse|websocket)"\}/ {s += $2} END {print s + 0}'
@@ -70,11 +78,13 @@ streams() {
 prev_n=0
 prev_rss=0
 failed=0
-echo "step proto held rss_kib anon_kib shmem_kib base_rss_kib bytes_per_conn_total slope_bytes_per_conn load"
+echo "step proto held rss_kib anon_kib shmem_kib base_rss_kib bytes_per_conn_total slope_bytes_per_conn recv_buffers recv_nobufs load"
 IFS=, read -r -a steps <<<"$STEPS"
+max_n=0
+for n in "${steps[@]}"; do ((n > max_n)) && max_n=$n; done
 for n in "${steps[@]}"; do
     t0=$(date +%s)
-    RUST_LOG=warn "$SERVER" serve --listen 127.0.0.1:0 --connections-max "$((n + n / 8 + 1000))" \
+    RUST_LOG=warn "$SERVER" serve --listen 127.0.0.1:0 --connections-max "$((max_n + max_n / 8 + 1000))" \
         --heartbeat-interval "${HB_S}s" --pong-timeout 120s --request-timeout 120s \
         --idle-timeout 1h >"$LOGS/server-$n.out" 2>"$LOGS/server-$n.err" &
     SERVER_PID=$!
@@ -113,6 +123,8 @@ for n in "${steps[@]}"; do
     anon=$(status_kb "$SERVER_PID" RssAnon)
     shmem=$(status_kb "$SERVER_PID" RssShmem)
     load=$(cut -d' ' -f1 /proc/loadavg)
+    bufs=$(metric uringcast_recv_buffers_added_total)
+    nobufs=$(metric uringcast_recv_nobufs_total)
     kill_pid "$SERVER_PID"
     SERVER_PID=""
     kill_pid "$HOLD_PID"
@@ -120,7 +132,7 @@ for n in "${steps[@]}"; do
     per=$(((rss - base_rss) * 1024 / n))
     slope="-"
     ((prev_n > 0)) && slope=$(((rss - prev_rss) * 1024 / (n - prev_n)))
-    echo "$n $PROTO $held $rss $anon $shmem $base_rss $per $slope $load"
+    echo "$n $PROTO $held $rss $anon $shmem $base_rss $per $slope $bufs $nobufs $load"
     ((held >= n)) || { failed=1; echo "idle_memory.sh: step $n held only $held (logs: $LOGS)" >&2; break; }
     prev_n=$n
     prev_rss=$rss

@@ -74,7 +74,7 @@ pub(super) struct WsSession {
     message_deadline_ms: u64,
     /// Since when the connection has had no subscription (for `idle_timeout`).
     idle_since_ms: u64,
-    /// What the session's credential allows (`None`: it presented none). Boxed: 40 bytes
+    /// What the session's credential allows (`None`: it presented none). Boxed: 48 bytes
     /// inline, and most sessions of an open deployment have none.
     grant: Option<Box<Grant>>,
     /// When the session is closed for its token: the grant's expiry once a subscription has
