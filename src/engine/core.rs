@@ -97,11 +97,10 @@ const RESERVED_SLOTS_MAX: usize = 1 << 22;
 /// reserve at start: every connection its rings can hold. Mostly address space, a page being
 /// touched when a slot on it is first used (start-up RSS still grew by 2 MB at 1,000 and 8 MB
 /// at 1,000,000 configured connections, not explained further). Grown by doubling instead,
-/// each array left its
-/// previous buffer behind as a hole in the allocator's heap and was half empty after a
-/// doubling: measured between 100,000 and 200,000 idle connections, the slope was 100-200
-/// bytes per connection above the arrays' entry sizes (docs/capacity.md "Memory per idle
-/// connection").
+/// each array left its previous buffer behind as a hole in the allocator's heap and was half
+/// empty after a doubling: measured between 100,000 and 200,000 idle connections, the slope
+/// was 100-200 bytes per connection above the arrays' entry sizes (docs/capacity.md "Memory
+/// per idle connection").
 pub(crate) fn reserved_slots(layout: &Layout) -> usize {
     (layout.rings_per_worker * layout.accept_limit as usize).min(RESERVED_SLOTS_MAX)
 }
