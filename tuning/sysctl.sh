@@ -28,11 +28,12 @@ ENDS=2
 # growth at 200k-400k connections, measured by tuning/capacity.sh (docs/capacity.md); the same
 # figure as KERNEL_BYTES_PER_SOCKET_END in src/server/doctor.rs. Change both together.
 SOCKET_END_BYTES=4700
-# Userspace memory per idle connection end: uringcast's RSS growth / connections held, 450-465 B
-# at 200k-400k connections, rounded up (SERVER_BYTES_PER_CONNECTION in src/server/doctor.rs,
-# docs/capacity.md). A co-located uringcast-bench end costs about 540 B, so with --ends 2 this
-# undercounts by ~60 B per connection, well inside the reserve below.
-APP_BYTES_PER_CONNECTION=480
+# Userspace memory per idle connection end: uringcast's RSS slope between 100k and 200k idle
+# connections, half SSE half WebSocket (tuning/idle_memory.sh, docs/capacity.md "Memory per idle
+# connection"), rounded up: the same figure as SERVER_BYTES_PER_CONNECTION in
+# src/server/doctor.rs, whose unit test reads this line. With --ends 2 the other end is a
+# co-located uringcast-bench, which costs more (about 540 B); the reserve below covers it.
+APP_BYTES_PER_CONNECTION=320
 
 usage() {
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2

@@ -79,7 +79,7 @@ impl<M> Core<M> {
         let slot = self.insert_slot(r as u8, State::Connecting);
         let ud = self.ud(OpKind::Socket, slot);
         let s = &mut self.slots[slot as usize];
-        s.mem = Some(OpMem::Connect(Box::new(ConnectMem {
+        s.mem = Some(Box::new(OpMem::Connect(ConnectMem {
             dst,
             dst_len,
             src,
@@ -102,7 +102,7 @@ impl<M> Core<M> {
     }
 
     fn connect_mem(&self, slot: u32) -> &ConnectMem {
-        match &self.slots[slot as usize].mem {
+        match self.slots[slot as usize].mem.as_deref() {
             Some(OpMem::Connect(mem)) => mem,
             _ => unreachable!("connecting slot without ConnectMem"),
         }
@@ -215,10 +215,12 @@ impl<H: Handler> Worker<H> {
         let core = &mut self.core;
         let s = &mut core.slots[slot as usize];
         s.state = State::Open;
-        s.mem = None;
+        if let Some(mem) = s.mem.take() {
+            core.recycle_op_mem(mem);
+        }
         core.wheel.remove(key);
         core.arm_recv(slot);
-        if !core.slots[slot as usize].sendq.is_empty() {
+        if core.slots[slot as usize].has_queued() {
             core.mark_dirty(slot);
         }
         EngineStats::add(&core.shared.stats.connected_total, 1);

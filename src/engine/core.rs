@@ -15,7 +15,7 @@ use slab::Slab;
 use super::config::Layout;
 use super::inbox::Shared;
 use super::ring::{Ring, BGID};
-use super::slab::{flag, OpMem, SendMem, Slot, State};
+use super::slab::{flag, OpMem, Slot, State};
 use super::stats::EngineStats;
 use super::user_data::{OpKind, UserData};
 use super::wheel::Wheel;
@@ -70,13 +70,15 @@ pub(crate) struct Core<M> {
     pub drains: Vec<ConnId>,
     /// Connections whose reading resumed with bytes held in `leftover` (`flow.rs`).
     pub resumed: Vec<ConnId>,
-    /// Spare send op memory (iovec + msghdr blocks), reused to avoid an allocation per send.
-    /// Boxed on purpose: a block's address must not move while the kernel reads it.
+    /// Spare op memory (most recently iovec + msghdr blocks), reused to avoid an allocation
+    /// per gathered send and per peer lookup. Boxed on purpose: a block's address must not move
+    /// while the kernel reads it.
     #[allow(clippy::vec_box)]
-    pub send_pool: Vec<Box<SendMem>>,
+    pub send_pool: Vec<Box<OpMem>>,
     /// Spare empty send queues (see `send.rs`), so a delivery to an idle connection does not
     /// allocate its queue.
-    pub sendq_pool: Vec<VecDeque<bytes::Bytes>>,
+    #[allow(clippy::vec_box, clippy::box_collection)]
+    pub sendq_pool: Vec<Box<VecDeque<bytes::Bytes>>>,
     pub shutting_down: bool,
     /// When the next accept stall check is due (`now_ms` time).
     pub stall_check_due_ms: u64,
@@ -87,6 +89,21 @@ pub(crate) struct Core<M> {
     pub wake_buf: Box<u64>,
 }
 
+/// Most connections kept in `reserved_slots`: beyond it the per-slot arrays grow by doubling.
+const RESERVED_SLOTS_MAX: usize = 1 << 22;
+
+/// Slots a worker's per-slot arrays (slab, generations, timer nodes, the handler's `conns`)
+/// reserve at start: every connection its rings can hold. Mostly address space, a page being
+/// touched when a slot on it is first used (start-up RSS still grew by 2 MB at 1,000 and 8 MB
+/// at 1,000,000 configured connections, not explained further). Grown by doubling instead,
+/// each array left its previous buffer behind as a hole in the allocator's heap and was half
+/// empty after a doubling: measured between 100,000 and 200,000 idle connections, the slope
+/// was 100-200 bytes per connection above the arrays' entry sizes (docs/capacity.md "Memory
+/// per idle connection").
+pub(crate) fn reserved_slots(layout: &Layout) -> usize {
+    (layout.rings_per_worker * layout.accept_limit as usize).min(RESERVED_SLOTS_MAX)
+}
+
 impl<M> Core<M> {
     pub fn new(
         worker: usize,
@@ -95,7 +112,7 @@ impl<M> Core<M> {
         layout: Arc<Layout>,
         shared: Arc<Shared<M>>,
     ) -> Self {
-        let per_worker = layout.rings_per_worker * layout.accept_limit as usize;
+        let per_worker = reserved_slots(&layout);
         let starved = (0..rings.len()).map(|_| Default::default()).collect();
         let bufs: u64 = rings.iter().map(|r| u64::from(r.bufs.added())).sum();
         EngineStats::add(&shared.stats.recv_buffers_added_total, bufs);
@@ -105,9 +122,9 @@ impl<M> Core<M> {
             listener,
             accepting: 0,
             open_ring_retry_ms: 0,
-            slots: Slab::with_capacity(per_worker.min(1 << 16)),
-            gens: Vec::new(),
-            wheel: Wheel::with_capacity(per_worker.min(1 << 16)),
+            slots: Slab::with_capacity(per_worker),
+            gens: Vec::with_capacity(per_worker),
+            wheel: Wheel::with_capacity(per_worker + layout.rings_per_worker),
             shared,
             layout,
             worker,
@@ -239,10 +256,10 @@ impl<M> Core<M> {
             return;
         }
         let s = &mut self.slots[slot as usize];
-        s.leftover = Vec::new();
+        s.leftover = Default::default();
         if !s.has(flag::SEND_INFLIGHT) {
             // Nothing in the kernel reads the queue: release the buffers now.
-            s.sendq = Default::default();
+            s.sendq = None;
             s.queued = 0;
             s.send_off = 0;
         }
@@ -284,7 +301,7 @@ impl<M> Core<M> {
                 .flags(link)
                 .user_data(cancel_ud)
         };
-        if matches!(s.mem, Some(OpMem::Connect(_))) {
+        if matches!(s.mem.as_deref(), Some(OpMem::Connect(_))) {
             let by_fd = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all());
             chain[n] = Some(by_fd.build().flags(link).user_data(cancel_ud));
             n += 1;
@@ -338,8 +355,8 @@ impl<M> Core<M> {
             return;
         }
         let s = self.slots.remove(slot as usize);
-        if let Some(OpMem::Send(mem)) = s.mem {
-            self.recycle_send_mem(mem);
+        if let Some(mem) = s.mem {
+            self.recycle_op_mem(mem);
         }
         let g = &mut self.gens[slot as usize];
         *g = g.wrapping_add(1);

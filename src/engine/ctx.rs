@@ -61,12 +61,12 @@ impl<'a, H: Handler> Ctx<'a, H> {
             return false;
         }
         s.queued += buf.len();
-        if s.sendq.capacity() == 0 {
+        if s.sendq.is_none() {
             let q = self.core.take_sendq();
-            self.core.slots[id.slot as usize].sendq = q;
+            self.core.slots[id.slot as usize].sendq = Some(q);
         }
         let s = &mut self.core.slots[id.slot as usize];
-        s.sendq.push_back(buf);
+        s.sendq.as_mut().expect("set above").push_back(buf);
         if s.state == State::Open {
             self.core.mark_dirty(id.slot);
         }
@@ -119,7 +119,7 @@ impl<'a, H: Handler> Ctx<'a, H> {
             return;
         };
         match s.state {
-            State::Open if !s.sendq.is_empty() => {
+            State::Open if s.has_queued() => {
                 self.core.slots[id.slot as usize].state = State::Closing;
                 let deadline = self.core.now_ms + self.core.layout.cfg.close_flush_timeout_ms;
                 self.core.set_slot_timer(id.slot, deadline);

@@ -177,7 +177,7 @@ impl<H: Handler> Worker<H> {
         let Some(conn) = conn_mut(&mut self.conns, id.slot) else {
             return;
         };
-        let mut leftover = std::mem::take(&mut self.core.slots[id.slot as usize].leftover);
+        let mut leftover = self.core.slots[id.slot as usize].leftover.take();
         let mut ctx = Ctx::new(&mut self.core);
         let n = self
             .handler
@@ -186,8 +186,8 @@ impl<H: Handler> Worker<H> {
         leftover.drain(..n);
         let s = &mut self.core.slots[id.slot as usize];
         // Nothing is appended to `leftover` during a callback, so it did not grow.
-        if s.state == State::Open && !leftover.is_empty() {
-            s.leftover = leftover;
+        if s.state == State::Open {
+            s.leftover.put(leftover);
         }
     }
 }

@@ -37,27 +37,31 @@ impl<M> Core<M> {
     /// Push the `SO_PEERNAME` lookup of the `Accepting` slot `slot`.
     pub fn push_peer_lookup(&mut self, slot: u32) {
         let ud = self.ud(OpKind::PeerName, slot);
+        let mut mem = self.take_op_mem();
+        *mem = OpMem::Peer(PeerMem {
+            buf: [0; PEER_BYTES_MAX],
+        });
+        let OpMem::Peer(peer) = &mut *mem else {
+            unreachable!("set above")
+        };
         let s = &mut self.slots[slot as usize];
         let ring = usize::from(s.ring);
         let len = self.rings[ring].peer_len;
         debug_assert!(len as usize <= PEER_BYTES_MAX);
-        let mut mem = Box::new(PeerMem {
-            buf: [0; PEER_BYTES_MAX],
-        });
         let e = opcode::GetSockOpt::new(
             types::Fixed(s.file),
             libc::SOL_SOCKET as u32,
             libc::SO_PEERNAME as u32,
-            mem.buf.as_mut_ptr().cast(),
+            peer.buf.as_mut_ptr().cast(),
             len,
         )
         .build()
         .user_data(ud);
-        s.mem = Some(OpMem::Peer(mem));
+        s.mem = Some(mem);
         s.inflight += 1;
-        // SAFETY: the kernel writes at most `len <= PEER_BYTES_MAX` bytes into `mem.buf`, a
-        // boxed buffer (its address does not move with the slab) owned by the slot's `mem`,
-        // which is taken only at this op's completion or dropped when the slot is freed
+        // SAFETY: the kernel writes at most `len <= PEER_BYTES_MAX` bytes into the `PeerMem`'s
+        // `buf`, in a boxed block (its address does not move with the slab) owned by the slot's
+        // `mem`, which is taken only at this op's completion or recycled when the slot is freed
         // (`inflight == 0`) or leaked with the worker at a forced exit.
         unsafe { self.rings[ring].push(&e) };
     }
@@ -82,14 +86,20 @@ impl<H: Handler> Worker<H> {
         let s = &mut core.slots[slot as usize];
         s.inflight -= 1;
         let mem = s.mem.take();
-        if s.state != State::Accepting {
+        let accepting = s.state == State::Accepting;
+        let peer = match (mem.as_deref(), res) {
+            (Some(OpMem::Peer(mem)), len) if len >= 0 && accepting => {
+                parse_sockaddr(&mem.buf, len as usize)
+            }
+            _ => None,
+        };
+        if let Some(mem) = mem {
+            core.recycle_op_mem(mem);
+        }
+        if !accepting {
             // Torn down meanwhile (forced exit): nothing is owed to the handler.
             return;
         }
-        let peer = match (&mem, res) {
-            (Some(OpMem::Peer(mem)), len) if len >= 0 => parse_sockaddr(&mem.buf, len as usize),
-            _ => None,
-        };
         if peer.is_none() {
             EngineStats::add(&core.shared.stats.peer_unknown_total, 1);
         }

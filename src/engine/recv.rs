@@ -132,7 +132,7 @@ impl<H: Handler> Worker<H> {
         // the `BufRing` heap allocation, which `Ctx` cannot reach (no buffer-ring access), so the
         // `&mut self.core` inside the `Ctx` below does not alias it; the ring outlives the call.
         let input: &mut [u8] = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        let mut leftover = std::mem::take(&mut self.core.slots[slot as usize].leftover);
+        let mut leftover = self.core.slots[slot as usize].leftover.take();
         let mut ctx = super::Ctx::new(&mut self.core);
         let rest: &[u8] = if leftover.is_empty() {
             let n = self.handler.on_data(&mut ctx, id, conn, input).min(len);
@@ -160,8 +160,8 @@ impl<H: Handler> Worker<H> {
         let s = &mut self.core.slots[slot as usize];
         if leftover.len() > max {
             self.core.teardown(slot, CloseReason::LeftoverOverflow);
-        } else if !leftover.is_empty() {
-            s.leftover = leftover;
+        } else {
+            s.leftover.put(leftover);
         }
         // An empty `leftover` is dropped here, freeing its allocation: idle means no buffer.
     }

@@ -20,7 +20,7 @@ use super::stats::EngineStats;
 use super::user_data::OpKind;
 use super::CloseReason;
 
-/// Spare `SendMem` blocks kept per worker (the rest are freed).
+/// Spare `OpMem` blocks kept per worker (the rest are freed).
 const SEND_POOL_MAX: usize = 1024;
 /// Spare (empty) send queues kept per worker. A queue's buffer is given back when its last
 /// byte is sent, so that an idle connection owns no heap; without this pool every delivery to
@@ -29,21 +29,31 @@ const SEND_POOL_MAX: usize = 1024;
 const SENDQ_POOL_MAX: usize = 4096;
 
 impl<M> Core<M> {
-    pub fn recycle_send_mem(&mut self, mem: Box<SendMem>) {
+    pub fn recycle_op_mem(&mut self, mem: Box<OpMem>) {
         if self.send_pool.len() < SEND_POOL_MAX {
             self.send_pool.push(mem);
         }
     }
 
+    /// A block of op memory from the pool (any variant; the caller overwrites it) or new.
+    pub fn take_op_mem(&mut self) -> Box<OpMem> {
+        self.send_pool
+            .pop()
+            .unwrap_or_else(|| Box::new(OpMem::Send(SendMem::new())))
+    }
+
     /// A queue for a slot's first queued buffer: a spare one from the pool if there is one.
-    pub fn take_sendq(&mut self) -> VecDeque<Bytes> {
+    #[allow(clippy::box_collection)]
+    pub fn take_sendq(&mut self) -> Box<VecDeque<Bytes>> {
         self.sendq_pool.pop().unwrap_or_default()
     }
 
-    /// Keep an emptied queue's buffer for the next connection that queues something.
-    pub fn recycle_sendq(&mut self, mut q: VecDeque<Bytes>) {
+    /// Keep an emptied queue (its box and its buffer) for the next connection that queues
+    /// something.
+    #[allow(clippy::box_collection)]
+    pub fn recycle_sendq(&mut self, mut q: Box<VecDeque<Bytes>>) {
         q.clear();
-        if q.capacity() != 0 && self.sendq_pool.len() < SENDQ_POOL_MAX {
+        if self.sendq_pool.len() < SENDQ_POOL_MAX {
             self.sendq_pool.push(q);
         }
     }
@@ -54,14 +64,14 @@ impl<M> Core<M> {
     pub fn flush_send(&mut self, slot: u32) {
         let ud = self.ud(OpKind::Send, slot);
         let s = &mut self.slots[slot as usize];
-        if !matches!(s.state, State::Open | State::Closing)
-            || s.has(flag::SEND_INFLIGHT)
-            || s.sendq.is_empty()
-        {
+        if !matches!(s.state, State::Open | State::Closing) || s.has(flag::SEND_INFLIGHT) {
             return;
         }
-        if s.sendq.len() == 1 {
-            let buf = &s.sendq[0][s.send_off as usize..];
+        let Some(q) = s.sendq.as_deref().filter(|q| !q.is_empty()) else {
+            return;
+        };
+        if q.len() == 1 {
+            let buf = &q[0][s.send_off as usize..];
             let e = opcode::Send::new(types::Fixed(s.file), buf.as_ptr(), buf.len() as u32)
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
@@ -75,25 +85,32 @@ impl<M> Core<M> {
             unsafe { self.rings[ring].push(&e) };
             return;
         }
-        let mut mem = self.send_pool.pop().unwrap_or_else(SendMem::new);
+        let mut mem = self.take_op_mem();
+        if !matches!(*mem, OpMem::Send(_)) {
+            *mem = OpMem::Send(SendMem::new());
+        }
+        let OpMem::Send(send) = &mut *mem else {
+            unreachable!("set above")
+        };
         let s = &mut self.slots[slot as usize];
         let mut n = 0;
         let mut off = s.send_off as usize;
-        for buf in s.sendq.iter().take(IOV_MAX_SEND) {
-            mem.iov[n] = libc::iovec {
+        let q = s.sendq.as_deref().expect("checked above");
+        for buf in q.iter().take(IOV_MAX_SEND) {
+            send.iov[n] = libc::iovec {
                 iov_base: buf[off..].as_ptr() as *mut libc::c_void,
                 iov_len: buf.len() - off,
             };
             off = 0;
             n += 1;
         }
-        mem.msg.msg_iov = mem.iov.as_mut_ptr();
-        mem.msg.msg_iovlen = n as _;
-        let e = opcode::SendMsg::new(types::Fixed(s.file), &mem.msg)
+        send.msg.msg_iov = send.iov.as_mut_ptr();
+        send.msg.msg_iovlen = n as _;
+        let e = opcode::SendMsg::new(types::Fixed(s.file), &send.msg)
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(ud);
-        s.mem = Some(OpMem::Send(mem));
+        s.mem = Some(mem);
         s.set(flag::SEND_INFLIGHT);
         s.inflight += 1;
         let ring = usize::from(s.ring);
@@ -110,7 +127,7 @@ impl<M> Core<M> {
         s.inflight -= 1;
         s.clear(flag::SEND_INFLIGHT);
         let mem = match s.mem.take() {
-            Some(OpMem::Send(mem)) => Some(mem),
+            Some(mem) if matches!(*mem, OpMem::Send(_)) => Some(mem),
             other => {
                 s.mem = other;
                 None
@@ -118,26 +135,30 @@ impl<M> Core<M> {
         };
         if s.state == State::Dead {
             // Torn down while in flight: the kernel is done with the queue now.
-            s.sendq = Default::default();
+            s.sendq = None;
             s.queued = 0;
         } else if res >= 0 {
             let mut sent = res as usize;
             EngineStats::add(&self.shared.stats.bytes_sent_total, sent as u64);
             s.queued -= sent.min(s.queued);
+            let q = s
+                .sendq
+                .as_deref_mut()
+                .expect("a send in flight has a queue");
             while sent > 0 {
-                let front_left = s.sendq[0].len() - s.send_off as usize;
+                let front_left = q[0].len() - s.send_off as usize;
                 if sent >= front_left {
                     sent -= front_left;
-                    s.sendq.pop_front();
+                    q.pop_front();
                     s.send_off = 0;
                 } else {
                     s.send_off += sent as u32;
                     sent = 0;
                 }
             }
-            if s.sendq.is_empty() {
-                // Release the queue's buffer: an idle connection owns no heap.
-                let q = std::mem::take(&mut s.sendq);
+            if q.is_empty() {
+                // Release the queue: an idle connection owns no heap.
+                let q = s.sendq.take().expect("checked above");
                 let closing = s.state == State::Closing;
                 self.recycle_sendq(q);
                 if closing {
@@ -151,7 +172,7 @@ impl<M> Core<M> {
             self.teardown(slot, CloseReason::Error(-res));
         }
         if let Some(mem) = mem {
-            self.recycle_send_mem(mem);
+            self.recycle_op_mem(mem);
         }
     }
 }

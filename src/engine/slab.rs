@@ -1,11 +1,12 @@
 //! The engine's half of a connection: one small `Slot` per connection in a `slab::Slab`, plus a
 //! generation per slab index that survives the slot's reuse.
 //!
-//! A slot holds no buffer while its connection is idle: the send queue and the leftover `Vec`
-//! are empty (no heap), and op memory (`OpMem`) exists only while a gathering send
-//! (`SendMsg`), a connect or a peer address lookup is in flight. The handler's `Conn` lives in
-//! a parallel `Vec<Option<H::Conn>>` owned by the worker, so a `Ctx` can borrow this side
-//! while the handler holds `&mut Conn`.
+//! A slot holds no buffer while its connection is idle: the send queue and the leftover are
+//! `None` (no heap), and op memory (`OpMem`) exists only while a gathering send (`SendMsg`), a
+//! connect or a peer address lookup is in flight. Each of the three is one pointer wide in the
+//! slot, so an idle slot is 48 bytes (docs/decisions.md "Idle connection layout"). The
+//! handler's `Conn` lives in a parallel `Vec<Option<H::Conn>>` owned by the worker, so a `Ctx`
+//! can borrow this side while the handler holds `&mut Conn`.
 //!
 //! Life of a slot: `Connecting` (client role) or `Accepting` (server role) → `Open` → optionally `Closing` (flushing the
 //! queue) → `Dead` (cancel + close submitted, `on_close` due) → freed once `inflight == 0` and
@@ -69,24 +70,26 @@ pub(crate) struct SendMem {
 }
 
 impl SendMem {
-    pub fn new() -> Box<SendMem> {
-        Box::new(SendMem {
+    pub fn new() -> SendMem {
+        SendMem {
             iov: [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; IOV_MAX_SEND],
             // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
             msg: unsafe { std::mem::zeroed() },
-        })
+        }
     }
 }
 
-/// Memory an op in flight points at; boxed so its address is stable while the slab grows.
+/// Memory an op in flight points at. A slot holds it as `Option<Box<OpMem>>`: boxed so its
+/// address is stable while the slab grows, and one pointer wide in the slot (a box per
+/// variant made the field 16 bytes). Spare boxes of any variant are pooled (`send.rs`).
 pub(crate) enum OpMem {
-    Send(Box<SendMem>),
-    Connect(Box<ConnectMem>),
+    Send(SendMem),
+    Connect(ConnectMem),
     /// The peer address being written by the `SO_PEERNAME` lookup of an accepted socket.
-    Peer(Box<PeerMem>),
+    Peer(PeerMem),
 }
 
 /// Where the kernel writes an accepted socket's peer address (`peer.rs`): the bytes of a
@@ -121,10 +124,45 @@ pub(crate) struct Slot {
     /// SQEs submitted for this slot whose final CQE has not arrived (recv counts once).
     pub inflight: u8,
     pub flags: u16,
-    pub sendq: VecDeque<Bytes>,
-    /// Unconsumed input; non-empty only between two `on_data` calls that split a message.
-    pub leftover: Vec<u8>,
-    pub mem: Option<OpMem>,
+    /// `None` while nothing is queued; a queue from the worker's pool (`send.rs`) while
+    /// something is. Boxed so an idle slot pays one pointer for it, not a `VecDeque`'s 32 bytes.
+    #[allow(clippy::box_collection)]
+    pub sendq: Option<Box<VecDeque<Bytes>>>,
+    /// Unconsumed input; `Some` only between two `on_data` calls that split a message.
+    pub leftover: Leftover,
+    pub mem: Option<Box<OpMem>>,
+}
+
+/// Input a slot holds unconsumed: rare (a message split across reads), so one pointer in the
+/// slot and a boxed `Vec` only while there is some.
+#[derive(Default)]
+#[allow(clippy::box_collection)]
+pub(crate) struct Leftover(Option<Box<Vec<u8>>>);
+
+impl Leftover {
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn extend_from_slice(&mut self, input: &[u8]) {
+        self.0
+            .get_or_insert_with(Box::default)
+            .extend_from_slice(input);
+    }
+
+    /// The bytes held, leaving none.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.0.take().map_or_else(Vec::new, |v| *v)
+    }
+
+    /// Hold `v` (nothing, and no allocation, when it is empty).
+    pub fn put(&mut self, v: Vec<u8>) {
+        self.0 = (!v.is_empty()).then(|| Box::new(v));
+    }
 }
 
 impl Slot {
@@ -137,8 +175,8 @@ impl Slot {
             state,
             inflight: 0,
             flags: 0,
-            sendq: VecDeque::new(),
-            leftover: Vec::new(),
+            sendq: None,
+            leftover: Leftover::default(),
             mem: None,
         }
     }
@@ -155,6 +193,11 @@ impl Slot {
         self.flags &= !f;
     }
 
+    /// Whether any byte is queued and not yet sent.
+    pub fn has_queued(&self) -> bool {
+        self.sendq.as_ref().is_some_and(|q| !q.is_empty())
+    }
+
     /// Whether the handler may still use the connection (send, timers).
     pub fn is_live(&self) -> bool {
         matches!(self.state, State::Open | State::Connecting)
@@ -165,20 +208,45 @@ impl Slot {
 mod tests {
     use super::*;
 
+    /// The same shape as `slab::Entry` (private), to see what the slab's tag costs.
+    #[allow(dead_code)]
+    enum SlabEntry<T> {
+        Vacant(usize),
+        Occupied(T),
+    }
+
     #[test]
     fn slot_stays_small() {
         let slot = std::mem::size_of::<Slot>();
-        // The slab's entry adds a tag (Vacant/Occupied) and the generation table 4 bytes.
-        println!("size_of::<Slot>() = {slot} bytes (+ slab tag + 4 bytes generation)");
-        // Budget: 512 bytes per idle connection for slot + handler Conn + timer node.
-        assert!(slot <= 104, "Slot grew to {slot} bytes");
+        let entry = std::mem::size_of::<SlabEntry<Slot>>();
+        let gen = std::mem::size_of::<u32>();
+        println!("size_of::<Slot>() = {slot} bytes, slab entry {entry} (+ {gen} bytes generation)");
+        // Budget (docs/capacity.md "Memory per idle connection"): 48 bytes, the state's niche
+        // holding the slab's tag.
+        assert!(slot <= 48, "Slot grew to {slot} bytes");
+        assert_eq!(entry, slot, "the slab's tag no longer fits a niche of Slot");
     }
 
     #[test]
     fn idle_slot_owns_no_heap() {
         let s = Slot::new(0, State::Open);
-        assert_eq!(s.sendq.capacity(), 0);
-        assert_eq!(s.leftover.capacity(), 0);
+        assert!(s.sendq.is_none());
+        assert!(s.leftover.0.is_none());
         assert!(s.mem.is_none());
+    }
+
+    #[test]
+    fn leftover_allocates_only_while_holding_bytes() {
+        let mut l = Leftover::default();
+        l.put(Vec::with_capacity(64));
+        assert!(l.0.is_none(), "an empty Vec is not kept");
+        l.extend_from_slice(b"abc");
+        l.extend_from_slice(b"de");
+        assert_eq!((l.len(), l.is_empty()), (5, false));
+        let v = l.take();
+        assert_eq!((v.as_slice(), l.len()), (&b"abcde"[..], 0));
+        assert!(l.0.is_none());
+        l.put(v);
+        assert_eq!(l.len(), 5);
     }
 }

@@ -31,8 +31,9 @@
 //! # Deadlines beyond the range
 //! A deadline more than [`MAX_DELAY_TICKS`] (2^36 - 1, 43.6 years of 20 ms ticks) after `now()`
 //! is clamped to `now() + MAX_DELAY_TICKS`; [`Wheel::deadline`] then reports the clamped value.
-//! All ticks (deadlines and `now_tick`) are also clamped to `TICK_LIMIT` (2^62, about 2.9e9
-//! years of 20 ms ticks) so that slot arithmetic can never overflow.
+//! All ticks (deadlines and `now_tick`) are also clamped to `TICK_LIMIT` (2^54, about 11
+//! million years of 20 ms ticks) so that slot arithmetic can never overflow and a deadline
+//! fits the 55 bits a node keeps for it.
 //!
 //! # Registered vs true deadline
 //! Each node keeps its TRUE deadline plus the slot where it is REGISTERED. Moving a timer later
@@ -61,11 +62,14 @@ const SLOTS_PER_LEVEL: usize = 1 << BITS_PER_LEVEL;
 const NUM_LEVELS: usize = 6;
 /// Longest delay the wheel represents: `64^6 - 1` ticks. Later deadlines are clamped to this.
 pub const MAX_DELAY_TICKS: u64 = (1 << (BITS_PER_LEVEL as usize * NUM_LEVELS)) - 1;
-/// Ceiling for every tick value, far below `u64::MAX`, so that `now + 2 * 2^36` cannot overflow.
-const TICK_LIMIT: u64 = 1 << 62;
+/// Ceiling for every tick value, far below `u64::MAX`, so that `now + 2 * 2^36` cannot
+/// overflow, and below `2^DEADLINE_BITS` with room for `MAX_DELAY_TICKS`, so every deadline
+/// fits a node's word.
+const TICK_LIMIT: u64 = 1 << 54;
+const _: () = assert!(TICK_LIMIT + MAX_DELAY_TICKS < 1 << level::DEADLINE_BITS);
 
-// One timer node per connection; keep it at 24 bytes (1M connections = 24 MB).
-const _: () = assert!(std::mem::size_of::<Node>() <= 24);
+// One timer node per connection; keep it at 16 bytes (1M connections = 16 MB).
+const _: () = assert!(std::mem::size_of::<Node>() <= 16);
 
 /// Hierarchical hashed timing wheel holding at most one timer per `u32` key.
 pub struct Wheel {
@@ -84,13 +88,15 @@ pub struct Wheel {
 }
 
 impl Wheel {
-    /// A wheel at tick 0 with node storage for keys `0..keys`, grown if a bigger key arrives.
+    /// A wheel at tick 0 with node storage reserved for keys `0..keys` (address space: a
+    /// node is written, and its page touched, when a key at or past it first arrives), grown
+    /// if a bigger key arrives.
     pub fn with_capacity(keys: usize) -> Wheel {
         Wheel {
             elapsed: 0,
             levels: std::array::from_fn(Level::new),
             pending: NIL,
-            nodes: vec![Node::DISARMED; keys],
+            nodes: Vec::with_capacity(keys),
             len: 0,
             #[cfg(test)]
             visited: 0,
@@ -110,31 +116,31 @@ impl Wheel {
             .min(self.elapsed.saturating_add(MAX_DELAY_TICKS));
         let index = key as usize;
         if index >= self.nodes.len() {
-            // Doubling keeps growth amortised O(1) when keys arrive in increasing order.
-            let new_len = (index + 1).max(self.nodes.len() * 2);
-            self.nodes.resize(new_len, Node::DISARMED);
+            // Only up to the key: the nodes past it stay untouched reserve. `Vec` doubles its
+            // capacity when the reserve runs out, which keeps growth amortised O(1).
+            self.nodes.resize(index + 1, Node::DISARMED);
         }
         let node = self.nodes[index];
-        match node.level {
+        match node.level() {
             LOC_DISARMED => self.len += 1,
             // The pending list fires at the next advance whatever the deadline: never late.
             LOC_PENDING => {
-                self.nodes[index].deadline = deadline;
+                self.nodes[index].set_deadline(deadline);
                 return;
             }
             level => {
                 let level = level as usize;
-                let slot = node.slot as usize;
+                let slot = node.slot() as usize;
                 if deadline >= self.levels[level].slot_start(slot, self.elapsed) {
                     // Lazy: the registered slot starts no later than the new deadline and will
                     // re-insert the node then.
-                    self.nodes[index].deadline = deadline;
+                    self.nodes[index].set_deadline(deadline);
                     return;
                 }
                 self.levels[level].unlink(&mut self.nodes, key, slot);
             }
         }
-        self.nodes[index].deadline = deadline;
+        self.nodes[index].set_deadline(deadline);
         self.link(key);
     }
 
@@ -143,10 +149,10 @@ impl Wheel {
         let Some(node) = self.nodes.get(key as usize).copied() else {
             return false;
         };
-        match node.level {
+        match node.level() {
             LOC_DISARMED => return false,
             LOC_PENDING => level::unlink(&mut self.nodes, &mut self.pending, key),
-            level => self.levels[level as usize].unlink(&mut self.nodes, key, node.slot as usize),
+            level => self.levels[level as usize].unlink(&mut self.nodes, key, node.slot() as usize),
         }
         self.nodes[key as usize] = Node::DISARMED;
         self.len -= 1;
@@ -156,7 +162,7 @@ impl Wheel {
     /// The true deadline of `key`'s timer (after clamping), if armed.
     pub fn deadline(&self, key: u32) -> Option<u64> {
         let node = self.nodes.get(key as usize)?;
-        (node.level != LOC_DISARMED).then_some(node.deadline)
+        (node.level() != LOC_DISARMED).then_some(node.deadline())
     }
 
     /// Advance to `now_tick`, appending each key whose true deadline `<= now_tick` to `expired`
@@ -228,7 +234,7 @@ impl Wheel {
                 self.visited += 1;
             }
             let node = self.nodes[key as usize];
-            if node.deadline <= now {
+            if node.deadline() <= now {
                 expired.push(key);
                 self.nodes[key as usize] = Node::DISARMED;
                 self.len -= 1;
@@ -241,9 +247,9 @@ impl Wheel {
 
     /// Registers a detached node according to its true deadline, seen from `elapsed`.
     fn link(&mut self, key: u32) {
-        let deadline = self.nodes[key as usize].deadline;
+        let deadline = self.nodes[key as usize].deadline();
         if deadline <= self.elapsed {
-            self.nodes[key as usize].level = LOC_PENDING;
+            self.nodes[key as usize].set_loc(LOC_PENDING, 0);
             level::push_front(&mut self.nodes, &mut self.pending, key);
             return;
         }
@@ -254,9 +260,7 @@ impl Wheel {
         );
         let level = level::level_for(self.elapsed, deadline);
         let slot = level::slot_for(deadline, level);
-        let node = &mut self.nodes[key as usize];
-        node.level = level as u8;
-        node.slot = slot as u8;
+        self.nodes[key as usize].set_loc(level as u8, slot as u8);
         self.levels[level].push(&mut self.nodes, key, slot);
     }
 }
@@ -338,7 +342,10 @@ mod tests {
             wheel.insert(0, 3000 + reset * 10);
         }
         let node = wheel.nodes[0];
-        assert_eq!((node.level, node.slot), (registered.level, registered.slot));
+        assert_eq!(
+            (node.level(), node.slot()),
+            (registered.level(), registered.slot())
+        );
         assert_eq!(wheel.deadline(0), Some(3500));
         assert_eq!(
             wheel.next_deadline(),
@@ -376,7 +383,7 @@ mod tests {
         let deadlines: Vec<u64> = (0..6).map(|l| (1u64 << (6 * l)) * 5 + 3).collect();
         for (key, &d) in deadlines.iter().enumerate() {
             wheel.insert(key as u32, d);
-            assert_eq!(wheel.nodes[key].level as usize, level::level_for(0, d));
+            assert_eq!(wheel.nodes[key].level() as usize, level::level_for(0, d));
         }
         for (key, &d) in deadlines.iter().enumerate() {
             assert_eq!(advance(&mut wheel, d - 1), Vec::<u32>::new(), "d={d}");
@@ -504,8 +511,8 @@ mod tests {
         assert_eq!(wheel.visited, 3, "idle ticks visit nothing");
         let still = wheel.nodes[0];
         assert_eq!(
-            (far.level, far.slot),
-            (still.level, still.slot),
+            (far.level(), far.slot()),
+            (still.level(), still.slot()),
             "far timers untouched"
         );
         assert_eq!(wheel.len(), 10_000);

@@ -86,12 +86,13 @@ impl<H: Handler> Worker<H> {
         // One ring to start with; `Core::open_ring` adds more as their tables fill.
         let listener = listener.map(Arc::new);
         let rings = vec![Ring::new(&layout, 0, listener.clone())?];
+        let reserved = super::core::reserved_slots(&layout);
         let mut core = Core::new(index, rings, listener, layout, shared);
         core.update_clock();
         let mut w = Worker {
             core,
             handler,
-            conns: Vec::new(),
+            conns: Vec::with_capacity(reserved),
             cqes: Vec::with_capacity(REAP_BATCH),
             msgs: Vec::new(),
             expired: Vec::new(),

@@ -32,9 +32,63 @@ struct Sub<K> {
 /// One connection's subscriptions; stored with the connection, passed to every index call
 /// for it. At most `topics_per_conn_max` entries. Call [`LocalIndex::unsubscribe_all`] before
 /// dropping it (on close): the index would otherwise keep delivering to the old key.
+///
+/// A connection of one topic (most of them) keeps it inline: no allocation, 32 bytes in all,
+/// where a `Vec` took 24 inline plus a 32-byte heap block (docs/decisions.md "Idle connection
+/// layout").
 #[derive(Debug, Default)]
 pub struct ConnTopics {
-    subs: Vec<(Arc<str>, u32)>,
+    subs: Subs,
+}
+
+/// A topic and the connection's slot in that topic's slab.
+type Entry = (Arc<str>, u32);
+
+#[derive(Debug, Default)]
+enum Subs {
+    #[default]
+    None,
+    One(Entry),
+    /// Two or more; back to `One` when one is left.
+    Many(Vec<Entry>),
+}
+
+impl Subs {
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            Subs::None => &[],
+            Subs::One(e) => std::slice::from_ref(e),
+            Subs::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, e: Entry) {
+        *self = match std::mem::take(self) {
+            Subs::None => Subs::One(e),
+            Subs::One(first) => Subs::Many(vec![first, e]),
+            Subs::Many(mut v) => {
+                v.push(e);
+                Subs::Many(v)
+            }
+        };
+    }
+
+    /// Removes entry `at` (< len), moving the last one into its place.
+    fn swap_remove(&mut self, at: usize) -> Entry {
+        match std::mem::take(self) {
+            Subs::None => unreachable!("swap_remove on no subscriptions"),
+            Subs::One(e) => e,
+            Subs::Many(mut v) => {
+                let e = v.swap_remove(at);
+                *self = match v.len() {
+                    0 => Subs::None,
+                    1 => Subs::One(v.pop().expect("one left")),
+                    _ => Subs::Many(v),
+                };
+                e
+            }
+        }
+    }
 }
 
 impl ConnTopics {
@@ -43,19 +97,19 @@ impl ConnTopics {
     }
 
     pub fn len(&self) -> usize {
-        self.subs.len()
+        self.subs.as_slice().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.subs.is_empty()
+        matches!(self.subs, Subs::None)
     }
 
     pub fn contains(&self, topic: &str) -> bool {
-        self.subs.iter().any(|(t, _)| &**t == topic)
+        self.subs.as_slice().iter().any(|(t, _)| &**t == topic)
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &str> {
-        self.subs.iter().map(|(t, _)| &**t)
+        self.subs.as_slice().iter().map(|(t, _)| &**t)
     }
 }
 
@@ -141,7 +195,7 @@ impl<K: Copy + Eq> LocalIndex<K> {
     /// Moves the watermark of `key`'s subscription to `topic` (the switch from a paged replay
     /// to live delivery, see `Topics::replay_page`). False if there is no such subscription.
     pub fn set_watermark(&mut self, conn: &ConnTopics, key: K, topic: &str, after_id: u64) -> bool {
-        let Some((name, slot)) = conn.subs.iter().find(|(t, _)| &**t == topic) else {
+        let Some((name, slot)) = conn.subs.as_slice().iter().find(|(t, _)| &**t == topic) else {
             return false;
         };
         let sub = &mut self
@@ -158,7 +212,7 @@ impl<K: Copy + Eq> LocalIndex<K> {
 
     /// Removes `key`'s subscription to `topic`; false if there was none.
     pub fn unsubscribe(&mut self, conn: &mut ConnTopics, key: K, topic: &str) -> bool {
-        let Some(at) = conn.subs.iter().position(|(t, _)| &**t == topic) else {
+        let Some(at) = conn.subs.as_slice().iter().position(|(t, _)| &**t == topic) else {
             return false;
         };
         let (name, slot) = conn.subs.swap_remove(at);
@@ -168,8 +222,14 @@ impl<K: Copy + Eq> LocalIndex<K> {
 
     /// Removes all of `key`'s subscriptions (on close), leaving `conn` empty.
     pub fn unsubscribe_all(&mut self, conn: &mut ConnTopics, key: K) {
-        for (name, slot) in conn.subs.drain(..) {
-            self.remove_slot(&name, slot, key);
+        match std::mem::take(&mut conn.subs) {
+            Subs::None => {}
+            Subs::One((name, slot)) => self.remove_slot(&name, slot, key),
+            Subs::Many(v) => {
+                for (name, slot) in v {
+                    self.remove_slot(&name, slot, key);
+                }
+            }
         }
     }
 
@@ -213,6 +273,20 @@ impl<K: Copy + Eq> LocalIndex<K> {
             .flat_map(|slab| slab.iter())
             .filter(move |(_, s)| s.after_id < msg_id)
             .map(|(_, s)| s.key)
+    }
+}
+
+#[cfg(test)]
+impl<K> LocalIndex<K> {
+    /// Bytes one subscription takes in its topic's slab, the slab's tag included (a stand-in
+    /// of `slab::Entry`, which is private).
+    pub(crate) fn entry_bytes() -> usize {
+        #[allow(dead_code)]
+        enum SlabEntry<T> {
+            Vacant(usize),
+            Occupied(T),
+        }
+        std::mem::size_of::<SlabEntry<Sub<K>>>()
     }
 }
 
@@ -296,6 +370,31 @@ mod tests {
         assert!(ix.unsubscribe(&mut c, 1, "a"));
         assert_eq!(ix.subscribe(&mut c, 1, "c", 0), Ok(Subscribed::Added));
         assert_eq!(c.topics().collect::<Vec<_>>(), vec!["b", "c"]);
+    }
+
+    #[test]
+    fn one_topic_is_inline_and_many_go_back_to_one() {
+        let size = std::mem::size_of::<ConnTopics>();
+        println!("size_of::<ConnTopics>() = {size}");
+        assert!(size <= 32, "ConnTopics grew to {size} bytes");
+        let mut ix = LocalIndex::new(3);
+        let mut c = ConnTopics::new();
+        let _ = ix.subscribe(&mut c, 1, "a", 0).unwrap();
+        assert!(
+            matches!(c.subs, Subs::One(_)),
+            "one topic allocates nothing"
+        );
+        let _ = ix.subscribe(&mut c, 1, "b", 0).unwrap();
+        let _ = ix.subscribe(&mut c, 1, "c", 0).unwrap();
+        assert_eq!(c.topics().collect::<Vec<_>>(), vec!["a", "b", "c"]);
+        assert!(ix.unsubscribe(&mut c, 1, "a"));
+        assert_eq!(c.topics().collect::<Vec<_>>(), vec!["c", "b"]);
+        assert!(ix.unsubscribe(&mut c, 1, "b"));
+        assert!(matches!(c.subs, Subs::One(_)), "back inline");
+        assert_eq!((c.len(), keys(&ix, "c", 1)), (1, vec![1]));
+        assert!(ix.unsubscribe(&mut c, 1, "c"));
+        assert!(c.is_empty() && !c.contains("c"));
+        assert_eq!(ix.subscription_count(), 0);
     }
 
     #[test]

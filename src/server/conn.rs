@@ -24,7 +24,7 @@ pub struct Conn {
 impl Conn {
     pub(super) fn new(peer: Peer) -> Conn {
         Conn {
-            state: State::Http(HttpConn::default()),
+            state: State::Http(Box::default()),
             closing: None,
             peer,
         }
@@ -71,13 +71,18 @@ impl Refusal {
 }
 
 pub(super) enum State {
-    Http(HttpConn),
+    /// Boxed: 64 bytes, the largest state, and held only until the first request's answer
+    /// (or between the requests of a keep-alive connection); inline it would size every
+    /// connection, idle streams too (docs/decisions.md "Idle connection layout").
+    Http(Box<HttpConn>),
     Sse(SseStream),
     /// Boxed: a session is several times the size of the other states, and most connections
     /// of a big SSE deployment never hold one.
     Ws(Box<WsSession>),
-    /// A long poll held until a message arrives or it times out; then HTTP again.
-    Poll(PollWait),
+    /// A long poll held until a message arrives or it times out; then HTTP again. Boxed for
+    /// the same reason as `Http`: `SseStream` is then the one inline state, and its niche
+    /// holds the tag, so the state is 56 bytes, not 64.
+    Poll(Box<PollWait>),
 }
 
 impl State {
@@ -119,6 +124,36 @@ mod tests {
         let state = std::mem::size_of::<State>();
         println!("size_of::<Conn>() = {conn}, of which Peer = {peer}, State = {state}");
         assert!(peer <= 16, "Peer grew to {peer} bytes");
+    }
+
+    /// The per-connection parts docs/capacity.md "Memory per idle connection" adds up; a
+    /// field that grows one of them fails here (budgets: that table's "after" column).
+    #[test]
+    fn idle_connection_parts_stay_small() {
+        use std::mem::size_of;
+        let parts = [
+            ("Option<Conn>", size_of::<Option<Conn>>(), 80),
+            ("State", size_of::<State>(), 56),
+            ("HttpConn (boxed)", size_of::<HttpConn>(), 64),
+            ("SseStream", size_of::<SseStream>(), 56),
+            ("PollWait (boxed)", size_of::<PollWait>(), 56),
+            ("WsSession (boxed)", size_of::<WsSession>(), 152),
+            ("hub::ConnTopics", size_of::<crate::hub::ConnTopics>(), 32),
+            (
+                "hub index entry",
+                crate::hub::LocalIndex::<super::super::shared::Sub>::entry_bytes(),
+                24,
+            ),
+        ];
+        for (name, size, budget) in parts {
+            println!("size_of::<{name}>() = {size} (budget {budget})");
+        }
+        for (name, size, budget) in parts {
+            assert!(
+                size <= budget,
+                "{name} grew to {size} bytes (budget {budget})"
+            );
+        }
     }
 
     #[test]

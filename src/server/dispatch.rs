@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use super::auth::Cors;
 use super::cluster::{ClusterEvent, Unavailable};
-use super::conn::{Conn, HttpConn, Peer, Refusal, State};
+use super::conn::{Conn, Peer, Refusal, State};
 use super::limits::Admission;
 use super::metrics::{render_engine, CloseKind, ConnKind, Counter};
 use super::out::{Out, TEXT};
@@ -403,7 +403,7 @@ fn route(
         Route::Poll => {
             if let Some(wait) = poll::start(out, subs, head, close) {
                 shared.metrics.conn_changed(ConnKind::Http, ConnKind::Poll);
-                *state = State::Poll(wait);
+                *state = State::Poll(Box::new(wait));
             }
         }
         Route::Ws | Route::Echo => {
@@ -434,7 +434,7 @@ fn answer_poll(out: &mut Out<'_, '_, Dispatcher>, subs: &mut Subscriptions, stat
     out.shared
         .metrics
         .conn_changed(ConnKind::Poll, ConnKind::Http);
-    *state = State::Http(HttpConn::default());
+    *state = State::Http(Box::default());
     out.ctx.redeliver(out.id);
 }
 

@@ -19,11 +19,12 @@ use std::fmt::Write as _;
 use super::config::Config;
 use crate::engine::{Engine, EngineConfig, Idle};
 
-/// Server userspace bytes per idle held connection (slab slots, timer node, subscription),
-/// measured as server RSS growth / connections held by `tuning/capacity.sh` on Linux 6.18:
-/// 450-465 B at 200k-400k connections (docs/capacity.md); rounded up to 480, plus the 16 B of
-/// `conn::Peer` (the per-IP limits' key and the loopback bit) added since, not re-measured.
-pub const SERVER_BYTES_PER_CONNECTION: u64 = 496;
+/// Server userspace bytes per idle held connection (slab slot, timer node, `Conn`, WebSocket
+/// session, subscription, and the provided buffers of the rings they fill), measured as the
+/// server's RSS slope between 100,000 and 200,000 idle connections, half SSE and half
+/// WebSocket, by `tuning/idle_memory.sh` on Linux 6.18: 302 B, of which 63 B are provided
+/// buffers (docs/capacity.md "Memory per idle connection"); rounded up.
+pub const SERVER_BYTES_PER_CONNECTION: u64 = 320;
 /// What TLS adds per idle connection (`tls_cert` set): server RSS per held connection over TLS
 /// minus plain, 8.0-8.4 KB at 10,000 held (`bench/tls.sh`, docs/benchmarks.md "TLS");
 /// the larger.
@@ -775,7 +776,7 @@ mod tests {
         assert_eq!(d.capacity, (1u64 << 30) / per);
         assert_eq!(
             d.server_bytes_per_connection,
-            496 + TLS_BYTES_PER_CONNECTION
+            SERVER_BYTES_PER_CONNECTION + TLS_BYTES_PER_CONNECTION
         );
     }
 
@@ -799,6 +800,27 @@ mod tests {
             diagnose(&config(1_000_000), &f).bottleneck,
             "nf_conntrack_max"
         );
+    }
+
+    /// `tuning/sysctl.sh` sizes memory without the binary, so it keeps its own copy of the
+    /// per-connection figures; they must be the doctor's.
+    #[test]
+    fn sysctl_script_uses_the_doctors_memory_figures() {
+        let script = include_str!("../../tuning/sysctl.sh");
+        let value = |name: &str| -> u64 {
+            script
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("{name}= not in tuning/sysctl.sh"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(
+            value("APP_BYTES_PER_CONNECTION"),
+            SERVER_BYTES_PER_CONNECTION
+        );
+        assert_eq!(value("SOCKET_END_BYTES"), KERNEL_BYTES_PER_SOCKET_END);
     }
 
     #[test]

@@ -40,6 +40,9 @@ use flate2::{Decompress, FlushDecompress, Status};
 
 static PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
 
+/// A deadline that is not set: later than any `now_ms`.
+const NOT_SET: u64 = u64::MAX;
+
 pub(super) struct WsSession {
     decoder: Decoder,
     /// How deliveries are sent: `Form::Ws`, or `Form::WsDeflate` when permessage-deflate was
@@ -52,22 +55,28 @@ pub(super) struct WsSession {
     pub topics: ConnTopics,
     /// The replay still streaming, if any (see `subscribe`).
     pub replaying: Option<Box<Replaying>>,
-    assembler: MessageAssembler,
+    /// Made at the session's first uncompressed data frame and kept (with the spare capacity
+    /// the assembler keeps between messages): a subscriber that only answers pings never
+    /// sends one, and an inline assembler would cost it 24 bytes more (docs/decisions.md
+    /// "Idle connection layout").
+    assembler: Option<Box<MessageAssembler>>,
     echo: bool,
     /// When the next ping goes out. Pings go out every `heartbeat_interval` whether or not the
     /// last one was answered, so NATs and proxies see traffic at that rate.
     next_ping_ms: u64,
     /// Set when a ping goes out with none outstanding, cleared by any pong: a peer that stays
-    /// silent past it is closed (`pong_timeout` after the first unanswered ping).
-    pong_deadline_ms: Option<u64>,
+    /// silent past it is closed (`pong_timeout` after the first unanswered ping). `NOT_SET`
+    /// (`u64::MAX`, never reached) rather than an `Option`, which would take 16 bytes.
+    pong_deadline_ms: u64,
     /// Set when a message's first fragment arrives, cleared when its last does: a message
     /// must be complete by then (`ws_message_timeout`), so a client cannot hold a
-    /// half-assembled message, and its buffer, forever.
-    message_deadline_ms: Option<u64>,
+    /// half-assembled message, and its buffer, forever. `NOT_SET` when none is arriving.
+    message_deadline_ms: u64,
     /// Since when the connection has had no subscription (for `idle_timeout`).
     idle_since_ms: u64,
-    /// What the session's credential allows (`None`: it presented none).
-    grant: Option<Grant>,
+    /// What the session's credential allows (`None`: it presented none). Boxed: 48 bytes
+    /// inline, and most sessions of an open deployment have none.
+    grant: Option<Box<Grant>>,
     /// When the session is closed for its token: the grant's expiry once a subscription has
     /// needed the grant, else `u64::MAX`.
     token_end_ms: u64,
@@ -255,13 +264,13 @@ pub(super) fn upgrade<H: Handler>(
         inflating: None,
         topics: ConnTopics::new(),
         replaying: None,
-        assembler: MessageAssembler::new(),
+        assembler: None,
         echo,
         next_ping_ms: now + cfg.heartbeat_interval.0,
-        pong_deadline_ms: None,
-        message_deadline_ms: None,
+        pong_deadline_ms: NOT_SET,
+        message_deadline_ms: NOT_SET,
         idle_since_ms: now,
-        grant,
+        grant: grant.map(Box::new),
         token_end_ms,
     });
     if !topics.is_empty() {
@@ -341,16 +350,16 @@ pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
                     (close_code::INVALID_PAYLOAD, "invalid compressed data")
                 }
                 Ok(()) if !fin => {
-                    if ws.message_deadline_ms.is_none() {
+                    if ws.message_deadline_ms == NOT_SET {
                         let timeout = out.shared.config.ws_message_timeout.0;
-                        ws.message_deadline_ms = Some(out.now_ms() + timeout);
+                        ws.message_deadline_ms = out.now_ms() + timeout;
                         out.set_timer(next_deadline(ws));
                     }
                     return (consumed, true);
                 }
                 Ok(()) => {
                     let done = ws.inflating.take().expect("inflating above");
-                    ws.message_deadline_ms = None;
+                    ws.message_deadline_ms = NOT_SET;
                     if text && simdutf8::basic::from_utf8(&done.out).is_err() {
                         (close_code::INVALID_PAYLOAD, "invalid UTF-8")
                     } else {
@@ -363,13 +372,16 @@ pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
             return (len, false);
         }
         Event::Data { text, payload, fin } => {
-            if let Some(m) = ws.assembler.push(text, payload, fin) {
-                ws.message_deadline_ms = None;
+            let assembler = ws.assembler.get_or_insert_with(Box::default);
+            if let Some(m) = assembler.push(text, payload, fin) {
+                ws.message_deadline_ms = NOT_SET;
                 on_message(out, subs, ws, m.is_text(), m.payload());
-                ws.assembler.recycle(m);
-            } else if ws.message_deadline_ms.is_none() {
+                if let Some(a) = ws.assembler.as_mut() {
+                    a.recycle(m);
+                }
+            } else if ws.message_deadline_ms == NOT_SET {
                 let timeout = out.shared.config.ws_message_timeout.0;
-                ws.message_deadline_ms = Some(out.now_ms() + timeout);
+                ws.message_deadline_ms = out.now_ms() + timeout;
                 out.set_timer(next_deadline(ws));
             }
         }
@@ -378,7 +390,7 @@ pub(super) fn step<H: Handler<Msg = WorkerMsg>>(
             out.send(Bytes::copy_from_slice(pong.as_bytes()));
         }
         Event::Pong(_) => {
-            if ws.pong_deadline_ms.take().is_some() {
+            if std::mem::replace(&mut ws.pong_deadline_ms, NOT_SET) != NOT_SET {
                 out.set_timer(next_deadline(ws));
             }
         }
@@ -449,7 +461,7 @@ fn on_message<H: Handler<Msg = WorkerMsg>>(
                 None => Cow::Borrowed(""),
             };
             let event = control.event.as_deref();
-            let grant = ws.grant.as_ref();
+            let grant = ws.grant.as_deref();
             match publish::from_ws(out.shared, out.ctx, out.id, grant, topic, event, &data) {
                 Ok(Some(msg_id)) => {
                     let id = msg_id.to_string();
@@ -491,7 +503,11 @@ fn subscribe<H: Handler>(
         Err(e) => return send_error(out, Some(topic), &format!("bad since: {e}")),
     };
     let now = out.now_ms();
-    let needed = match out.shared.auth.may_subscribe(ws.grant.as_ref(), topic, now) {
+    let needed = match out
+        .shared
+        .auth
+        .may_subscribe(ws.grant.as_deref(), topic, now)
+    {
         Ok(needed) => needed,
         Err(e) => return send_error(out, Some(topic), &format!("subscription refused: {e}")),
     };
@@ -553,7 +569,7 @@ fn refresh<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession, token: &str
         u64::MAX => serde_json::Value::Null,
         end => (end.saturating_sub(clock.now_ms) / 1000).into(),
     };
-    ws.grant = Some(grant);
+    ws.grant = Some(Box::new(grant));
     out.set_timer(next_deadline(ws));
     out.send(json_frame(
         &serde_json::json!({"op": "refreshed", "expires_in": expires_in}),
@@ -576,7 +592,7 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
             CloseKind::TokenExpired,
         );
     }
-    if ws.pong_deadline_ms.is_some_and(|d| now >= d) {
+    if now >= ws.pong_deadline_ms {
         // The peer is gone or stuck: say why (1008), and the close is bounded by the engine's
         // close-flush timeout rather than waiting for the peer's reply.
         return out.ws_close(
@@ -585,7 +601,7 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
             CloseKind::PongTimeout,
         );
     }
-    if ws.message_deadline_ms.is_some_and(|d| now >= d) {
+    if now >= ws.message_deadline_ms {
         let reason = "message not completed in time";
         return out.ws_close(
             close_code::POLICY_VIOLATION,
@@ -604,7 +620,9 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
         out.send(PING.clone());
         out.shared.metrics.inc(Counter::Heartbeats);
         ws.next_ping_ms = now + interval;
-        ws.pong_deadline_ms.get_or_insert(now + pong_timeout);
+        if ws.pong_deadline_ms == NOT_SET {
+            ws.pong_deadline_ms = now + pong_timeout;
+        }
     }
     out.set_timer(next_deadline(ws));
 }
@@ -612,10 +630,10 @@ pub(super) fn on_timer<H: Handler>(out: &mut Out<'_, '_, H>, ws: &mut WsSession)
 /// The session's one timer: the soonest of the next ping, the pong deadline, the message
 /// deadline and the token's end.
 fn next_deadline(ws: &WsSession) -> u64 {
-    [ws.pong_deadline_ms, ws.message_deadline_ms]
-        .into_iter()
-        .flatten()
-        .fold(ws.next_ping_ms.min(ws.token_end_ms), u64::min)
+    ws.next_ping_ms
+        .min(ws.token_end_ms)
+        .min(ws.pong_deadline_ms)
+        .min(ws.message_deadline_ms)
 }
 
 /// Graceful shutdown: 1001 "Going Away", then close.

@@ -19,36 +19,70 @@ const SLOT_MASK: u64 = (SLOTS_PER_LEVEL as u64) - 1;
 pub(super) const LOC_PENDING: u8 = NUM_LEVELS as u8;
 pub(super) const LOC_DISARMED: u8 = NUM_LEVELS as u8 + 1;
 
-/// Per-key timer node. 8 + 4 + 4 + 1 + 1 = 18 bytes of fields, 24 with alignment padding, so
-/// one million connections cost 24 MB of wheel state (checked by a const assertion in the
-/// parent module).
+/// Bits of a node's word holding its deadline; ticks are clamped below `1 << DEADLINE_BITS`
+/// (the parent module's `TICK_LIMIT`), so the rest of the word holds level and slot.
+pub(super) const DEADLINE_BITS: u32 = 55;
+const DEADLINE_MASK: u64 = (1 << DEADLINE_BITS) - 1;
+/// Level (0..=7: the levels, `LOC_PENDING`, `LOC_DISARMED`) sits above the deadline, the slot
+/// (0..64) above that: 55 + 3 + 6 = 64 bits.
+const LEVEL_SHIFT: u32 = DEADLINE_BITS;
+const SLOT_SHIFT: u32 = DEADLINE_BITS + 3;
+const _: () = assert!(LOC_DISARMED < 8 && SLOT_SHIFT + BITS_PER_LEVEL == 64);
+
+/// Per-key timer node: one word packing deadline, level and slot, then the two list links:
+/// 16 bytes, so one million connections cost 16 MB of wheel state (checked by a const
+/// assertion in the parent module; unpacked, the fields took 24 with padding).
 ///
 /// ```text
-///  0        8        12       16     17     18..24
-///  +--------+--------+--------+------+------+--------+
-///  |deadline| prev   | next   |level | slot | (pad)  |
-///  |  u64   | u32    | u32    |  u8  |  u8  |        |
-///  +--------+--------+--------+------+------+--------+
+///  0                                   8        12       16
+///  +-----------+---------+-------------+--------+--------+
+///  | deadline  | level   | slot        | prev   | next   |
+///  | bits 0-54 | 55-57   | 58-63       |  u32   |  u32   |
+///  +-----------+---------+-------------+--------+--------+
 /// ```
-/// `deadline` is the TRUE deadline. The registered position is (`level`, `slot`), which may
-/// fire earlier than `deadline` after a lazy move (see the parent module's docs).
+/// `deadline()` is the TRUE deadline. The registered position is (`level()`, `slot()`), which
+/// may fire earlier than the deadline after a lazy move (see the parent module's docs).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Node {
-    pub(super) deadline: u64,
+    word: u64,
     pub(super) prev: u32,
     pub(super) next: u32,
-    pub(super) level: u8,
-    pub(super) slot: u8,
 }
 
 impl Node {
     pub(super) const DISARMED: Node = Node {
-        deadline: 0,
+        word: (LOC_DISARMED as u64) << LEVEL_SHIFT,
         prev: NIL,
         next: NIL,
-        level: LOC_DISARMED,
-        slot: 0,
     };
+
+    pub(super) fn deadline(&self) -> u64 {
+        self.word & DEADLINE_MASK
+    }
+
+    pub(super) fn level(&self) -> u8 {
+        ((self.word >> LEVEL_SHIFT) & 0b111) as u8
+    }
+
+    pub(super) fn slot(&self) -> u8 {
+        (self.word >> SLOT_SHIFT) as u8
+    }
+
+    pub(super) fn set_deadline(&mut self, deadline: u64) {
+        debug_assert!(
+            deadline <= DEADLINE_MASK,
+            "deadline {deadline} past the tick limit"
+        );
+        self.word = (self.word & !DEADLINE_MASK) | (deadline & DEADLINE_MASK);
+    }
+
+    /// Register the node at (`level`, `slot`), keeping its deadline.
+    pub(super) fn set_loc(&mut self, level: u8, slot: u8) {
+        debug_assert!(level < 8 && usize::from(slot) < SLOTS_PER_LEVEL);
+        self.word = (self.word & DEADLINE_MASK)
+            | (u64::from(level) << LEVEL_SHIFT)
+            | (u64::from(slot) << SLOT_SHIFT);
+    }
 }
 
 /// Puts `key` at the front of the list starting at `head`. O(1): order within a slot does not
