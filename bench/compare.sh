@@ -521,4 +521,4 @@ PY
     fi
 } >"$WORK/report.md"
 cat "$WORK/report.md"
-if [[ -n $OUT ]]; then cp "$WORK/report.md" "$OUT"; fi
+if [[ -n $OUT && ! $OUT -ef $WORK/report.md ]]; then cp "$WORK/report.md" "$OUT"; fi
