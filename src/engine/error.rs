@@ -73,7 +73,8 @@ impl fmt::Display for EngineError {
             EngineError::NoMemory { what, err } => write!(
                 f,
                 "out of memory setting up {what} ({err}); lower sq_entries, buf_ring_entries or \
-                 rings_per_worker, or raise `ulimit -l` on kernels before 5.12"
+                 rings_per_worker, raise vm.max_map_count (every ring and buffer ring is a \
+                 mapping), or raise `ulimit -l` on kernels before 5.12"
             ),
             EngineError::Bind { addr, err } => write!(
                 f,

@@ -174,6 +174,23 @@ impl<M: Send + 'static> Engine<M> {
         self.layout.connections_capacity()
     }
 
+    /// Set up every ring `cfg` may ever open, on every worker, all at once (no threads, no
+    /// listener, nothing armed), then drop them: `start` sets up only each worker's first ring
+    /// and opens the others as file tables fill, so a box that cannot hold them all (locked
+    /// memory, `vm.max_map_count`, kernel memory) would fail only under load. For `uringcast
+    /// doctor`. Returns the connections capacity.
+    pub fn probe_all_rings(cfg: &EngineConfig) -> Result<usize, EngineError> {
+        let layout = layout(cfg)?;
+        ring::probe()?;
+        let mut rings = Vec::with_capacity(layout.workers * layout.rings_per_worker);
+        for _ in 0..layout.workers {
+            for r in 0..layout.rings_per_worker {
+                rings.push(ring::Ring::new(&layout, r as u8, None)?);
+            }
+        }
+        Ok(layout.connections_capacity())
+    }
+
     /// Block until every worker has finished its shutdown.
     pub fn wait(mut self) -> Result<(), EngineError> {
         let mut panicked = false;

@@ -25,7 +25,7 @@ fn doctor_command() -> Command {
         Arg::new("no_probe")
             .long("no-probe")
             .action(ArgAction::SetTrue)
-            .help("Do not start the rings to verify io_uring and the capacity"),
+            .help("Do not set up the rings to verify io_uring and the capacity"),
     )
 }
 

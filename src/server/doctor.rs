@@ -2,10 +2,11 @@
 //! number, and the fix for each bound.
 //!
 //! Split in two so the arithmetic is testable without the machine: [`Facts::read`] reads the box
-//! (`/proc`, `getrlimit`, capabilities) and, unless told not to, starts the engine once with no
-//! listener (each worker's first ring, with a file table of the configured size; the other rings
-//! open only as tables fill, so they are not tried) to learn that io_uring works and the
-//! capacity start-up reports; [`diagnose`] is a pure function from facts and config to a
+//! (`/proc`, `getrlimit`, capabilities) and, unless told not to, sets up every ring the
+//! configuration may open, on every worker at once, with file tables and buffer rings of the
+//! configured size (the server opens all but the first only as tables fill, so a box that cannot
+//! hold them would otherwise fail under load) to learn that io_uring works and what capacity
+//! start-up reports; [`diagnose`] is a pure function from facts and config to a
 //! [`Diagnosis`]. The doctor never listens on a port, never changes a limit or a sysctl (that
 //! is `tuning/sysctl.sh apply`), and always exits 0 once it has printed (only a bad flag exits
 //! 2).
@@ -17,7 +18,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 
 use super::config::Config;
-use crate::engine::{Engine, EngineConfig, Idle};
+use crate::engine::{Engine, EngineConfig};
 
 /// Server userspace bytes per idle held connection (slab slot, timer node, `Conn`, WebSocket
 /// session, subscription, and the provided buffers of the rings they fill), measured as the
@@ -75,8 +76,8 @@ pub struct Facts {
     /// `None` when the key does not exist (kernels before 6.6).
     pub io_uring_disabled: Option<u64>,
     pub cpus: u64,
-    /// Result of starting the engine for real (each worker's first ring): `Ok(capacity)` or the
-    /// engine's error message.
+    /// Result of setting up every ring the configuration may open (`probe_rings`):
+    /// `Ok(capacity)` or the engine's error message.
     /// `None` when the probe was skipped (`--no-probe`).
     pub probe: Option<Result<u64, String>>,
     /// What a bare `io_uring_setup` (a two-entry ring) answered: `Ok(())` or the errno.
@@ -645,20 +646,14 @@ fn container() -> Option<String> {
         })
 }
 
-/// Start the engine `config` asks for (no listener, no signal handling), read its capacity,
-/// stop. Proves io_uring works and that a table of that size registers: each worker opens its
-/// first ring only (the others open as tables fill), so further rings are not tried.
+/// Set up every ring the engine `config` asks for may open, on every worker at once, read its
+/// capacity, tear them down: proves io_uring works and that all of the file tables and buffer
+/// rings fit on this box (locked memory, mappings), not only the first ring the server starts
+/// with.
 pub fn probe_rings(config: &Config) -> Result<u64, String> {
-    let cfg = EngineConfig {
-        listen: None,
-        handle_signals: false,
-        ..config.engine_config()
-    };
-    let engine: Engine<()> = Engine::start(cfg, |_| Idle).map_err(|e| e.to_string())?;
-    let capacity = engine.connections_capacity() as u64;
-    engine.handle().shutdown();
-    engine.wait().map_err(|e| e.to_string())?;
-    Ok(capacity)
+    Engine::<()>::probe_all_rings(&config.engine_config())
+        .map(|capacity| capacity as u64)
+        .map_err(|e| e.to_string())
 }
 
 fn nofile() -> (u64, u64) {
