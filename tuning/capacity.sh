@@ -281,14 +281,8 @@ start_server() {
     "$BIN/uringcast" doctor "${SERVER_ARGS[@]:1}" >"$DOCTOR_FILE" 2>&1 || true
     RUST_LOG=warn "$BIN/uringcast" "${SERVER_ARGS[@]}" >"$LOGS/server-$n.out" 2>"$LOGS/server-$n.err" &
     SERVER_PID=$!
-    ADDR=""
-    for _ in $(seq 1 600); do
-        ADDR=$(sed -n 's/^uringcast: listening on \([^ ]*\) .*/\1/p' "$LOGS/server-$n.out" | head -1)
-        [[ -n "$ADDR" ]] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$LOGS/server-$n.err" >&2; die "the server exited at start-up"; }
-        sleep 0.1
-    done
-    [[ -n "$ADDR" ]] || die "the server did not report its address within 60 s"
+    ADDR=$(server_addr "$SERVER_PID" "$LOGS/server-$n.out" "$LOGS/server-$n.err") ||
+        die "the server exited at start-up or did not report its address within 60 s"
     PORT="${ADDR##*:}"
     case "$PROTO" in
     sse) URLS=(--url "http://$ADDR/sse?topic={topic}") ;;

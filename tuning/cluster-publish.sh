@@ -74,10 +74,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # start_node DIR NAME ARGS...: start a node; sets ADDR and PID (no subshell, so PIDS keeps it).
 start_node() {
     local dir="$1" name="$2"
@@ -86,13 +82,8 @@ start_node() {
         >"$dir/$name.out" 2>"$dir/$name.err" &
     PID=$!
     PIDS+=("$PID")
-    local addr=""
-    for _ in $(seq 1 200); do
-        addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$dir/$name.out" | head -1)
-        [[ -n "$addr" ]] && break
-        sleep 0.05
-    done
-    [[ -n "$addr" ]] || die "$name did not start (see $dir/$name.err)"
+    local addr
+    addr=$(server_addr "$PID" "$dir/$name.out" "$dir/$name.err") || die "$name did not start (see $dir/$name.err)"
     ADDR="$addr"
 }
 

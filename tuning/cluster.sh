@@ -75,7 +75,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 redis-server --port "$PORT" --bind 127.0.0.1 --dir "$OUT/redis" --save '' --appendonly no \
     >"$OUT/redis.log" 2>&1 &
 PIDS+=($!)
@@ -94,13 +94,7 @@ for k in 1 2 3; do
         --connections-max $((CONNS + 1000)) >"$OUT/node$k.out" 2>"$OUT/node$k.err" &
     NODE_PIDS+=($!)
     PIDS+=($!)
-    addr=""
-    for _ in $(seq 1 200); do
-        addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$OUT/node$k.out" | head -1)
-        [[ -n "$addr" ]] && break
-        sleep 0.05
-    done
-    [[ -n "$addr" ]] || die "node $k did not start (see $OUT/node$k.err)"
+    addr=$(server_addr "$!" "$OUT/node$k.out" "$OUT/node$k.err") || die "node $k did not start (see $OUT/node$k.err)"
     ADDRS+=("$addr")
 done
 log "nodes: ${ADDRS[*]}"

@@ -88,13 +88,8 @@ for n in "${steps[@]}"; do
         --heartbeat-interval "${HB_S}s" --pong-timeout 120s --request-timeout 120s \
         --idle-timeout 1h >"$LOGS/server-$n.out" 2>"$LOGS/server-$n.err" &
     SERVER_PID=$!
-    ADDR=""
-    for _ in $(seq 1 300); do
-        ADDR=$(sed -n 's/^uringcast: listening on \([^ ]*\) .*/\1/p' "$LOGS/server-$n.out" | head -1)
-        [[ -n "$ADDR" ]] && break
-        sleep 0.1
-    done
-    [[ -n "$ADDR" ]] || { cat "$LOGS/server-$n.err" >&2; echo "idle_memory.sh: server did not start" >&2; exit 1; }
+    ADDR=$(server_addr "$SERVER_PID" "$LOGS/server-$n.out" "$LOGS/server-$n.err") ||
+        { echo "idle_memory.sh: server did not start" >&2; exit 1; }
     sleep 1
     base_rss=$(status_kb "$SERVER_PID" VmRSS)
     case "$PROTO" in

@@ -167,15 +167,8 @@ SERVER_ARGS=(serve --listen 127.0.0.1:0 --connections-max "$((2 * CONNS + CONNS 
 log "starting $BIN/uringcast ${SERVER_ARGS[*]}"
 RUST_LOG=warn "$BIN/uringcast" "${SERVER_ARGS[@]}" >"$OUT/server.out" 2>"$OUT/server.err" &
 SERVER_PID=$!
-ADDR=""
-for _ in $(seq 1 600); do
-    # The shell creates server.out in the child after the fork: it may not exist yet.
-    ADDR=$(sed -n 's/^uringcast: listening on \([^ ]*\) .*/\1/p' "$OUT/server.out" 2>/dev/null | head -1 || true)
-    [[ -n "$ADDR" ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.err" >&2; die "the server exited at start-up"; }
-    sleep 0.1
-done
-[[ -n "$ADDR" ]] || die "the server did not report its address within 60 s"
+ADDR=$(server_addr "$SERVER_PID" "$OUT/server.out" "$OUT/server.err") ||
+    die "the server exited at start-up or did not report its address within 60 s"
 
 metrics() { curl -s --max-time 5 "http://$ADDR/metrics" || true; }
 PORT="${ADDR##*:}"
