@@ -50,15 +50,8 @@ fn start_chromium(chromium: &str) -> (KillOnDrop, String) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(chromium)
+        .args(common::chromium::FLAGS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
             "--hide-scrollbars",
             "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0",

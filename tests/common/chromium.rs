@@ -28,6 +28,19 @@ impl Drop for Browser {
     }
 }
 
+/// Headless, no sandbox (root), and none of the background connections that this machine's
+/// closed network would refuse.
+pub const FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+];
+
 /// Write `html` to a file and open it in headless Chromium with `?query`.
 pub fn open_page(chromium: &str, name: &str, html: &str, query: &str) -> Browser {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -38,17 +51,8 @@ pub fn open_page(chromium: &str, name: &str, html: &str, query: &str) -> Browser
     let profile = dir.join("profile");
     Browser(
         Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-                "--allow-file-access-from-files",
-            ])
+            .args(FLAGS)
+            .arg("--allow-file-access-from-files")
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(format!("file://{}?{query}", page.display()))
             .stdout(Stdio::null())
